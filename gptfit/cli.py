@@ -1,0 +1,71 @@
+"""Running a Hydra entry point so that every mistake a user can make ends in one line and a non-zero exit.
+
+Hydra reports composition errors (unknown key, wrong type, missing config option) on several lines;
+`hydra_main` condenses them to one. Errors raised by gptfit itself (`ConfigError`, `UserError`) are
+printed as `error: ...` lines and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+EXIT_USER_ERROR = 2
+_NOISE = ("Set the environment variable HYDRA_FULL_ERROR", "object_type=", "reference_type=")
+
+
+def condense(text: str) -> str:
+    """Hydra's multi-line message as one line: 'Available options in x:' lists become comma lists."""
+    parts: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(_NOISE):
+            continue
+        if parts and parts[-1].endswith(":"):
+            parts[-1] += " " + line
+        elif parts and raw.startswith(("\t", "    ")) and ":" in parts[-1] and not line.startswith("full_key"):
+            parts[-1] += ", " + line
+        else:
+            parts.append(line)
+    return "; ".join(parts)
+
+
+def fail(lines: list[str]) -> None:
+    for line in lines:
+        print(f"error: {line}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def _install_hydra_reporter() -> None:
+    from hydra._internal import utils as hydra_utils
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    original = hydra_utils.run_and_report
+    if getattr(original, "_gptfit", False):
+        return
+
+    def run_and_report(func: Callable):
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            return original(func)
+        try:
+            return func()
+        except (HydraException, OmegaConfBaseException) as e:
+            text = str(e)
+            if e.__cause__ is not None and str(e.__cause__) not in text:
+                text += "\n" + str(e.__cause__)
+            fail([condense(text) + " (see --help, or --cfg job for the composed config)"])
+
+    run_and_report._gptfit = True
+    hydra_utils.run_and_report = run_and_report
+
+
+def hydra_main(task: Callable) -> Callable:
+    """Wrap a `@hydra.main` function so that config mistakes are reported in one line."""
+
+    def entry() -> None:
+        _install_hydra_reporter()
+        task()
+
+    return entry

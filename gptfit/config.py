@@ -1,0 +1,218 @@
+"""The configuration schema: one dataclass per config group, registered in Hydra's ConfigStore.
+
+Because the root config extends this schema, Hydra rejects unknown keys and wrong types everywhere,
+experiment files included. What a type cannot say (ranges, choices, how fields relate) is checked by
+`validate`, which reports every problem at once, one line each.
+
+This module imports only the standard library, hydra and omegaconf, so a bad config is reported
+before torch and transformers are loaded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    # "gpt": gptfit's own decoder-only GPT trained from scratch; "hf": a causal LM from the hub or a folder.
+    kind: str = "gpt"
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    # The window length for training and evaluation. For kind=gpt it is also the model's context.
+    block_size: int = 64
+    dropout: float = 0.0
+    # Biases in the linear and norm layers (GPT-2 has them; without them the model is a little faster).
+    bias: bool = False
+    # kind=hf: a hub name or a local directory.
+    name_or_path: Optional[str] = None
+    # Fine-tune from an earlier run directory (its best/final model) or a saved model directory.
+    init_from: Optional[str] = None
+    # Hub models may ship their own code; it runs only when this is turned on.
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    # python_docs (embedded), text (local files), hf (a datasets dataset, hub or saved to disk).
+    source: str = "python_docs"
+    # text: a file, a folder or a glob pattern; hf: a hub name or a directory saved with save_to_disk.
+    path: Optional[str] = None
+    # hf only: the dataset configuration, split and text column.
+    hf_config: Optional[str] = None
+    split: str = "train"
+    text_column: str = "text"
+    # text only: one document per paragraph (blank-line separated), line, or whole file (document).
+    sample_by: str = "paragraph"
+    # Training size in tokens: the first train_tokens of the shuffled training pool (nested subsets).
+    train_tokens: int = 4096
+    # Seeds the held-out split and the document order, independent of `seed`.
+    split_seed: int = 0
+    # Share of the corpus's characters held out for validation (whole documents).
+    val_fraction: float = 0.1
+    # Byte-level BPE vocabulary size for models trained from scratch.
+    vocab_size: int = 2048
+    # Where tokenizers and encoded corpora are cached (by content hash).
+    cache_dir: str = "~/.cache/gptfit"
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    # Sequences per optimizer step over all processes (gradient accumulation included).
+    batch_size: int = 12
+    grad_accum: int = 1
+    lr: float = 1e-3
+    # Linear warm-up, then cosine decay to min_lr_ratio * lr.
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    # Checkpoints every save_every steps (0: at every evaluation); save_total_limit newest are kept.
+    save_every: int = 0
+    save_total_limit: int = 2
+    # A run directory to continue from its newest complete checkpoint, or "auto" (this run's own dir).
+    resume: Optional[str] = None
+    # auto (CUDA when present, else CPU), cpu, cuda.
+    device: str = "auto"
+    # CPU threads for torch (0: torch's default).
+    threads: int = 0
+
+
+@dataclass
+class EvalConfig:
+    # Fixed subsets on which train and validation loss are measured the same way.
+    train_windows: int = 64
+    val_windows: int = 64
+    batch_size: int = 32
+
+
+@dataclass
+class LoggerConfig:
+    # wandb or none.
+    backend: str = "wandb"
+    project: str = "gptfit"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+    job_type: str = "train"
+    # auto: online when an API key is set, offline otherwise. online, offline, disabled.
+    mode: str = "auto"
+    # Seconds to wait for the W&B service before falling back to offline.
+    init_timeout: float = 15.0
+
+
+@dataclass
+class Config:
+    # The experiment's name: the run directory and the W&B run are named after it.
+    name: str = "default"
+    seed: int = 1337
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # Where the run writes; set by Hydra to its run directory, or by the caller.
+    run_dir: str = MISSING
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="gptfit_schema", node=Config)
+
+
+MODEL_KINDS = ("gpt", "hf")
+DATA_SOURCES = ("python_docs", "text", "hf")
+LOGGER_BACKENDS = ("wandb", "none")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+DEVICES = ("auto", "cpu", "cuda")
+SAMPLE_BY = ("paragraph", "line", "document")
+
+
+class ConfigError(ValueError):
+    """Every problem found in a config, one per line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def validate(cfg: Any) -> None:
+    """Check ranges, choices and cross-field rules; raise ConfigError listing every problem."""
+    problems: list[str] = []
+
+    def need(ok: bool, key: str, got: Any, allowed: str) -> None:
+        if not ok:
+            problems.append(f"{key}={got!r}: {allowed}")
+
+    def positive(key: str, value: Any) -> None:
+        need(value > 0, key, value, "must be > 0")
+
+    def finite(key: str, value: Any) -> bool:
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        need(ok, key, value, "must be a finite number")
+        return ok
+
+    m, d, t, e, lg = cfg.model, cfg.data, cfg.train, cfg.eval, cfg.logger
+    need(m.kind in MODEL_KINDS, "model.kind", m.kind, f"one of {', '.join(MODEL_KINDS)}")
+    for key in ("n_layer", "n_head", "n_embd", "block_size"):
+        positive(f"model.{key}", getattr(m, key))
+    if m.n_head > 0 and m.n_embd % m.n_head:
+        problems.append(f"model.n_embd={m.n_embd}: must be divisible by model.n_head={m.n_head}")
+    if m.block_size < 2:
+        problems.append(f"model.block_size={m.block_size}: must be >= 2 (one input and one target)")
+    if finite("model.dropout", m.dropout):
+        need(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
+    if m.kind == "hf":
+        need(bool(m.name_or_path), "model.name_or_path", m.name_or_path,
+             "model=hf needs a hub name or a local model directory")
+
+    need(d.source in DATA_SOURCES, "data.source", d.source, f"one of {', '.join(DATA_SOURCES)}")
+    if d.source in ("text", "hf"):
+        need(bool(d.path), "data.path", d.path, f"data={d.source} needs a path (file, folder or dataset name)")
+    need(d.sample_by in SAMPLE_BY, "data.sample_by", d.sample_by, f"one of {', '.join(SAMPLE_BY)}")
+    positive("data.train_tokens", d.train_tokens)
+    if finite("data.val_fraction", d.val_fraction):
+        need(0.0 < d.val_fraction < 1.0, "data.val_fraction", d.val_fraction, "must be in (0, 1)")
+    need(d.vocab_size >= 260, "data.vocab_size", d.vocab_size, "must be >= 260 (256 bytes plus special tokens)")
+    if 0 < d.train_tokens < m.block_size:
+        problems.append(f"data.train_tokens={d.train_tokens}: must be at least model.block_size={m.block_size}")
+
+    for key in ("max_steps", "batch_size", "grad_accum", "eval_every", "save_total_limit"):
+        positive(f"train.{key}", getattr(t, key))
+    if t.batch_size > 0 and t.grad_accum > 0 and t.batch_size % t.grad_accum:
+        problems.append(f"train.batch_size={t.batch_size}: must be divisible by train.grad_accum={t.grad_accum}")
+    if finite("train.lr", t.lr):
+        positive("train.lr", t.lr)
+    if finite("train.weight_decay", t.weight_decay):
+        need(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "must be >= 0")
+    if finite("train.grad_clip", t.grad_clip):
+        need(t.grad_clip >= 0, "train.grad_clip", t.grad_clip, "must be >= 0 (0 turns clipping off)")
+    if finite("train.min_lr_ratio", t.min_lr_ratio):
+        need(0.0 <= t.min_lr_ratio <= 1.0, "train.min_lr_ratio", t.min_lr_ratio, "must be in [0, 1]")
+    for key in ("beta1", "beta2"):
+        value = getattr(t, key)
+        if finite(f"train.{key}", value):
+            need(0.0 <= value < 1.0, f"train.{key}", value, "must be in [0, 1)")
+    need(t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps, "must be >= 0")
+    need(t.save_every >= 0, "train.save_every", t.save_every, "must be >= 0 (0: save at every evaluation)")
+    need(t.threads >= 0, "train.threads", t.threads, "must be >= 0 (0: torch's default)")
+    need(t.device in DEVICES, "train.device", t.device, f"one of {', '.join(DEVICES)}")
+
+    for key in ("train_windows", "val_windows", "batch_size"):
+        positive(f"eval.{key}", getattr(e, key))
+
+    need(lg.backend in LOGGER_BACKENDS, "logger.backend", lg.backend, f"one of {', '.join(LOGGER_BACKENDS)}")
+    need(lg.mode in WANDB_MODES, "logger.mode", lg.mode, f"one of {', '.join(WANDB_MODES)}")
+    positive("logger.init_timeout", lg.init_timeout)
+
+    if problems:
+        raise ConfigError(problems)

@@ -1,0 +1,123 @@
+"""Masked (causal) multi-head self-attention, the one implementation every gptfit model uses.
+
+Two paths compute the same thing:
+- `fast_attention`: torch's fused `scaled_dot_product_attention`, used for training and decoding;
+- `explicit_attention`: the textbook version that builds the mask, the scores and the softmax, used
+  when a module's `capture` flag is on, so that the attention probabilities can be kept and drawn.
+
+Query position i (counted from the end of the keys when a cache holds earlier tokens) may attend to
+key positions j <= i and never to a later one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class KVCache(Protocol):
+    """What attention needs of a key/value cache (transformers' DynamicCache has the same method)."""
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
+        ...
+
+
+def causal_mask(q_len: int, k_len: int, device=None) -> torch.Tensor:
+    """[q_len, k_len] bool, True where attending is allowed.
+
+    The queries are the last q_len of the k_len positions (bottom-right alignment), so with a cache of
+    k_len - q_len earlier tokens, query i sits at absolute position k_len - q_len + i.
+    """
+    offset = k_len - q_len
+    rows = torch.arange(q_len, device=device).unsqueeze(1) + offset
+    cols = torch.arange(k_len, device=device).unsqueeze(0)
+    return cols <= rows
+
+
+def _full_mask(q_len: int, k_len: int, key_padding: Optional[torch.Tensor], device) -> torch.Tensor:
+    """Causal mask combined with a [batch, k_len] padding mask (True = real token): [B|1, 1, Q, K]."""
+    allowed = causal_mask(q_len, k_len, device)[None, None]
+    if key_padding is not None:
+        allowed = allowed & key_padding[:, None, None, :].bool()
+        # A padded query row would have nothing to attend to; let it see itself so softmax stays finite.
+        allowed = allowed | torch.eye(q_len, k_len, k_len - q_len, dtype=torch.bool, device=device)[None, None]
+    return allowed
+
+
+def explicit_attention(
+    q: torch.Tensor,  # [batch, head, query, dim]
+    k: torch.Tensor,  # [batch, head, key, dim]
+    v: torch.Tensor,  # [batch, head, key, dim]
+    key_padding: Optional[torch.Tensor] = None,  # [batch, key], True = real token
+    dropout_p: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (output [batch, head, query, dim], probabilities [batch, head, query, key])."""
+    q_len, k_len = q.shape[-2], k.shape[-2]
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # [batch, head, query, key]
+    allowed = _full_mask(q_len, k_len, key_padding, q.device)
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    dropped = F.dropout(probs, p=dropout_p) if dropout_p > 0 else probs
+    return dropped @ v, probs
+
+
+def fast_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding: Optional[torch.Tensor] = None,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """The same output as `explicit_attention`, through the fused kernel."""
+    q_len, k_len = q.shape[-2], k.shape[-2]
+    if key_padding is not None:
+        mask = _full_mask(q_len, k_len, key_padding, q.device)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    if q_len == k_len:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    if q_len == 1:
+        # One new token after a cache: every earlier key is allowed, no mask needed.
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    mask = causal_mask(q_len, k_len, q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention with one fused query/key/value projection.
+
+    Set `capture = True` to route through the explicit path and keep the probabilities in
+    `captured` ([batch, head, query, key]); it is off during training.
+    """
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool, layer_idx: int):
+        super().__init__()
+        self.n_head, self.head_dim, self.layer_idx = n_head, n_embd // n_head, layer_idx
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+        self.capture = False
+        self.captured: Optional[torch.Tensor] = None
+
+    def forward(
+        self,
+        x: torch.Tensor,  # [batch, time, n_embd]
+        cache: Optional[KVCache] = None,
+        key_padding: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        B, T, C = x.shape
+        # [batch, time, 3 * n_embd] -> three [batch, head, time, head_dim]
+        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
+        dropout_p = self.dropout if self.training else 0.0
+        if self.capture:
+            y, self.captured = explicit_attention(q, k, v, key_padding, dropout_p)
+        else:
+            y = fast_attention(q, k, v, key_padding, dropout_p)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.c_proj(y))

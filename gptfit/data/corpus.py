@@ -1,0 +1,127 @@
+"""The held-out split, the nested training subsets and the token streams of a corpus.
+
+The rule, fixed per corpus by `data.split_seed` (never by `seed`):
+1. the documents are put in an order drawn from `split_seed`;
+2. walking that order, whole documents go to validation until it holds `data.val_fraction` of the
+   corpus's characters; every other document is in the training pool, in that same order;
+3. each document is followed by the end-of-text token; the training set of size N is the first N
+   tokens of the training pool's stream.
+So validation is the same for every training size, and a smaller training set is a prefix of a larger
+one (the 4k-token set is inside the 16k-token set).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gptfit.data.sources import load_documents
+from gptfit.errors import UserError
+
+
+@dataclass
+class Corpus:
+    train: np.ndarray  # [train_tokens] int64, the training set
+    val: np.ndarray  # [val tokens] int64, all held-out text
+    eot_id: int
+    tokenizer: object
+    token_bytes: np.ndarray  # [vocab] UTF-8 bytes per token id
+    corpus_hash: str
+    tokenizer_hash: str
+    pool_tokens: int  # tokens available for training
+    n_train_docs: int
+    n_val_docs: int
+
+
+def split_documents(docs: list[str], split_seed: int, val_fraction: float) -> tuple[list[str], list[str]]:
+    """Return (training pool, held-out) documents by the rule in the module docstring."""
+    if len(docs) < 2:
+        raise UserError("data: the corpus has a single document, so none can be held out; "
+                        "give more files or use data.sample_by=paragraph or line")
+    order = list(range(len(docs)))
+    random.Random(split_seed).shuffle(order)
+    budget = val_fraction * sum(len(d) for d in docs)
+    val_idx, held = set(), 0
+    for i in order:
+        if held >= budget:
+            break
+        val_idx.add(i)
+        held += len(docs[i])
+    if len(val_idx) == len(docs):  # always keep something to train on
+        val_idx.discard(order[-1])
+    pool = [docs[i] for i in order if i not in val_idx]
+    val = [docs[i] for i in order if i in val_idx]
+    return pool, val
+
+
+def corpus_hash(docs: list[str]) -> str:
+    h = hashlib.sha256()
+    for d in docs:
+        h.update(d.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+def encode_stream(tokenizer, docs: list[str], eot_id: int, cache_dir: str, tag: str) -> np.ndarray:
+    """Documents joined with end-of-text tokens, cached by the tokenizer and text hashes."""
+    path = Path(cache_dir).expanduser() / "streams" / f"{tag}.npy"
+    if path.exists():
+        return np.load(path)
+    ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
+    stream = np.fromiter((t for doc in ids for t in (*doc, eot_id)), dtype=np.int64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, stream)
+    tmp.replace(path)
+    return stream
+
+
+def load_corpus(data_cfg, tokenizer=None) -> Corpus:
+    """Load, split and tokenize; `tokenizer` is the pretrained model's, or None to train a BPE."""
+    from gptfit.data.tokenizer import token_byte_lengths, tokenizer_hash, train_bpe
+
+    docs = load_documents(data_cfg)
+    pool, val = split_documents(docs, data_cfg.split_seed, data_cfg.val_fraction)
+    if tokenizer is None:
+        tokenizer = train_bpe(pool, data_cfg.vocab_size, data_cfg.cache_dir)
+    eot_id = tokenizer.eos_token_id
+    if eot_id is None:
+        raise UserError("model: the tokenizer has no end-of-text (eos) token to join documents with")
+    c_hash, t_hash = corpus_hash(docs), tokenizer_hash(tokenizer)
+    key = f"{c_hash}-{t_hash}-{data_cfg.split_seed}-{data_cfg.val_fraction}"
+    pool_stream = encode_stream(tokenizer, pool, eot_id, data_cfg.cache_dir, f"{key}-train")
+    val_stream = encode_stream(tokenizer, val, eot_id, data_cfg.cache_dir, f"{key}-val")
+    if data_cfg.train_tokens > len(pool_stream):
+        raise UserError(
+            f"data.train_tokens={data_cfg.train_tokens}: the corpus has only {len(pool_stream)} training tokens "
+            f"after holding out {len(val_stream)}; lower data.train_tokens or use a larger corpus"
+        )
+    return Corpus(
+        train=pool_stream[: data_cfg.train_tokens],
+        val=val_stream,
+        eot_id=eot_id,
+        tokenizer=tokenizer,
+        token_bytes=token_byte_lengths(tokenizer),
+        corpus_hash=c_hash,
+        tokenizer_hash=t_hash,
+        pool_tokens=len(pool_stream),
+        n_train_docs=len(pool),
+        n_val_docs=len(val),
+    )
+
+
+def ngram_overlap(train: np.ndarray, val: np.ndarray, n: int = 8) -> float:
+    """Share of held-out token n-grams that also occur in the training tokens (a leak check)."""
+    if len(val) < n or len(train) < n:
+        return 0.0
+
+    def grams(a: np.ndarray) -> np.ndarray:
+        windows = np.lib.stride_tricks.sliding_window_view(a.astype(np.int64), n)
+        # Each n-gram as one row of bytes, so np.isin compares whole n-grams exactly.
+        return np.ascontiguousarray(windows).view(np.dtype((np.void, 8 * n))).ravel()
+
+    return float(np.isin(grams(val), grams(train)).mean())

@@ -1,0 +1,93 @@
+"""Where the documents of a corpus come from: the embedded corpus, local text files, or `datasets`.
+
+A document is the unit the held-out split works on: a topic of the embedded corpus, a paragraph (or
+line, or file) of a text file, a record of a dataset. Documents are never cut by the split.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+from gptfit.errors import UserError
+
+
+def python_docs() -> list[str]:
+    """The language-reference topics that ship with CPython (`pydoc_data`), about 465,000 characters."""
+    from pydoc_data.topics import topics
+
+    return [topics[name] for name in sorted(topics)]
+
+
+def _text_files(path: str) -> list[str]:
+    p = Path(path).expanduser()
+    if p.is_dir():
+        files = sorted(str(f) for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+    elif p.is_file():
+        files = [str(p)]
+    else:
+        files = sorted(f for f in glob.glob(str(p), recursive=True) if os.path.isfile(f))
+    if not files:
+        raise UserError(f"data.path={path!r}: no such file or folder; give a text file, a folder or a glob pattern")
+    for f in files:
+        with open(f, "rb") as fh:
+            head = fh.read(8192)
+        if b"\x00" in head:
+            raise UserError(f"data.path: {f} looks binary (NUL bytes); point data.path at UTF-8 text files")
+    return files
+
+
+def text_files(path: str, sample_by: str) -> list[str]:
+    """Local text files through `datasets.load_dataset("text")`, one document per paragraph/line/file."""
+    import datasets
+
+    files = _text_files(path)
+    try:
+        ds = datasets.load_dataset("text", data_files=files, split="train", sample_by=sample_by)
+    except UnicodeDecodeError as e:
+        raise UserError(f"data.path={path!r}: not UTF-8 text ({e.reason}); convert the files to UTF-8") from None
+    except Exception as e:  # datasets wraps decoding errors in its own exception types
+        if isinstance(e.__cause__ or e.__context__, UnicodeDecodeError):
+            raise UserError(f"data.path={path!r}: not UTF-8 text; convert the files to UTF-8") from None
+        raise
+    return list(ds["text"])
+
+
+def hf_dataset(path: str, config_name: str | None, split: str, column: str) -> list[str]:
+    """A dataset on the hub, or one saved with `save_to_disk`, through `datasets`."""
+    import datasets
+
+    local = Path(path).expanduser()
+    try:
+        if local.is_dir() and ((local / "dataset_info.json").exists() or (local / "dataset_dict.json").exists()):
+            ds = datasets.load_from_disk(str(local))
+            if isinstance(ds, datasets.DatasetDict):
+                if split not in ds:
+                    raise UserError(f"data.split={split!r}: not in {path}; available: {', '.join(ds)}")
+                ds = ds[split]
+        else:
+            ds = datasets.load_dataset(path, config_name, split=split)
+    except UserError:
+        raise
+    except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"data.path={path!r}: could not load the dataset ({first}); check the name, "
+                        "data.hf_config and data.split, or save it locally with save_to_disk") from None
+    if column not in ds.column_names:
+        raise UserError(f"data.text_column={column!r}: not a column of {path}; columns: {', '.join(ds.column_names)}")
+    return [t for t in ds[column] if isinstance(t, str)]
+
+
+def load_documents(data_cfg) -> list[str]:
+    if data_cfg.source == "python_docs":
+        docs = python_docs()
+    elif data_cfg.source == "text":
+        docs = text_files(data_cfg.path, data_cfg.sample_by)
+    else:
+        docs = hf_dataset(data_cfg.path, data_cfg.hf_config, data_cfg.split, data_cfg.text_column)
+    docs = [d for d in docs if d.strip()]
+    if not docs:
+        where = data_cfg.path or data_cfg.source
+        raise UserError(f"data: the corpus {where!r} is empty; give it some text")
+    return docs

@@ -1,0 +1,168 @@
+"""gptfit's own decoder-only GPT, written as a Hugging Face model.
+
+Being a `PreTrainedModel` with its own config class means `save_pretrained` / `from_pretrained`, the
+Trainer, `generate` and the Auto classes all work with it. The layers follow GPT-2 (pre-norm blocks,
+learned positions, tied input and output embeddings); the attention is gptfit's shared
+`CausalSelfAttention`. Biases are optional (off by default: a little faster, no worse).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import DynamicCache
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from gptfit.core.attention import CausalSelfAttention
+
+
+class GPTConfig(PreTrainedConfig):
+    model_type = "gptfit"
+    # The library's cache and generation code read these standard names.
+    attribute_map = {
+        "num_hidden_layers": "n_layer",
+        "num_attention_heads": "n_head",
+        "hidden_size": "n_embd",
+        "max_position_embeddings": "block_size",
+    }
+
+    def __init__(
+        self,
+        vocab_size: int = 2048,
+        n_layer: int = 4,
+        n_head: int = 4,
+        n_embd: int = 128,
+        block_size: int = 64,
+        dropout: float = 0.0,
+        bias: bool = False,
+        initializer_range: float = 0.02,
+        tie_word_embeddings: bool = True,
+        **kwargs,
+    ):
+        self.vocab_size, self.n_layer, self.n_head, self.n_embd = vocab_size, n_layer, n_head, n_embd
+        self.block_size, self.dropout, self.bias = block_size, dropout, bias
+        self.initializer_range = initializer_range
+        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig, layer_idx: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config.n_embd, config.n_head, config.dropout, config.bias, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cache=None, key_padding=None):
+        x = x + self.attn(self.ln_1(x), cache, key_padding)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPTForCausalLM(PreTrainedModel, GenerationMixin):
+    config_class = GPTConfig
+    base_model_prefix = "transformer"
+    main_input_name = "input_ids"
+    _no_split_modules = ["Block"]
+    _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
+    # The loss is a plain mean per batch: the Trainer must scale it for gradient accumulation itself.
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: GPTConfig):
+        super().__init__(config)
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        # GPT-2's scaled init of the projections that write into the residual stream.
+        if isinstance(module, (CausalSelfAttention, MLP)):
+            std = self.config.initializer_range / math.sqrt(2 * self.config.n_layer)
+            init.normal_(module.c_proj.weight, mean=0.0, std=std)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.transformer.wte
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.transformer.wte = value
+
+    def set_capture(self, on: bool) -> None:
+        """Route attention through the explicit path and keep its probabilities (see core.attention)."""
+        for block in self.transformer.h:
+            block.attn.capture = on
+            block.attn.captured = None
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,  # [batch, time]
+        attention_mask: Optional[torch.Tensor] = None,  # [batch, past + time], 1 = real token
+        position_ids: Optional[torch.LongTensor] = None,
+        cache=None,
+        labels: Optional[torch.LongTensor] = None,
+        use_cache: Optional[bool] = None,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        if cache is None:
+            cache = kwargs.pop("past_key_values", None)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        past = cache.get_seq_length() if cache is not None else 0
+        T = input_ids.shape[1]
+        if past + T > self.config.block_size and position_ids is None:
+            raise ValueError(
+                f"sequence of {past + T} tokens exceeds the model's context of {self.config.block_size}"
+            )
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=input_ids.device).unsqueeze(0)
+        # Only a mask that actually hides something takes the masked attention path.
+        key_padding = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            key_padding = attention_mask.bool()
+
+        x = self.transformer.drop(self.transformer.wte(input_ids) + self.transformer.wpe(position_ids))
+        for block in self.transformer.h:
+            x = block(x, cache, key_padding)
+        x = self.transformer.ln_f(x)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        logits = self.lm_head(x)  # [batch, time, vocab]
+
+        loss = None
+        if labels is not None:
+            # Next-token loss: position t predicts token t + 1; -100 marks ignored targets.
+            loss = F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                labels[:, 1:].reshape(-1),
+                ignore_index=-100,
+            )
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache)
+
+
+AutoConfig.register(GPTConfig.model_type, GPTConfig)
+AutoModelForCausalLM.register(GPTConfig, GPTForCausalLM)

@@ -1,0 +1,102 @@
+"""Building the model and tokenizer of a run: gptfit's own GPT, a hub/local causal LM, or an earlier run's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gptfit.errors import UserError
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def resolve_model_dir(path: str) -> Path:
+    """A saved model directory, or the best/final model inside a run directory."""
+    p = Path(path).expanduser()
+    if (p / "config.json").exists():
+        return p
+    for sub in ("final", "best"):
+        if (p / sub / "config.json").exists():
+            return p / sub
+    raise UserError(f"model.init_from={path!r}: no saved model there (expected config.json, or final/ or best/ "
+                    "of a run directory); point it at a finished run")
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise UserError(f"model {path!r}: could not load its tokenizer ({_first_line(e)}); give a hub name or a "
+                        "local model directory (set HF_HUB_OFFLINE=1 without a network)") from None
+    if tokenizer.eos_token_id is None:
+        raise UserError(f"model {path!r}: its tokenizer has no eos token to join documents with")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: str, trust_remote_code: bool = False, attn_implementation: str | None = None):
+    import gptfit.model  # noqa: F401  (registers gptfit's model with the Auto classes)
+    from transformers import AutoModelForCausalLM
+
+    kwargs = dict(trust_remote_code=trust_remote_code)
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as e:
+        raise UserError(f"model {path!r}: could not load ({_first_line(e)}); give a hub name or a local model "
+                        "directory (set HF_HUB_OFFLINE=1 without a network)") from None
+    except Exception as e:  # corrupt weights surface as safetensors or torch errors
+        raise UserError(f"model {path!r}: could not load its weights ({_first_line(e)}); the files may be "
+                        "corrupt or incomplete, save the model again") from None
+
+
+def load_pretrained(path: str, trust_remote_code: bool = False, attn_implementation: str | None = None):
+    """(model, tokenizer) through the Auto classes, from the hub or a local directory."""
+    return load_model(path, trust_remote_code, attn_implementation), load_tokenizer(path, trust_remote_code)
+
+
+def pretrained_path(cfg) -> str | None:
+    """The model a run starts from (a hub name or directory), or None to train gptfit's GPT from scratch."""
+    if cfg.model.kind == "hf":
+        return cfg.model.name_or_path
+    if cfg.model.init_from:
+        return str(resolve_model_dir(cfg.model.init_from))
+    return None
+
+
+def model_context(model) -> int | None:
+    cfg = model.config
+    for name in ("max_position_embeddings", "n_positions", "block_size"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def build_model(cfg, tokenizer):
+    """The model of a run: loaded when it starts from a pretrained one, else gptfit's GPT, fresh."""
+    from gptfit.model import GPTConfig, GPTForCausalLM
+
+    path = pretrained_path(cfg)
+    if path is not None:
+        return load_model(path, cfg.model.trust_remote_code)
+    m = cfg.model
+    config = GPTConfig(
+        vocab_size=len(tokenizer),
+        n_layer=m.n_layer,
+        n_head=m.n_head,
+        n_embd=m.n_embd,
+        block_size=m.block_size,
+        dropout=m.dropout,
+        bias=m.bias,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return GPTForCausalLM(config)

@@ -1,0 +1,181 @@
+"""One place that records a run: `metrics.jsonl`, `summary.json` and, when on, Weights & Biases.
+
+`summary.json` is rewritten atomically after every evaluation, so it always describes the run as it
+stands: `status` is `running` until the run ends `finished` or `failed` (with the error line).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import netrc
+import os
+import subprocess
+import sys
+import time
+import warnings
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional
+
+PACKAGES = ("gptfit", "torch", "transformers", "tokenizers", "datasets", "hydra-core", "wandb", "numpy")
+# Keys whose best value is their minimum; every key's last value is kept under "final".
+LOWER_IS_BETTER = ("/loss", "/ppl", "/bpb")
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a kill: everything after it is dropped
+                break
+    return rows
+
+
+def git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def has_wandb_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def start_wandb(logger_cfg, run_dir: Path, name: str, config: dict, resume_id: Optional[str] = None):
+    """Start a W&B run (or return None when logging is off). Never blocks long on a missing network."""
+    if logger_cfg.backend != "wandb" or logger_cfg.mode == "disabled":
+        return None
+    import wandb
+
+    mode = logger_cfg.mode
+    if mode == "auto":
+        mode = "online" if has_wandb_key() else "offline"
+    kwargs = dict(
+        project=logger_cfg.project,
+        entity=logger_cfg.entity,
+        group=logger_cfg.group,
+        tags=list(logger_cfg.tags),
+        job_type=logger_cfg.job_type,
+        name=name,
+        dir=str(run_dir),
+        config=config,
+    )
+    if resume_id and mode == "online":
+        kwargs.update(id=resume_id, resume="allow")
+    settings = wandb.Settings(init_timeout=float(logger_cfg.init_timeout), console="off", silent=True)
+    try:
+        run = wandb.init(mode=mode, settings=settings, **kwargs)
+    except Exception as e:  # no network, bad key, service down: the run goes on offline
+        if mode != "online":
+            raise
+        warnings.warn(f"W&B online init failed ({type(e).__name__}); logging offline, sync later with `wandb sync`")
+        run = wandb.init(mode="offline", settings=settings, **kwargs)
+    run.define_metric("tokens_seen")
+    run.define_metric("*", step_metric="tokens_seen")
+    return run
+
+
+class Tracker:
+    def __init__(self, run_dir: Path, logger_cfg, name: str, config: dict, info: dict,
+                 resume_step: Optional[int] = None, wandb_id: Optional[str] = None):
+        self.run_dir = run_dir
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self.summary_path = run_dir / "summary.json"
+        self.start = time.time()
+        self.rows: list[dict] = []
+        if resume_step is not None:
+            # Rows after the checkpoint we resume from would be written again: cut them.
+            self.rows = [r for r in read_jsonl(self.metrics_path) if r.get("step", 0) <= resume_step]
+            self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+        else:
+            self.metrics_path.write_text("")
+        self.summary: dict[str, Any] = {
+            "status": "running",
+            "name": name,
+            "run_dir": str(run_dir),
+            "git_commit": git_commit(),
+            "versions": package_versions(),
+            **info,
+            "config": config,
+        }
+        self.wandb = start_wandb(logger_cfg, run_dir, name, config, resume_id=wandb_id)
+        if self.wandb is not None:
+            self.summary["wandb_id"] = self.wandb.id
+            self.summary["wandb_mode"] = self.wandb.settings.mode
+            if resume_step is not None:
+                self.wandb.summary["resumed_from_step"] = resume_step
+        self._write_summary()
+
+    def log(self, row: dict) -> None:
+        self.rows.append(row)
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.wandb is not None:
+            self.wandb.log(row)
+        self._write_summary()
+
+    def update(self, **info) -> None:
+        self.summary.update(info)
+        self._write_summary()
+
+    def best(self, key: str) -> Optional[dict]:
+        values = [(r[key], r["step"]) for r in self.rows if isinstance(r.get(key), (int, float))]
+        values = [v for v in values if math.isfinite(v[0])]
+        if not values:
+            return None
+        value, step = min(values)
+        return {"value": value, "step": step}
+
+    def _write_summary(self) -> None:
+        if self.rows:
+            final = self.rows[-1]
+            self.summary["final"] = final
+            self.summary["best"] = {
+                k: self.best(k) for k in final if k.endswith(LOWER_IS_BETTER) or k == "gap"
+            }
+            if self.wandb is not None:
+                for k, v in self.summary["best"].items():
+                    if v is not None:
+                        self.wandb.summary[f"best/{k}"] = v["value"]
+        self.summary["wall_time_s"] = round(time.time() - self.start, 2)
+        write_json_atomic(self.summary_path, self.summary)
+
+    def finish(self, status: str, error: Optional[str] = None) -> None:
+        self.summary["status"] = status
+        if error:
+            self.summary["error"] = error
+        self._write_summary()
+        if self.wandb is not None:
+            self.wandb.finish(exit_code=0 if status == "finished" else 1)
+            self.wandb = None
