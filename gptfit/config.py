@@ -145,9 +145,29 @@ class ConfigError(ValueError):
         super().__init__("\n".join(problems))
 
 
+def unknown_keys(cfg: Any, schema: type = None, prefix: str = "") -> list[str]:
+    """Keys the schema does not know (Hydra lets `+key=value` add them even to a typed config)."""
+    import dataclasses
+
+    schema = schema or Config
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    problems = []
+    for key in cfg.keys():
+        name = f"{prefix}{key}"
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            problems.append(f"{name}: unknown key; known keys here: {known}")
+        elif dataclasses.is_dataclass(fields[key].default_factory if fields[key].default_factory
+                                      is not dataclasses.MISSING else None):
+            problems.extend(unknown_keys(cfg[key], fields[key].default_factory, f"{name}."))
+    return problems
+
+
 def validate(cfg: Any) -> None:
     """Check ranges, choices and cross-field rules; raise ConfigError listing every problem."""
-    problems: list[str] = []
+    problems: list[str] = unknown_keys(cfg)
+    if problems:
+        raise ConfigError(problems)
 
     def need(ok: bool, key: str, got: Any, allowed: str) -> None:
         if not ok:
@@ -174,10 +194,24 @@ def validate(cfg: Any) -> None:
     if m.kind == "hf":
         need(bool(m.name_or_path), "model.name_or_path", m.name_or_path,
              "model=hf needs a hub name or a local model directory")
+    for key, path in (("model.name_or_path", m.name_or_path if m.kind == "hf" else None),
+                      ("model.init_from", m.init_from)):
+        # A path that is clearly local ("/", ".", "~") must exist; anything else may be a hub name.
+        if path and path.startswith(("/", ".", "~")):
+            import os
+
+            need(os.path.exists(os.path.expanduser(path)), key, path, "no such directory")
 
     need(d.source in DATA_SOURCES, "data.source", d.source, f"one of {', '.join(DATA_SOURCES)}")
     if d.source in ("text", "hf"):
         need(bool(d.path), "data.path", d.path, f"data={d.source} needs a path (file, folder or dataset name)")
+    if d.source == "text" and d.path:
+        import glob
+        import os
+
+        path = os.path.expanduser(d.path)
+        need(os.path.exists(path) or bool(glob.glob(path)), "data.path", d.path,
+             "no such file or folder; give a text file, a folder or a glob pattern")
     need(d.sample_by in SAMPLE_BY, "data.sample_by", d.sample_by, f"one of {', '.join(SAMPLE_BY)}")
     positive("data.train_tokens", d.train_tokens)
     if finite("data.val_fraction", d.val_fraction):

@@ -10,7 +10,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from gptfit.cli import EXIT_USER_ERROR, fail, hydra_main
+from gptfit.cli import discard_unused_run_dir, fail, hydra_main
 from gptfit.config import ConfigError, register, validate
 
 register()
@@ -21,6 +21,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         validate(cfg)
     except ConfigError as e:
+        discard_unused_run_dir(cfg.get("run_dir"))
         fail(e.problems)
 
     from gptfit.errors import UserError
@@ -29,6 +30,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         summary = train(cfg)
     except UserError as e:
+        discard_unused_run_dir(cfg.run_dir)
         fail([str(e)])
     except KeyboardInterrupt:
         print("interrupted: the run is marked failed in its summary.json", file=sys.stderr)

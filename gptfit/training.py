@@ -220,6 +220,7 @@ def train(cfg) -> dict:
     if not os.access(run_dir, os.W_OK):
         raise UserError(f"run directory {run_dir} is not writable; choose another with hydra.run.dir=...")
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # save/load bars; the Trainer's own progress bar stays
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)

@@ -44,7 +44,8 @@ def _full_mask(q_len: int, k_len: int, key_padding: Optional[torch.Tensor], devi
     if key_padding is not None:
         allowed = allowed & key_padding[:, None, None, :].bool()
         # A padded query row would have nothing to attend to; let it see itself so softmax stays finite.
-        allowed = allowed | torch.eye(q_len, k_len, k_len - q_len, dtype=torch.bool, device=device)[None, None]
+        rows = torch.arange(q_len, device=device).unsqueeze(1) + (k_len - q_len)
+        allowed = allowed | (torch.arange(k_len, device=device).unsqueeze(0) == rows)[None, None]
     return allowed
 
 

@@ -1,0 +1,78 @@
+"""The command line as a user meets it: one line per mistake, a non-zero exit, no traceback, no stray run."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import ROOT, TINY, run_cli
+
+# (overrides, what the one line must say)
+BAD_INPUTS = [
+    (["train.lr=abc"], "train.lr"),
+    (["train.lr=nan"], "train.lr=nan: must be a finite number"),
+    (["train.momentum=0.9"], "Key 'momentum' not in 'TrainConfig'"),
+    (["+train.momentum=0.9"], "train.momentum: unknown key"),
+    (["model=huge"], "Available options in 'model': hf, small, tiny"),
+    (["+experiment=nope"], "Could not find 'experiment/nope'"),
+    (["model.n_layer=two"], "model.n_layer"),
+    (["model.n_embd=100", "model.n_head=3"], "must be divisible by model.n_head=3"),
+    (["logger.mode=loud"], "logger.mode='loud': one of auto, online, offline, disabled"),
+    (["train.device=tpu"], "train.device='tpu'"),
+    (["data.train_tokens=10", "model.block_size=64"], "data.train_tokens=10: must be at least model.block_size=64"),
+    (["data=text"], "data.path=None: data=text needs a path"),
+    (["data=text", "data.path=/no/such/corpus.txt"], "no such file or folder"),
+    (["model=hf", "model.name_or_path=/no/such/model"], "model.name_or_path='/no/such/model': no such directory"),
+    (["data.train_tokens=99999999"], "data.train_tokens=99999999: the corpus has only"),
+    (["train.resume=/no/such/run"], "train.resume='/no/such/run': no such run directory"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
+def test_bad_input_gets_one_clear_line(overrides, message, tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    result = run_cli(*TINY, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", *overrides)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not run_dir.exists()  # nothing left behind that looks like a run
+
+
+def test_several_config_problems_are_reported_together():
+    result = run_cli("train.lr=-1", "logger.mode=x", "model.dropout=2")
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(lines) == 3
+
+
+def test_a_config_error_is_reported_quickly():
+    start = time.time()
+    result = run_cli("train.lr=-1")
+    assert result.returncode == 2
+    # Generous bound for a loaded CI machine; the measured figure is in the README.
+    assert time.time() - start < 10
+
+
+def test_help_and_cfg_job_work():
+    help_text = run_cli("--help")
+    assert help_text.returncode == 0 and "experiment: " in help_text.stdout
+    job = run_cli("+experiment=tiny_corpus", "--cfg", "job")
+    assert job.returncode == 0 and "name: tiny_corpus" in job.stdout and "train_tokens: 4096" in job.stdout
+
+
+def test_a_tiny_run_through_the_command_line(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    result = run_cli(*TINY, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", "train.max_steps=5")
+    assert result.returncode == 0, result.stderr
+    assert "step      5/5 | train" in result.stdout
+    assert (run_dir / "summary.json").exists() and (run_dir / ".hydra" / "config.yaml").exists()
+
+
+def test_wandb_offline_run_is_written_inside_the_run_directory(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    result = run_cli(*TINY, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", "train.max_steps=5",
+                     "logger=wandb", "logger.mode=offline", env={"WANDB_MODE": None})
+    assert result.returncode == 0, result.stderr
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))

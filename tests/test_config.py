@@ -1,0 +1,77 @@
+"""The config: every experiment composes, the schema rejects what it should, validation reports every problem."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import OmegaConfBaseException
+
+from gptfit.config import ConfigError, validate
+from tests.conftest import ROOT, TINY
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_validates(compose_cfg, experiment):
+    cfg = compose_cfg([f"+experiment={experiment}"])
+    validate(cfg)
+    assert cfg.name == experiment
+
+
+def test_tiny_corpus_is_a_small_slice_of_the_embedded_corpus(compose_cfg):
+    cfg = compose_cfg(["+experiment=tiny_corpus"])
+    assert cfg.data.source == "python_docs"
+    assert 1000 <= cfg.data.train_tokens <= 10000
+    assert cfg.model.n_layer == 4 and cfg.model.n_embd == 128 and cfg.model.block_size == 64
+
+
+@pytest.mark.parametrize("override", ["train.momentum=0.9", "train.lr=fast", "model.n_layer=2.5", "data.split_seed=x"])
+def test_schema_rejects_unknown_keys_and_wrong_types(compose_cfg, override):
+    with pytest.raises((ConfigCompositionException, OmegaConfBaseException)):
+        compose_cfg([override])
+
+
+def test_schema_applies_inside_experiment_files(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    (conf / "experiment" / "typo.yaml").write_text("# @package _global_\ntrain:\n  max_step: 10\n")
+    from gptfit.config import register
+
+    register()
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        with pytest.raises((ConfigCompositionException, OmegaConfBaseException), match="max_step"):
+            compose("config", overrides=["+experiment=typo", "run_dir=x"])
+
+
+def test_yaml_integers_are_accepted_where_floats_are_meant(compose_cfg):
+    cfg = compose_cfg(["train.lr=1", "model.dropout=0"])
+    assert isinstance(cfg.train.lr, float) and cfg.train.lr == 1.0
+
+
+def test_validation_reports_every_problem_at_once(compose_cfg):
+    cfg = compose_cfg(["model.n_embd=130", "model.n_head=4", "train.lr=-1", "logger.mode=sometimes",
+                       "data.train_tokens=8", "model.block_size=64", "model.dropout=1.5"])
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    problems = info.value.problems
+    for key in ("model.n_embd", "train.lr", "logger.mode", "data.train_tokens", "model.dropout"):
+        assert sum(p.startswith(key) for p in problems) == 1, (key, problems)
+    assert all("\n" not in p for p in problems)
+
+
+def test_nan_learning_rate_is_rejected(compose_cfg):
+    with pytest.raises(ConfigError, match="train.lr"):
+        validate(compose_cfg(["train.lr=nan"]))
+
+
+def test_tiny_overrides_are_valid(compose_cfg):
+    validate(compose_cfg(TINY))
+
+
+def test_keys_added_with_plus_are_rejected_by_validation(compose_cfg):
+    with pytest.raises(ConfigError, match="train.momentum: unknown key"):
+        validate(compose_cfg(["+train.momentum=0.9"]))
