@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -89,6 +89,24 @@ class TrainConfig:
 
 
 @dataclass
+class DecodingConfig:
+    """One decoding setting, every value explicit (no library default is inherited)."""
+
+    # False: greedy (num_beams=1) or beam search; True: sampling with the transforms below.
+    do_sample: bool = False
+    # Sampling only. temperature 0 means greedy.
+    temperature: float = 1.0
+    # 0 turns top-k off; top_p 1.0 turns top-p off.
+    top_k: int = 0
+    top_p: float = 1.0
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool = False
+    num_return_sequences: int = 1
+    max_new_tokens: int = 32
+
+
+@dataclass
 class EvalConfig:
     # Fixed subsets on which train and validation loss are measured the same way.
     train_windows: int = 64
@@ -121,6 +139,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # Named decoding settings used for samples and generation metrics (conf/decoding/).
+    decoding: Dict[str, DecodingConfig] = field(default_factory=dict)
     # Where the run writes; set by Hydra to its run directory, or by the caller.
     run_dir: str = MISSING
 
@@ -166,8 +186,33 @@ def unknown_keys(cfg: Any, schema: type = None, prefix: str = "") -> list[str]:
 def validate(cfg: Any) -> None:
     """Check ranges, choices and cross-field rules; raise ConfigError listing every problem."""
     problems: list[str] = unknown_keys(cfg)
+    for name, setting in cfg.get("decoding", {}).items():
+        problems.extend(decoding_problems(setting, f"decoding.{name}"))
+
     if problems:
         raise ConfigError(problems)
+
+
+def decoding_problems(d: Any, prefix: str = "decoding") -> list[str]:
+    """What is wrong with one decoding setting, one line per problem."""
+    problems = []
+
+    def need(ok: bool, key: str, allowed: str) -> None:
+        if not ok:
+            problems.append(f"{prefix}.{key}={getattr(d, key)!r}: {allowed}")
+
+    t = d.temperature
+    need(isinstance(t, (int, float)) and math.isfinite(t) and t >= 0, "temperature",
+         "must be a finite number >= 0 (0 means greedy)")
+    need(d.top_k >= 0, "top_k", "must be >= 0 (0 turns top-k off)")
+    need(isinstance(d.top_p, (int, float)) and 0 < d.top_p <= 1, "top_p", "must be in (0, 1] (1 turns top-p off)")
+    need(d.num_beams >= 1, "num_beams", "must be >= 1")
+    need(d.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+    need(math.isfinite(d.length_penalty), "length_penalty", "must be a finite number")
+    need(d.num_return_sequences >= 1, "num_return_sequences", "must be >= 1")
+    if not d.do_sample and d.num_beams >= 1 and d.num_return_sequences > d.num_beams:
+        need(False, "num_return_sequences", f"must be <= num_beams={d.num_beams} without sampling")
+    return problems
 
     def need(ok: bool, key: str, got: Any, allowed: str) -> None:
         if not ok:
@@ -248,5 +293,30 @@ def validate(cfg: Any) -> None:
     need(lg.mode in WANDB_MODES, "logger.mode", lg.mode, f"one of {', '.join(WANDB_MODES)}")
     positive("logger.init_timeout", lg.init_timeout)
 
+    for name, setting in cfg.get("decoding", {}).items():
+        problems.extend(decoding_problems(setting, f"decoding.{name}"))
+
     if problems:
         raise ConfigError(problems)
+
+
+def decoding_problems(d: Any, prefix: str = "decoding") -> list[str]:
+    """What is wrong with one decoding setting, one line per problem."""
+    problems = []
+
+    def need(ok: bool, key: str, allowed: str) -> None:
+        if not ok:
+            problems.append(f"{prefix}.{key}={getattr(d, key)!r}: {allowed}")
+
+    t = d.temperature
+    need(isinstance(t, (int, float)) and math.isfinite(t) and t >= 0, "temperature",
+         "must be a finite number >= 0 (0 means greedy)")
+    need(d.top_k >= 0, "top_k", "must be >= 0 (0 turns top-k off)")
+    need(isinstance(d.top_p, (int, float)) and 0 < d.top_p <= 1, "top_p", "must be in (0, 1] (1 turns top-p off)")
+    need(d.num_beams >= 1, "num_beams", "must be >= 1")
+    need(d.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+    need(math.isfinite(d.length_penalty), "length_penalty", "must be a finite number")
+    need(d.num_return_sequences >= 1, "num_return_sequences", "must be >= 1")
+    if not d.do_sample and d.num_beams >= 1 and d.num_return_sequences > d.num_beams:
+        need(False, "num_return_sequences", f"must be <= num_beams={d.num_beams} without sampling")
+    return problems
