@@ -60,6 +60,7 @@ class BareLoop:
     """One model, its optimizer (configured like the Trainer's) and a fixed stream of batches."""
 
     def __init__(self, model, like: torch.optim.Optimizer, stream: torch.Tensor, seed: int):
+        like = getattr(like, "optimizer", like)  # the torch optimizer inside accelerate's wrapper
         self.model = model.train()
         groups = [
             {"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": like.defaults["weight_decay"]},
@@ -151,7 +152,8 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "batch": [BATCH, BLOCK],
         "shape": {"n_layer": N_LAYER, "n_head": N_HEAD, "n_embd": N_EMBD, "vocab": VOCAB},
-        "optimizer": {"type": type(trainer.optimizer).__name__, "fused": trainer.optimizer.defaults.get("fused"),
+        "optimizer": {"type": type(trainer.optimizer.optimizer).__name__,
+                      "fused": trainer.optimizer.optimizer.defaults.get("fused"),
                       "lr": 1e-3, "grad_clip": 1.0},
         "blocks": args.blocks,
         "steps_per_block": args.block_steps,

@@ -108,10 +108,24 @@ class DecodingConfig:
 
 @dataclass
 class EvalConfig:
-    # Fixed subsets on which train and validation loss are measured the same way.
-    train_windows: int = 64
-    val_windows: int = 64
-    batch_size: int = 32
+    # Fixed windows on which losses, exact-match memorization and membership inference are measured
+    # (at least 256 a side for a membership-inference AUC that is not noise; they may overlap).
+    train_windows: int = 256
+    val_windows: int = 256
+    batch_size: int = 64
+    # Extractable memorization: greedy decoding of suffix_tokens from a window's first prefix_tokens.
+    prefix_tokens: int = 32
+    suffix_tokens: int = 32
+    extraction_windows: int = 64
+    # Samples under every decoding setting: from held-out prefixes and from these prompts.
+    prompts: List[str] = field(default_factory=lambda: ["My cute dog is a"])
+    heldout_prompts: int = 8
+    prompt_tokens: int = 16
+    # A sample "copies" when it holds a verbatim training span of at least copy_span tokens.
+    copy_span: int = 16
+    max_ngram: int = 8
+    # Samples and generation metrics at every k-th evaluation (1: at each).
+    generation_every: int = 1
 
 
 @dataclass
@@ -186,33 +200,8 @@ def unknown_keys(cfg: Any, schema: type = None, prefix: str = "") -> list[str]:
 def validate(cfg: Any) -> None:
     """Check ranges, choices and cross-field rules; raise ConfigError listing every problem."""
     problems: list[str] = unknown_keys(cfg)
-    for name, setting in cfg.get("decoding", {}).items():
-        problems.extend(decoding_problems(setting, f"decoding.{name}"))
-
     if problems:
         raise ConfigError(problems)
-
-
-def decoding_problems(d: Any, prefix: str = "decoding") -> list[str]:
-    """What is wrong with one decoding setting, one line per problem."""
-    problems = []
-
-    def need(ok: bool, key: str, allowed: str) -> None:
-        if not ok:
-            problems.append(f"{prefix}.{key}={getattr(d, key)!r}: {allowed}")
-
-    t = d.temperature
-    need(isinstance(t, (int, float)) and math.isfinite(t) and t >= 0, "temperature",
-         "must be a finite number >= 0 (0 means greedy)")
-    need(d.top_k >= 0, "top_k", "must be >= 0 (0 turns top-k off)")
-    need(isinstance(d.top_p, (int, float)) and 0 < d.top_p <= 1, "top_p", "must be in (0, 1] (1 turns top-p off)")
-    need(d.num_beams >= 1, "num_beams", "must be >= 1")
-    need(d.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
-    need(math.isfinite(d.length_penalty), "length_penalty", "must be a finite number")
-    need(d.num_return_sequences >= 1, "num_return_sequences", "must be >= 1")
-    if not d.do_sample and d.num_beams >= 1 and d.num_return_sequences > d.num_beams:
-        need(False, "num_return_sequences", f"must be <= num_beams={d.num_beams} without sampling")
-    return problems
 
     def need(ok: bool, key: str, got: Any, allowed: str) -> None:
         if not ok:
@@ -286,8 +275,17 @@ def decoding_problems(d: Any, prefix: str = "decoding") -> list[str]:
     need(t.threads >= 0, "train.threads", t.threads, "must be >= 0 (0: torch's default)")
     need(t.device in DEVICES, "train.device", t.device, f"one of {', '.join(DEVICES)}")
 
-    for key in ("train_windows", "val_windows", "batch_size"):
+    for key in ("train_windows", "val_windows", "batch_size", "prefix_tokens", "suffix_tokens",
+                "extraction_windows", "prompt_tokens", "copy_span", "max_ngram", "generation_every"):
         positive(f"eval.{key}", getattr(e, key))
+    need(e.heldout_prompts >= 0, "eval.heldout_prompts", e.heldout_prompts, "must be >= 0")
+    if e.prefix_tokens + e.suffix_tokens > m.block_size > 0:
+        problems.append(f"eval.prefix_tokens + eval.suffix_tokens = {e.prefix_tokens + e.suffix_tokens}: "
+                        f"must fit model.block_size={m.block_size}; lower them or raise the block size")
+    if e.prompt_tokens >= m.block_size > 0:
+        problems.append(f"eval.prompt_tokens={e.prompt_tokens}: must be below model.block_size={m.block_size}")
+    for i, prompt in enumerate(e.prompts):
+        need(bool(prompt.strip()), f"eval.prompts[{i}]", prompt, "must not be empty")
 
     need(lg.backend in LOGGER_BACKENDS, "logger.backend", lg.backend, f"one of {', '.join(LOGGER_BACKENDS)}")
     need(lg.mode in WANDB_MODES, "logger.mode", lg.mode, f"one of {', '.join(WANDB_MODES)}")

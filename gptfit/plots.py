@@ -30,3 +30,37 @@ def loss_curves(rows: list[dict], path: Path, title: str = "") -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+MEMORIZATION_KEYS = {
+    "mem/extraction_rate_train": ("extraction (train)", "tab:red", "-"),
+    "mem/extraction_rate_val": ("extraction (held-out)", "tab:red", ":"),
+    "mem/exact_match_train": ("exact match (train)", "tab:purple", "-"),
+    "mem/exact_match_val": ("exact match (held-out)", "tab:purple", ":"),
+    "mem/mia_auc": ("membership AUC", "tab:green", "-"),
+}
+
+
+def memorization_curves(rows: list[dict], path: Path, title: str = "") -> Path:
+    """Memorization rates against tokens seen (right) beside the loss curves (left)."""
+    rows = [r for r in rows if "val/loss" in r]
+    x = [r["tokens_seen"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=110)
+    left.plot(x, [r["train/loss"] for r in rows], label="train", color="tab:blue")
+    left.plot(x, [r["val/loss"] for r in rows], label="validation", color="tab:orange")
+    left.set_ylabel("loss (nats / token)")
+    for key, (label, color, style) in MEMORIZATION_KEYS.items():
+        if any(key in r for r in rows):
+            right.plot([r["tokens_seen"] for r in rows if key in r], [r[key] for r in rows if key in r],
+                       label=label, color=color, linestyle=style)
+    right.set_ylim(-0.02, 1.02)
+    right.set_ylabel("rate")
+    for ax in (left, right):
+        ax.set_xlabel("tokens seen")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "memorization")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -21,6 +21,13 @@ from typing import Any, Optional
 PACKAGES = ("gptfit", "torch", "transformers", "tokenizers", "datasets", "hydra-core", "wandb", "numpy")
 # Keys whose best value is their minimum; every key's last value is kept under "final".
 LOWER_IS_BETTER = ("/loss", "/ppl", "/bpb")
+SAMPLE_COLUMNS = ["step", "decoding", "params", "source", "prompt", "completion", "novel_8gram",
+                  "longest_copy_tokens", "copied"]
+
+
+def _md(text: str) -> str:
+    """Text fit for one cell of a markdown table."""
+    return text.replace("|", "\\|").replace("\n", "⏎ ")
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -130,6 +137,7 @@ class Tracker:
             "config": config,
         }
         self.wandb = start_wandb(logger_cfg, run_dir, name, config, resume_id=wandb_id)
+        self._table = None
         if self.wandb is not None:
             self.summary["wandb_id"] = self.wandb.id
             self.summary["wandb_mode"] = self.wandb.settings.mode
@@ -144,6 +152,27 @@ class Tracker:
         if self.wandb is not None:
             self.wandb.log(row)
         self._write_summary()
+
+    def log_samples(self, samples: list) -> None:
+        """Append samples to samples.md and to the run's W&B table (one incremental table, no new versions)."""
+        if not samples:
+            return
+        lines = [f"\n## step {samples[0].step}\n", "| decoding | params | source | prompt | completion | copy |",
+                 "|---|---|---|---|---|---|"]
+        for s in samples:
+            cells = [s.decoding, s.params, s.source, _md(s.prompt), _md(s.completion),
+                     f"{s.longest_copy_tokens} tok" + (" (copied)" if s.copied else "")]
+            lines.append("| " + " | ".join(cells) + " |")
+        with open(self.run_dir / "samples.md", "a") as f:
+            f.write("\n".join(lines) + "\n")
+        if self.wandb is not None:
+            import wandb
+
+            if self._table is None:
+                self._table = wandb.Table(columns=SAMPLE_COLUMNS, log_mode="INCREMENTAL")
+            for s in samples:
+                self._table.add_data(*(getattr(s, c) for c in SAMPLE_COLUMNS))
+            self.wandb.log({"samples": self._table, "tokens_seen": self.rows[-1]["tokens_seen"] if self.rows else 0})
 
     def update(self, **info) -> None:
         self.summary.update(info)

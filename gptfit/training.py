@@ -23,11 +23,11 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.utils import logging as hf_logging
 
 from gptfit.data.corpus import Corpus, load_corpus, ngram_overlap
-from gptfit.data.windows import RandomWindows, fixed_windows
+from gptfit.data.windows import RandomWindows
 from gptfit.errors import UserError
-from gptfit.evaluate import loss_metrics
+from gptfit.evaluation import Evaluator
 from gptfit.models import build_model, load_tokenizer, model_context, pretrained_path
-from gptfit.plots import loss_curves
+from gptfit.plots import loss_curves, memorization_curves
 from gptfit.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -91,34 +91,36 @@ class Run:
     def __init__(self, cfg, run_dir: Path, corpus: Corpus, model, tokenizer, tracker: Tracker):
         self.cfg, self.run_dir, self.corpus = cfg, run_dir, corpus
         self.model, self.tokenizer, self.tracker = model, tokenizer, tracker
-        block = cfg.model.block_size
-        self.train_windows = fixed_windows(corpus.train, block, cfg.eval.train_windows)
-        self.val_windows = fixed_windows(corpus.val, block, cfg.eval.val_windows)
-        self.tokens_per_step = cfg.train.batch_size * block
+        self.evaluator = Evaluator(cfg, corpus, tokenizer)
+        self.tokens_per_step = cfg.train.batch_size * cfg.model.block_size
         best = tracker.best("val/loss")
         self.best_val = best["value"] if best else float("inf")
         self.trainer: Optional[GptfitTrainer] = None
         self.start = time.time()
+        self.eval_seconds = 0.0
 
     def evaluate(self, model, step: int, lr: Optional[float] = None) -> dict:
+        started = time.time()
         cfg = self.cfg
         tokens_seen = step * self.tokens_per_step
         row = {"step": step, "tokens_seen": tokens_seen, "epoch": tokens_seen / len(self.corpus.train)}
-        row.update(loss_metrics(model, self.train_windows, self.corpus.token_bytes, cfg.eval.batch_size, "train"))
-        row.update(loss_metrics(model, self.val_windows, self.corpus.token_bytes, cfg.eval.batch_size, "val"))
-        row["gap"] = row["val/loss"] - row["train/loss"]
+        measured, samples = self.evaluator(model, step, final=step >= cfg.train.max_steps)
+        row.update(measured)
         if lr is not None:
             row["train/lr"] = lr
         running = self.trainer.pop_running_loss() if self.trainer is not None else None
         if running is not None:
             row["train/running_loss"] = running
         self.tracker.log(row)
+        self.tracker.log_samples(samples)
         if row["val/loss"] < self.best_val:
             self.best_val = row["val/loss"]
             save_model_atomic(model, self.tokenizer, self.run_dir / "best")
+        self.eval_seconds += time.time() - started
         tqdm.write(
             f"step {step:>6}/{cfg.train.max_steps} | train {row['train/loss']:.3f} | val {row['val/loss']:.3f}"
-            f" | gap {row['gap']:+.3f} | {time.time() - self.start:.0f}s"
+            f" | gap {row['gap']:+.3f} | extract {row['mem/extraction_rate_train']:.2f}"
+            f" | auc {row['mem/mia_auc']:.2f} | {time.time() - self.start:.0f}s"
         )
         return row
 
@@ -276,7 +278,10 @@ def train(cfg) -> dict:
         run.trainer = trainer
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
         save_model_atomic(trainer.model, tokenizer, run_dir / "final")
-        loss_curves(tracker.rows, run_dir / "loss.png", title=f"{cfg.name}: {len(corpus.train)} training tokens")
+        title = f"{cfg.name}: {len(corpus.train)} training tokens"
+        loss_curves(tracker.rows, run_dir / "loss.png", title=title)
+        memorization_curves(tracker.rows, run_dir / "memorization.png", title=title)
+        tracker.update(eval_time_s=round(run.eval_seconds, 2))
         tracker.finish("finished")
     except BaseException as e:
         error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

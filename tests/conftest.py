@@ -20,7 +20,7 @@ TINY = [
     "model.n_layer=2",
     "model.n_head=2",
     "model.n_embd=32",
-    "model.block_size=16",
+    "model.block_size=48",
     "data.train_tokens=1024",
     "data.vocab_size=512",
     "train.max_steps=20",
@@ -30,6 +30,13 @@ TINY = [
     "train.lr=5e-3",
     "eval.train_windows=16",
     "eval.val_windows=16",
+    "eval.batch_size=16",
+    "eval.prefix_tokens=8",
+    "eval.suffix_tokens=8",
+    "eval.extraction_windows=8",
+    "eval.heldout_prompts=2",
+    "eval.prompt_tokens=4",
+    "eval.copy_span=6",
     "logger=none",
 ]
 

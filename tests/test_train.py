@@ -26,7 +26,7 @@ def test_a_run_leaves_its_metrics_summary_models_and_figure(tiny_run):
     assert [r["step"] for r in rows] == [0, 5, 10, 15, 20]
     assert all(METRIC_KEYS <= r.keys() for r in rows)
     assert all("train/running_loss" in r and "train/lr" in r for r in rows[1:])
-    assert rows[-1]["tokens_seen"] == 20 * 8 * 16
+    assert rows[-1]["tokens_seen"] == 20 * 8 * 48
     assert rows[-1]["train/loss"] < rows[0]["train/loss"] - 0.5  # it learned something
     assert all(abs(r["gap"] - (r["val/loss"] - r["train/loss"])) < 1e-9 for r in rows)
 
@@ -103,11 +103,11 @@ def local_hf_models(tmp_path_factory, cache_dir):
     root = tmp_path_factory.mktemp("hf")
     ids = dict(bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
     models = {
-        "gpt2": GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=32, n_layer=2,
+        "gpt2": GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2,
                                            n_head=2, **ids)),
         "neox": GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
                                                  num_attention_heads=2, intermediate_size=64,
-                                                 max_position_embeddings=32, **ids)),
+                                                 max_position_embeddings=64, **ids)),
     }
     for name, model in models.items():
         model.save_pretrained(root / name)
@@ -118,7 +118,7 @@ def local_hf_models(tmp_path_factory, cache_dir):
 @pytest.mark.parametrize("family", ["gpt2", "neox"])
 def test_fine_tuning_a_local_hugging_face_model(local_hf_models, compose_cfg, tmp_path, family):
     path = local_hf_models / family
-    cfg = compose_cfg([*TINY, "model=hf", f"model.name_or_path={path}", "model.block_size=16", "train.max_steps=10"],
+    cfg = compose_cfg([*TINY, "model=hf", f"model.name_or_path={path}", "train.max_steps=10"],
                       tmp_path / "run")
     summary = train(cfg)
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
@@ -128,9 +128,9 @@ def test_fine_tuning_a_local_hugging_face_model(local_hf_models, compose_cfg, tm
 
 
 def test_a_window_longer_than_the_model_context_is_refused(local_hf_models, compose_cfg, tmp_path):
-    cfg = compose_cfg([*TINY, "model=hf", f"model.name_or_path={local_hf_models / 'gpt2'}", "model.block_size=64"],
+    cfg = compose_cfg([*TINY, "model=hf", f"model.name_or_path={local_hf_models / 'gpt2'}", "model.block_size=128"],
                       tmp_path / "run")
-    with pytest.raises(UserError, match="model.block_size=64: longer than the model's context of 32"):
+    with pytest.raises(UserError, match="model.block_size=128: longer than the model's context of 64"):
         train(cfg)
 
 

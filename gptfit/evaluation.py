@@ -1,0 +1,169 @@
+"""What a run measures at each evaluation: losses, memorization, and samples under every decoding setting.
+
+Everything measured is fixed when the run starts (windows, prompts, the training-text n-gram index),
+so two evaluations differ only by the model. Decoding uses its own seeded generator (seed and step),
+so evaluating never moves the random state that training depends on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gptfit.core.sampling import generate
+from gptfit.data.corpus import Corpus
+from gptfit.data.windows import fixed_windows
+from gptfit.metrics.memorization import mia_auc, window_stats
+from gptfit.metrics.ngrams import NgramIndex
+
+
+@dataclass
+class Sample:
+    step: int
+    decoding: str
+    params: str
+    source: str  # "held-out" or "prompt"
+    prompt: str
+    completion: str
+    novel_8gram: float | None
+    longest_copy_tokens: int
+    copied: bool
+
+
+def setting_params(setting) -> str:
+    if not setting.do_sample or setting.temperature == 0:
+        return f"beams={setting.num_beams}" if setting.num_beams > 1 else "greedy"
+    parts = [f"T={setting.temperature:g}"]
+    if setting.top_k:
+        parts.append(f"k={setting.top_k}")
+    if setting.top_p < 1:
+        parts.append(f"p={setting.top_p:g}")
+    if setting.num_beams > 1:
+        parts.append(f"beams={setting.num_beams}")
+    return " ".join(parts)
+
+
+def _sampled_windows(stream: np.ndarray, length: int, count: int, seed: int) -> torch.Tensor:
+    """[count, length] windows at seeded random offsets (distinct where the stream allows)."""
+    high = len(stream) - length + 1
+    rng = np.random.default_rng(seed)
+    offsets = rng.choice(high, size=count, replace=False) if high >= count else rng.integers(0, high, count)
+    return torch.from_numpy(np.asarray(stream, dtype=np.int64)[np.sort(offsets)[:, None] + np.arange(length)])
+
+
+class Evaluator:
+    def __init__(self, cfg, corpus: Corpus, tokenizer):
+        e, block = cfg.eval, cfg.model.block_size
+        self.cfg, self.corpus, self.tokenizer = cfg, corpus, tokenizer
+        self.train_windows = fixed_windows(corpus.train, block, e.train_windows)
+        self.val_windows = fixed_windows(corpus.val, block, e.val_windows)
+        span = e.prefix_tokens + e.suffix_tokens
+        seed = cfg.data.split_seed
+        self.extract_train = _sampled_windows(corpus.train, span, e.extraction_windows, seed)
+        self.extract_val = _sampled_windows(corpus.val, span, e.extraction_windows, seed + 1)
+        self.decoding = dict(cfg.decoding)
+        self.index = NgramIndex(corpus.train, e.max_ngram, e.copy_span) if self.decoding else None
+        # Prompts: held-out prefixes (the same every time), then the configured texts.
+        heldout = _sampled_windows(corpus.val, e.prompt_tokens, e.heldout_prompts, seed + 2) if e.heldout_prompts \
+            else torch.zeros(0, e.prompt_tokens, dtype=torch.long)
+        self.prompts = [("held-out", row.tolist()) for row in heldout]
+        self.prompts += [("prompt", tokenizer.encode(p, add_special_tokens=False)) for p in e.prompts]
+        self.evaluations = 0
+
+    # -- losses and memorization ---------------------------------------------------------------------
+
+    def _loss_keys(self, prefix: str, losses: torch.Tensor, windows: torch.Tensor) -> dict:
+        """Mean next-token loss, perplexity and bits per byte from per-window mean losses."""
+        mean = float(losses.mean())
+        n_bytes = int(self.corpus.token_bytes[windows[:, 1:].numpy()].sum())
+        nats = float(losses.sum()) * (windows.shape[1] - 1)
+        return {
+            f"{prefix}/loss": mean,
+            f"{prefix}/ppl": math.exp(min(mean, 50.0)),
+            f"{prefix}/bpb": nats / (math.log(2) * max(n_bytes, 1)),
+        }
+
+    def extraction(self, model, windows: torch.Tensor) -> tuple[float, float]:
+        """(share of windows whose greedy suffix is exact, mean share of suffix tokens matched)."""
+        p, n = self.cfg.eval.prefix_tokens, self.cfg.eval.suffix_tokens
+        greedy = dict(do_sample=False, num_beams=1, max_new_tokens=n)
+        out = []
+        for batch in windows.split(self.cfg.eval.batch_size):
+            # eos_token_id=[]: decode all n tokens; the true suffix may contain end-of-text too.
+            new = generate(model, batch[:, :p], greedy, eos_token_id=[]).new_tokens.cpu()
+            out.append(new == batch[:, p:])
+        match = torch.cat(out).float()  # [windows, suffix]
+        return float((match.mean(1) == 1).float().mean()), float(match.mean())
+
+    def memorization(self, model) -> dict:
+        bs = self.cfg.eval.batch_size
+        train_loss, train_hits = window_stats(model, self.train_windows, bs)
+        val_loss, val_hits = window_stats(model, self.val_windows, bs)
+        row = self._loss_keys("train", train_loss, self.train_windows)
+        row.update(self._loss_keys("val", val_loss, self.val_windows))
+        row["gap"] = row["val/loss"] - row["train/loss"]
+        row["mem/exact_match_train"] = float(train_hits.mean())
+        row["mem/exact_match_val"] = float(val_hits.mean())
+        row["mem/mia_auc"] = mia_auc(train_loss.numpy(), val_loss.numpy())
+        row["mem/extraction_rate_train"], row["mem/suffix_match_train"] = self.extraction(model, self.extract_train)
+        row["mem/extraction_rate_val"], row["mem/suffix_match_val"] = self.extraction(model, self.extract_val)
+        return row
+
+    # -- samples and how much of them is copied ------------------------------------------------------
+
+    def samples(self, model, step: int) -> tuple[dict, list[Sample]]:
+        if not self.decoding or not self.prompts:
+            return {}, []
+        eot = self.corpus.eot_id
+        longest = max(len(ids) for _, ids in self.prompts)
+        # Left padding, so every prompt ends where decoding starts.
+        ids = torch.full((len(self.prompts), longest), eot, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, (_, prompt) in enumerate(self.prompts):
+            ids[i, longest - len(prompt):] = torch.tensor(prompt)
+            mask[i, longest - len(prompt):] = 1
+        row, samples = {}, []
+        for name, setting in self.decoding.items():
+            gen = generate(model, ids, setting, attention_mask=mask, seed=self.cfg.seed * 1_000_003 + step,
+                           eos_token_id=eot)
+            new = gen.new_tokens.cpu().numpy()
+            per_prompt = new.shape[0] // len(self.prompts)
+            completions = []
+            for r, tokens in enumerate(new):
+                source, prompt = self.prompts[r // per_prompt]
+                end = np.flatnonzero(tokens == eot)
+                tokens = tokens[: end[0]] if len(end) else tokens
+                completions.append(tokens)
+                length, _ = self.index.longest_copy(tokens)
+                novel = self.index.novelty([tokens], 8)
+                samples.append(Sample(step, name, setting_params(setting), source, self.tokenizer.decode(prompt),
+                                      self.tokenizer.decode(tokens), novel, length,
+                                      self.index.has_copy(tokens)))
+            row.update(self.copy_metrics(name, completions))
+        return row, samples
+
+    def copy_metrics(self, name: str, completions: list[np.ndarray]) -> dict:
+        row = {}
+        for n in range(1, self.cfg.eval.max_ngram + 1):
+            novel = self.index.novelty(completions, n)
+            if novel is not None:
+                row[f"gen/{name}/novel_{n}gram"] = novel
+        copies = [self.index.longest_copy(c) for c in completions]
+        best = max(range(len(copies)), key=lambda i: copies[i][0])
+        length, start = copies[best]
+        row[f"gen/{name}/longest_copy_tokens"] = length
+        row[f"gen/{name}/longest_copy_chars"] = len(self.tokenizer.decode(completions[best][start:start + length]))
+        row[f"gen/{name}/copy_rate"] = float(np.mean([self.index.has_copy(c) for c in completions]))
+        return row
+
+    def __call__(self, model, step: int, final: bool = False) -> tuple[dict, list[Sample]]:
+        row = self.memorization(model)
+        samples: list[Sample] = []
+        if final or self.evaluations % self.cfg.eval.generation_every == 0:
+            gen_row, samples = self.samples(model, step)
+            row.update(gen_row)
+        self.evaluations += 1
+        return row, samples
