@@ -39,6 +39,16 @@ class ModelConfig:
 
 
 @dataclass
+class CanaryConfig:
+    """A secret planted in the training text (exposure is measured at each evaluation)."""
+
+    name: str = MISSING
+    # Every "#" is a secret digit, e.g. "my pin is ####".
+    format: str = MISSING
+    repeats: int = 1
+
+
+@dataclass
 class DataConfig:
     # python_docs (embedded), text (local files), hf (a datasets dataset, hub or saved to disk).
     source: str = "python_docs"
@@ -60,6 +70,8 @@ class DataConfig:
     vocab_size: int = 2048
     # Where tokenizers and encoded corpora are cached (by content hash).
     cache_dir: str = "~/.cache/gptfit"
+    # Secrets planted in the training text (kept out of the tokenizer's text and the held-out text).
+    canaries: List[CanaryConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -108,10 +120,12 @@ class DecodingConfig:
 
 @dataclass
 class EvalConfig:
-    # Fixed windows on which losses, exact-match memorization and membership inference are measured
-    # (at least 256 a side for a membership-inference AUC that is not noise; they may overlap).
-    train_windows: int = 256
-    val_windows: int = 256
+    # Fixed windows on which train and validation loss are measured at every evaluation.
+    train_windows: int = 64
+    val_windows: int = 64
+    # Fixed windows for exact-match memorization and membership inference (at least 256 a side, so
+    # that the AUC is not noise; on a small corpus they overlap).
+    mia_windows: int = 256
     batch_size: int = 64
     # Extractable memorization: greedy decoding of suffix_tokens from a window's first prefix_tokens.
     prefix_tokens: int = 32
@@ -124,7 +138,11 @@ class EvalConfig:
     # A sample "copies" when it holds a verbatim training span of at least copy_span tokens.
     copy_span: int = 16
     max_ngram: int = 8
-    # Samples and generation metrics at every k-th evaluation (1: at each).
+    # Candidates of the same format each canary is ranked among.
+    canary_candidates: int = 255
+    # Memorization metrics (exact match, membership inference, extraction, canaries) and samples with
+    # their generation metrics at every k-th evaluation (1: at each); both always at the last step.
+    memorization_every: int = 1
     generation_every: int = 1
 
 
@@ -276,8 +294,16 @@ def validate(cfg: Any) -> None:
     need(t.device in DEVICES, "train.device", t.device, f"one of {', '.join(DEVICES)}")
 
     for key in ("train_windows", "val_windows", "batch_size", "prefix_tokens", "suffix_tokens",
-                "extraction_windows", "prompt_tokens", "copy_span", "max_ngram", "generation_every"):
+                "extraction_windows", "prompt_tokens", "copy_span", "max_ngram", "generation_every",
+                "memorization_every", "mia_windows"):
         positive(f"eval.{key}", getattr(e, key))
+    names = [c.name for c in d.canaries]
+    for i, c in enumerate(d.canaries):
+        need("#" in c.format, f"data.canaries[{i}].format", c.format, 'needs at least one "#" (a secret digit)')
+        need(c.repeats >= 1, f"data.canaries[{i}].repeats", c.repeats, "must be >= 1")
+        need(names.count(c.name) == 1 and c.name.isidentifier(), f"data.canaries[{i}].name", c.name,
+             "must be a unique identifier")
+    positive("eval.canary_candidates", e.canary_candidates)
     need(e.heldout_prompts >= 0, "eval.heldout_prompts", e.heldout_prompts, "must be >= 0")
     if e.prefix_tokens + e.suffix_tokens > m.block_size > 0:
         problems.append(f"eval.prefix_tokens + eval.suffix_tokens = {e.prefix_tokens + e.suffix_tokens}: "

@@ -16,6 +16,7 @@ import torch
 from gptfit.core.sampling import generate
 from gptfit.data.corpus import Corpus
 from gptfit.data.windows import fixed_windows
+from gptfit.metrics.canaries import canary_exposures
 from gptfit.metrics.memorization import mia_auc, window_stats
 from gptfit.metrics.ngrams import NgramIndex
 
@@ -60,6 +61,8 @@ class Evaluator:
         self.cfg, self.corpus, self.tokenizer = cfg, corpus, tokenizer
         self.train_windows = fixed_windows(corpus.train, block, e.train_windows)
         self.val_windows = fixed_windows(corpus.val, block, e.val_windows)
+        self.mia_train = fixed_windows(corpus.train, block, e.mia_windows)
+        self.mia_val = fixed_windows(corpus.val, block, e.mia_windows)
         span = e.prefix_tokens + e.suffix_tokens
         seed = cfg.data.split_seed
         self.extract_train = _sampled_windows(corpus.train, span, e.extraction_windows, seed)
@@ -98,18 +101,26 @@ class Evaluator:
         match = torch.cat(out).float()  # [windows, suffix]
         return float((match.mean(1) == 1).float().mean()), float(match.mean())
 
+    def losses(self, model) -> dict:
+        bs = self.cfg.eval.batch_size
+        row = self._loss_keys("train", window_stats(model, self.train_windows, bs)[0], self.train_windows)
+        row.update(self._loss_keys("val", window_stats(model, self.val_windows, bs)[0], self.val_windows))
+        row["gap"] = row["val/loss"] - row["train/loss"]
+        return row
+
     def memorization(self, model) -> dict:
         bs = self.cfg.eval.batch_size
-        train_loss, train_hits = window_stats(model, self.train_windows, bs)
-        val_loss, val_hits = window_stats(model, self.val_windows, bs)
-        row = self._loss_keys("train", train_loss, self.train_windows)
-        row.update(self._loss_keys("val", val_loss, self.val_windows))
-        row["gap"] = row["val/loss"] - row["train/loss"]
-        row["mem/exact_match_train"] = float(train_hits.mean())
-        row["mem/exact_match_val"] = float(val_hits.mean())
-        row["mem/mia_auc"] = mia_auc(train_loss.numpy(), val_loss.numpy())
+        train_loss, train_hits = window_stats(model, self.mia_train, bs)
+        val_loss, val_hits = window_stats(model, self.mia_val, bs)
+        row = {
+            "mem/exact_match_train": float(train_hits.mean()),
+            "mem/exact_match_val": float(val_hits.mean()),
+            "mem/mia_auc": mia_auc(train_loss.numpy(), val_loss.numpy()),
+        }
         row["mem/extraction_rate_train"], row["mem/suffix_match_train"] = self.extraction(model, self.extract_train)
         row["mem/extraction_rate_val"], row["mem/suffix_match_val"] = self.extraction(model, self.extract_val)
+        row.update(canary_exposures(model, self.corpus.canaries, self.tokenizer, self.corpus.eot_id,
+                                    self.cfg.eval.canary_candidates, self.cfg.data.split_seed))
         return row
 
     # -- samples and how much of them is copied ------------------------------------------------------
@@ -160,8 +171,11 @@ class Evaluator:
         return row
 
     def __call__(self, model, step: int, final: bool = False) -> tuple[dict, list[Sample]]:
-        row = self.memorization(model)
+        """One evaluation's metrics row and samples; the costly parts only every k-th time and at the end."""
+        row = self.losses(model)
         samples: list[Sample] = []
+        if final or self.evaluations % self.cfg.eval.memorization_every == 0:
+            row.update(self.memorization(model))
         if final or self.evaluations % self.cfg.eval.generation_every == 0:
             gen_row, samples = self.samples(model, step)
             row.update(gen_row)

@@ -117,11 +117,11 @@ class Run:
             self.best_val = row["val/loss"]
             save_model_atomic(model, self.tokenizer, self.run_dir / "best")
         self.eval_seconds += time.time() - started
-        tqdm.write(
-            f"step {step:>6}/{cfg.train.max_steps} | train {row['train/loss']:.3f} | val {row['val/loss']:.3f}"
-            f" | gap {row['gap']:+.3f} | extract {row['mem/extraction_rate_train']:.2f}"
-            f" | auc {row['mem/mia_auc']:.2f} | {time.time() - self.start:.0f}s"
-        )
+        line = f"step {step:>6}/{cfg.train.max_steps} | train {row['train/loss']:.3f} | val {row['val/loss']:.3f}"
+        line += f" | gap {row['gap']:+.3f}"
+        if "mem/mia_auc" in row:
+            line += f" | extract {row['mem/extraction_rate_train']:.2f} | auc {row['mem/mia_auc']:.2f}"
+        tqdm.write(f"{line} | {time.time() - self.start:.0f}s")
         return row
 
 

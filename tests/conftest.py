@@ -30,6 +30,7 @@ TINY = [
     "train.lr=5e-3",
     "eval.train_windows=16",
     "eval.val_windows=16",
+    "eval.mia_windows=16",
     "eval.batch_size=16",
     "eval.prefix_tokens=8",
     "eval.suffix_tokens=8",

@@ -2,9 +2,12 @@
 
 One implementation of each transform serves every model:
 - gptfit's own GPT is decoded by gptfit's loop over a preallocated `KVCache` (the fast path: no
-  `generate` machinery, one forward of one token per step);
+  `generate` machinery; one token per step through `_LeanGPT`, the model's forward without nn.Module
+  dispatch, checked bit for bit against the model; beams move only the cache rows they must);
 - any other causal LM goes through transformers' `model.generate`, with the same transforms plugged in
   as `LogitsProcessor`s and the library's own warpers turned off (top_k=0, top_p=1, temperature=1).
+  Two cases fall back to gptfit's loop without a cache: a beam-search trace (generate does not show
+  its running beams) and decoding past the model's context (generate would fail).
 
 The semantics are transformers' (checked against generation/logits_process.py and generation/utils.py):
 temperature -> top-k -> top-p in that order, in float32; beam score = sum of log-probs /
@@ -26,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
@@ -111,8 +115,11 @@ class TransformProcessor(LogitsProcessor):
 # Settings
 
 
-def as_setting(setting: Any = None, **overrides):
-    """A checked `DecodingConfig` from a DecodingConfig, a dict, a DictConfig or None (the defaults)."""
+def as_setting(setting: Any = None, name: str = "decoding", **overrides):
+    """A checked `DecodingConfig` from a DecodingConfig, a dict, a DictConfig or None (the defaults).
+
+    Raises UserError naming `name.key` for an unknown key, a wrong type or a value out of range.
+    """
     from gptfit.config import DecodingConfig, decoding_problems
 
     if setting is None:
@@ -122,23 +129,25 @@ def as_setting(setting: Any = None, **overrides):
     else:
         values = {k: setting[k] for k in setting.keys()}
     values.update(overrides)
-    known = {f.name for f in dataclasses.fields(DecodingConfig)}
-    unknown = sorted(set(values) - known)
+    kinds = {"bool": bool, "int": int, "float": float}
+    fields = {f.name: kinds.get(str(f.type)) for f in dataclasses.fields(DecodingConfig)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise UserError(f"decoding: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+        raise UserError(f"{name}.{unknown[0]}: unknown key; known keys: {', '.join(sorted(fields))}")
+    for key, value in values.items():
+        kind = fields[key]
+        # bool is an int to Python; a float field takes an int (YAML writes `2` for 2.0), nothing else mixes.
+        if kind is None:
+            continue  # a field of another type: left to decoding_problems
+        if kind is bool:
+            ok = isinstance(value, bool)
+        else:
+            ok = not isinstance(value, bool) and isinstance(value, int if kind is int else (int, float))
+        if not ok:
+            raise UserError(f"{name}.{key}={value!r}: must be {'an integer' if kind is int else 'a ' + kind.__name__}")
+        values[key] = kind(value)
     s = DecodingConfig(**values)
-    try:
-        # YAML writes `2` for 2.0: the transforms want floats, the counts want ints.
-        for name in ("temperature", "top_p", "length_penalty"):
-            setattr(s, name, float(getattr(s, name)))
-        for name in ("top_k", "num_beams", "num_return_sequences", "max_new_tokens"):
-            value = getattr(s, name)
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(f"{name}={value!r}")
-            setattr(s, name, int(value))
-    except (TypeError, ValueError) as e:
-        raise UserError(f"decoding: a value has the wrong type ({e})") from None
-    problems = decoding_problems(s)
+    problems = decoding_problems(s, name)
     if problems:
         raise UserError("; ".join(problems))
     return s
@@ -208,8 +217,9 @@ class KVCache:
         self._views()
 
     def _views(self) -> None:
-        self.keys = list(self.buffer[:, 0].unbind(0))  # per layer: [batch, head, capacity, head_dim]
-        self.values = list(self.buffer[:, 1].unbind(0))
+        # Per layer: [batch, head, capacity, head_dim]. Indexed, not unbound: unbind's views refuse in-place writes.
+        self.keys = [self.buffer[i, 0] for i in range(self.buffer.shape[0])]
+        self.values = [self.buffer[i, 1] for i in range(self.buffer.shape[0])]
 
     @classmethod
     def for_model(cls, model, batch: int, capacity: int) -> "KVCache":
@@ -235,13 +245,21 @@ class KVCache:
     def reorder(self, beam_idx: torch.LongTensor) -> None:
         """Row i becomes old row beam_idx[i] (beam search keeps the beams it extends)."""
         n = max(self.lengths)
-        if self.spare is None:
-            self.spare = torch.empty_like(self.buffer)
-        torch.index_select(self.buffer[..., :n, :], 2, beam_idx, out=self.spare[..., :n, :])
-        self.buffer, self.spare = self.spare, self.buffer
+        if self.buffer.requires_grad:
+            self.buffer = self.buffer.index_select(2, beam_idx)  # autograd has no out= variant
+        else:
+            if self.spare is None:
+                self.spare = torch.empty_like(self.buffer)
+            torch.index_select(self.buffer[..., :n, :], 2, beam_idx, out=self.spare[..., :n, :])
+            self.buffer, self.spare = self.spare, self.buffer
         self._views()
 
     reorder_cache = reorder  # transformers' name for the same operation
+
+    def copy_row(self, src: int, dst: int) -> None:
+        """Row dst takes row src's keys and values (a cheaper reorder when most rows stay, see _CachedSteps)."""
+        n = max(self.lengths)
+        self.buffer[:, :, dst, :, :n].copy_(self.buffer[:, :, src, :, :n])
 
     def reset(self) -> None:
         self.lengths = [0] * len(self.lengths)
@@ -261,9 +279,12 @@ class _LeanGPT:
 
     A step of the `tiny` model is ~50 small ops; nn.Module dispatch around them costs as much as the ops
     themselves. This runs the same operations in the same order (attention is core.attention's
-    `fast_attention`), so the logits are bit-for-bit the model's (tests check it), minus the dispatch.
-    Used only in eval mode, with attention capture off.
+    `fast_attention`), so the logits are bit-for-bit the model's. `for_model` checks that on a probe
+    and returns None when they differ (model.py changed and this mirror did not): decoding then goes
+    through the modules, slower but never wrong. Eval mode only (no dropout), attention capture off.
     """
+
+    _verdicts: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> mirror in step?
 
     def __init__(self, model):
         t = model.transformer
@@ -280,6 +301,24 @@ class _LeanGPT:
             for b in t.h
         ]
 
+    @classmethod
+    def for_model(cls, model) -> Optional["_LeanGPT"]:
+        from gptfit.model import GPTForCausalLM
+
+        if type(model) is not GPTForCausalLM or model.training or any(b.attn.capture for b in model.transformer.h):
+            return None
+        lean = cls(model)
+        if model not in cls._verdicts:
+            probe = torch.arange(3, device=lean.wte.device)[None] % model.config.vocab_size  # [1, 3]
+            a, b = KVCache.for_model(model, 1, 3), KVCache.for_model(model, 1, 3)
+            same = True
+            for ids in (probe[:, :2], probe[:, 2:]):  # a prefill, then a cached step
+                mine = lean(ids, None, None, a)
+                theirs = model(input_ids=ids, cache=b, logits_to_keep=1).logits[:, -1]
+                same = same and torch.equal(mine, theirs)
+            cls._verdicts[model] = same
+        return lean if cls._verdicts[model] else None
+
     def __call__(self, ids, mask, positions, cache) -> torch.Tensor:
         B, T = ids.shape
         if positions is None:
@@ -295,33 +334,48 @@ class _LeanGPT:
             k, v = cache.update(k, v, idx)
             y = fast_attention(q, k, v, key_padding).transpose(1, 2).reshape(B, T, C)
             x = x + F.linear(y, w_aproj, b_aproj)
-            x = x + F.linear(F.gelu(F.linear(F.layer_norm(x, *ln_2), w_fc, b_fc)), w_mproj, b_mproj)
+            h = F.gelu(F.linear(F.layer_norm(x, *ln_2), w_fc, b_fc), approximate="tanh")
+            x = x + F.linear(h, w_mproj, b_mproj)
         x = F.layer_norm(x[:, -1:], *self.ln_f)
         return F.linear(x, self.head)[:, -1]  # [batch, vocab]
 
 
 class _CachedSteps:
-    """gptfit's GPT over a KVCache; at the context length the window slides and the cache is rebuilt."""
+    """gptfit's GPT over a KVCache; at the context length the window slides and the cache is rebuilt.
+
+    Beam search: a new beam extends an old one, so its cache must hold the old beam's history. Instead
+    of moving every row of the cache (an index_select of all of it at each step: a quarter of beam
+    search's time), a beam takes over its parent's cache row ("slot"); only a second child of the same
+    parent copies it, into the slot of a beam that nobody extends. The model then runs on the rows in
+    slot order, and the logits are put back in beam order.
+    """
 
     def __init__(self, model, rows: int, total_length: int):
-        from gptfit.model import GPTForCausalLM
-
         self.model, self.context = model, model.config.block_size
         self.cache = KVCache.for_model(model, rows, min(self.context, total_length))
         self.next_position: Optional[torch.Tensor] = None  # [rows, 1] only with padding
-        capture = any(getattr(b.attn, "capture", False) for b in model.transformer.h)
-        self.lean = _LeanGPT(model) if type(model) is GPTForCausalLM and not capture else None
+        self.lean = _LeanGPT.for_model(model)
+        self.slots: Optional[list[int]] = None  # cache row of each row; None: the same row
+        self.order: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # (row of each slot, slot of each row)
 
     def _forward(self, ids, mask, positions) -> torch.Tensor:
+        if self.order is not None:
+            row_of_slot, slot_of_row = self.order
+            ids = ids[row_of_slot]
+            mask = mask[row_of_slot] if mask is not None else None
+            positions = positions[row_of_slot] if positions is not None else None
         if self.lean is not None:
-            return self.lean(ids, mask, positions, self.cache)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=self.cache,
-                         logits_to_keep=1)
-        return out.logits[:, -1]  # [rows, vocab]
+            logits = self.lean(ids, mask, positions, self.cache)
+        else:
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=self.cache,
+                             logits_to_keep=1)
+            logits = out.logits[:, -1]  # [rows, vocab]
+        return logits[self.order[1]] if self.order is not None else logits
 
     def prefill(self, tokens: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         """Fill the cache from the last `context` tokens ([rows, time]); the next-token logits."""
         self.cache.reset()
+        self.slots = self.order = None
         window = tokens[:, -self.context :]
         positions = None
         if mask is not None:
@@ -341,10 +395,28 @@ class _CachedSteps:
             self.next_position = positions + 1
         return self._forward(tokens[:, -1:], mask, positions)
 
-    def reorder(self, rows: torch.LongTensor) -> None:
-        self.cache.reorder(rows)
+    def reorder(self, parents: torch.LongTensor) -> None:
+        """Row i now extends old row parents[i]."""
         if self.next_position is not None:
-            self.next_position = self.next_position.index_select(0, rows)
+            self.next_position = self.next_position.index_select(0, parents)
+        n = len(parents)
+        old = self.slots or list(range(n))
+        wanted = [old[p] for p in parents.tolist()]
+        slots, taken = [-1] * n, [False] * n
+        for i, s in enumerate(wanted):  # the first child of a beam keeps its slot
+            if not taken[s]:
+                slots[i], taken[s] = s, True
+        free = [s for s in range(n) if not taken[s]]
+        for i, s in enumerate(wanted):  # the others copy it into a slot that no beam extends
+            if slots[i] < 0:
+                slots[i] = free.pop()
+                self.cache.copy_row(s, slots[i])
+        self.slots = slots
+        if slots == list(range(n)):
+            self.order = None
+        else:
+            slot_of_row = torch.tensor(slots, device=parents.device)
+            self.order = (torch.argsort(slot_of_row), slot_of_row)
 
 
 class _WindowSteps:
@@ -488,8 +560,10 @@ def _beam_search(steps, prompt, mask, s, sampling: bool, gen, eos, min_new: int,
         running_scores = _take(run_scores, chosen)
         parents = _take(cand_beam, chosen)
         if trace:
-            record.append(Step(cur_len - prompt_len, _take(cand_token, chosen), *_top(log_probs, top_n),
-                               parents=parents, scores=_take(cand_scores, chosen)))
+            # At the last step every continuation ends and none runs on: show the best ones instead.
+            shown = torch.arange(nb, device=dev).expand(batch, nb) if ends else chosen
+            record.append(Step(cur_len - prompt_len, _take(cand_token, shown), *_top(log_probs, top_n),
+                               parents=_take(cand_beam, shown), scores=_take(cand_scores, shown)))
 
         # Those that ended compete with the finished ones for the `beams` slots.
         just_finished = hits & top_mask[None, :]
@@ -512,7 +586,7 @@ def _beam_search(steps, prompt, mask, s, sampling: bool, gen, eos, min_new: int,
         # Stop once no running beam can beat the worst finished one (transformers' heuristic).
         new_len = cur_len + 1 - prompt_len
         best_running = running_scores[:, :1] / (new_len**lp)
-        worst_finished = torch.where(is_finished, torch.min(finished_scores, dim=1, keepdim=True)[0], -1.0e9)
+        worst_finished = torch.where(is_finished, torch.min(finished_scores, dim=1, keepdim=True)[0], IMPOSSIBLE)
         improvable = improvable & torch.any(best_running > worst_finished, dim=-1, keepdim=True)
         open_beams = ~(torch.all(is_finished) & early)
         if not bool(torch.any(improvable) & open_beams & ~torch.all(hits)):
@@ -561,7 +635,8 @@ def generate(
     eos_token_id: None takes the model config's; [] never stops early. A row that ends is padded with
     end-of-text until every row has ended. min_new_tokens: end-of-text is impossible before that many.
     trace: keep each step's top `trace_top` candidates (and, for beam search, the beams).
-    use_cache=False decodes with gptfit's loop, without a cache, whatever the model.
+    use_cache=False decodes with gptfit's loop, without a cache, whatever the model (slow: a reference).
+    Returns a `Generation`; `backend` says which path ran.
     """
     from gptfit.model import GPTForCausalLM
 
@@ -593,15 +668,15 @@ def generate(
         return _via_generate(model, input_ids, attention_mask, s, eos, min_new_tokens, trace, trace_top, meta)
 
     rows = input_ids.shape[0] * (s.num_beams if beams else 1)
-    if ours and use_cache:
-        backend, steps = "cached", _CachedSteps(model, rows, input_ids.shape[1] + s.max_new_tokens)
-    else:
-        backend, steps = "window", _WindowSteps(model, context)
     gen = torch.Generator(device=device).manual_seed(seed)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
+            if ours and use_cache:
+                backend, steps = "cached", _CachedSteps(model, rows, input_ids.shape[1] + s.max_new_tokens)
+            else:
+                backend, steps = "window", _WindowSteps(model, context)
             if beams:
                 seqs, scores, record = _beam_search(steps, input_ids, attention_mask, s, strategy == "beam_sample",
                                                     gen, eos, min_new_tokens, trace, trace_top)

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from gptfit.data.canaries import make_canaries, plant
 from gptfit.data.sources import load_documents
 from gptfit.errors import UserError
 
@@ -35,6 +36,7 @@ class Corpus:
     pool_tokens: int  # tokens available for training
     n_train_docs: int
     n_val_docs: int
+    canaries: list = field(default_factory=list)  # planted secrets (gptfit.data.canaries.Canary)
 
 
 def split_documents(docs: list[str], split_seed: int, val_fraction: float) -> tuple[list[str], list[str]]:
@@ -100,8 +102,12 @@ def load_corpus(data_cfg, tokenizer=None) -> Corpus:
             f"data.train_tokens={data_cfg.train_tokens}: the corpus has only {len(pool_stream)} training tokens "
             f"after holding out {len(val_stream)}; lower data.train_tokens or use a larger corpus"
         )
+    train = pool_stream[: data_cfg.train_tokens]
+    canaries = make_canaries(data_cfg.canaries, data_cfg.split_seed)
+    if canaries:
+        train = plant(train, canaries, tokenizer, eot_id, data_cfg.split_seed)
     return Corpus(
-        train=pool_stream[: data_cfg.train_tokens],
+        train=train,
         val=val_stream,
         eot_id=eot_id,
         tokenizer=tokenizer,
@@ -111,6 +117,7 @@ def load_corpus(data_cfg, tokenizer=None) -> Corpus:
         pool_tokens=len(pool_stream),
         n_train_docs=len(pool),
         n_val_docs=len(val),
+        canaries=canaries,
     )
 
 

@@ -1,0 +1,58 @@
+"""Exposure of planted canaries (Carlini et al. 2019): how far the secret stands out among its alternatives.
+
+exposure = log2 |R| - log2 rank, where R is the space of secrets of the canary's format and rank is
+the secret's place (1 = most likely) when every candidate is ranked by the model's loss. Only a sample
+of R is scored; the rank is extrapolated to the whole space as in the paper: the share of sampled
+candidates that beat the secret, times |R| - 1, plus one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gptfit.data.canaries import Canary
+
+
+def exposure(secret_loss: float, candidate_losses: np.ndarray, space_size: int) -> float:
+    candidate_losses = np.asarray(candidate_losses, dtype=np.float64)
+    beaten_by = float((candidate_losses < secret_loss).sum()) + 0.5 * float((candidate_losses == secret_loss).sum())
+    rank = 1.0 + beaten_by * (space_size - 1) / max(len(candidate_losses), 1)
+    return math.log2(space_size) - math.log2(rank)
+
+
+@torch.no_grad()
+def sequence_losses(model, texts: list[str], tokenizer, eot_id: int, batch_size: int = 256) -> np.ndarray:
+    """Total next-token loss (nats) of each text, read as a document: after an end-of-text token."""
+    encoded = [[eot_id] + tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for i in range(0, len(encoded), batch_size):
+            chunk = encoded[i : i + batch_size]
+            width = max(map(len, chunk))
+            ids = torch.full((len(chunk), width), eot_id, dtype=torch.long)
+            keep = torch.zeros(len(chunk), width - 1)
+            for r, seq in enumerate(chunk):  # right padding: the padded targets are not counted
+                ids[r, : len(seq)] = torch.tensor(seq)
+                keep[r, : len(seq) - 1] = 1
+            logits = model(input_ids=ids.to(device)).logits[:, :-1].float().cpu()
+            nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+            out.append((nll * keep).sum(1))
+    finally:
+        model.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def canary_exposures(model, canaries: list[Canary], tokenizer, eot_id: int, candidates: int, seed: int) -> dict:
+    row = {}
+    for c in canaries:
+        texts = [c.secret, *c.candidates(candidates, seed)]
+        losses = sequence_losses(model, texts, tokenizer, eot_id)
+        row[f"canary/{c.name}/exposure"] = exposure(losses[0], losses[1:], c.space_size)
+    return row

@@ -1,0 +1,133 @@
+"""Memorization metrics as specifications: a model made to memorize scores as memorized, an untrained one not."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gptfit.data.canaries import make_canaries
+from gptfit.data.corpus import load_corpus
+from gptfit.evaluation import Evaluator
+from gptfit.metrics.canaries import exposure
+from gptfit.metrics.memorization import roc_auc
+from gptfit.metrics.ngrams import NgramIndex
+from gptfit.models import build_model
+from gptfit.training import train
+from tests.conftest import TINY
+
+# 512 tokens, seen ~300 times. A 16-token prefix locates a window in the training text without ambiguity.
+MEMORIZE = [*TINY, "model.n_embd=128", "data.train_tokens=512", "train.max_steps=400", "train.eval_every=100",
+            "train.lr=5e-3", "train.warmup_steps=10", "eval.mia_windows=256",
+            "eval.extraction_windows=32", "eval.prefix_tokens=16", "eval.suffix_tokens=16"]
+
+
+@pytest.fixture(scope="module")
+def memorized(compose_cfg, tmp_path_factory):
+    """A tiny model trained to near-zero loss on 512 tokens: its metrics.jsonl rows."""
+    run_dir = tmp_path_factory.mktemp("memorized")
+    train(compose_cfg(MEMORIZE, run_dir))
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_memorizing_model_scores_as_memorized(memorized):
+    final = memorized[-1]
+    assert final["train/loss"] < 0.1
+    assert final["mem/extraction_rate_train"] >= 0.9
+    assert final["mem/mia_auc"] >= 0.9
+    assert final["mem/exact_match_train"] > 0.9 > 0.3 > final["mem/exact_match_val"]
+    assert final["mem/extraction_rate_val"] <= 0.1
+
+
+def test_an_untrained_model_does_not(compose_cfg, cache_dir):
+    cfg = compose_cfg([*TINY, "data.train_tokens=16384", "eval.mia_windows=256", "eval.extraction_windows=64"])
+    corpus = load_corpus(cfg.data)
+    evaluator = Evaluator(cfg, corpus, corpus.tokenizer)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        row = evaluator.memorization(build_model(cfg, corpus.tokenizer))
+        assert row["mem/extraction_rate_train"] <= 0.05
+        assert 0.4 <= row["mem/mia_auc"] <= 0.6
+
+
+def test_generation_metrics_are_logged_for_every_decoding_setting(memorized, compose_cfg):
+    settings = compose_cfg([]).decoding.keys()
+    final = memorized[-1]
+    for name in settings:
+        assert 0.0 <= final[f"gen/{name}/copy_rate"] <= 1.0
+        assert final[f"gen/{name}/longest_copy_tokens"] >= 0
+        assert f"gen/{name}/novel_1gram" in final
+
+
+def test_greedy_samples_of_a_memorizing_model_are_copies(memorized):
+    final = memorized[-1]
+    assert final["gen/greedy/copy_rate"] >= 0.5
+    assert final["gen/greedy/longest_copy_tokens"] >= 6
+
+
+def test_ngram_novelty_of_a_verbatim_excerpt_is_zero_and_of_random_tokens_near_one():
+    rng = np.random.default_rng(0)
+    train_tokens = rng.integers(0, 500, 20_000)
+    index = NgramIndex(train_tokens, max_n=8, copy_span=16)
+    excerpt = train_tokens[1000:1100]
+    assert index.novelty([excerpt], 8) == 0.0 and index.novelty([excerpt], 1) == 0.0
+    noise = rng.integers(10_000, 20_000, 200)
+    assert index.novelty([noise], 8) == 1.0 and index.novelty([noise], 1) == 1.0
+    shuffled = rng.permutation(excerpt)
+    assert index.novelty([shuffled], 8) > 0.9
+
+
+def test_longest_copy_finds_a_planted_span_exactly():
+    rng = np.random.default_rng(1)
+    train_tokens = rng.integers(0, 500, 20_000)
+    index = NgramIndex(train_tokens, max_n=8, copy_span=16)
+    noise = lambda n: rng.integers(1000, 2000, n)  # noqa: E731  (tokens never seen in training)
+    for length in (3, 8, 9, 23):
+        sample = np.concatenate([noise(10), train_tokens[5000 : 5000 + length], noise(10)])
+        assert index.longest_copy(sample) == (length, 10)
+        assert index.has_copy(sample) == (length >= 16)
+
+
+def test_roc_auc_matches_counting_pairs_with_ties():
+    rng = np.random.default_rng(2)
+    pos, neg = rng.integers(0, 5, 40).astype(float), rng.integers(0, 4, 30).astype(float)
+    pairs = [(p > n) + 0.5 * (p == n) for p in pos for n in neg]
+    assert roc_auc(pos, neg) == pytest.approx(np.mean(pairs))
+    assert roc_auc([2, 3], [0, 1]) == 1.0 and roc_auc([0, 1], [2, 3]) == 0.0
+
+
+def test_exposure_of_a_hand_built_ranking_equals_the_formula():
+    # 16 candidates in all (the whole space), the canary ranked 4th: exposure = log2 16 - log2 4 = 2.
+    others = np.array([0.1, 0.2, 0.3] + [5.0] * 12)
+    assert exposure(1.0, others, space_size=16) == pytest.approx(2.0)
+    # Ranked first of 10,000: the largest exposure, log2 10,000.
+    assert exposure(0.0, np.ones(255), space_size=10_000) == pytest.approx(math.log2(10_000))
+
+
+def test_canary_candidates_share_the_format_and_never_the_secret():
+    from omegaconf import OmegaConf
+
+    spec = OmegaConf.create([{"name": "pin", "format": "my pin is ####", "repeats": 3}])
+    canary = make_canaries(spec, split_seed=0)[0]
+    candidates = canary.candidates(100, seed=0)
+    assert len(set(candidates)) == 100 and canary.secret not in candidates
+    assert all(c.startswith("my pin is ") and c[-4:].isdigit() for c in candidates)
+    assert len(canary.candidates(10**5, seed=0)) == 9_999  # the whole space but the secret
+
+
+def test_a_canary_planted_many_times_is_more_exposed_than_one_planted_once(compose_cfg, tmp_path):
+    canaries = ('+data.canaries=[{name: often, format: "my pin is ####", repeats: 40},'
+                ' {name: once, format: "the code is ####", repeats: 1}]')
+    cfg = compose_cfg([*TINY, "model.n_embd=64", "data.train_tokens=8192", "train.max_steps=120",
+                       "train.eval_every=120", "train.lr=1e-2", canaries, "decoding=none"], tmp_path / "run")
+    corpus = load_corpus(cfg.data)
+    text = corpus.tokenizer.decode(corpus.train.tolist())
+    often, once = corpus.canaries
+    assert text.count(often.secret) == 40 and text.count(once.secret) == 1
+    assert often.secret not in corpus.tokenizer.decode(corpus.val.tolist())
+    train(cfg)
+    final = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert final["canary/often/exposure"] > final["canary/once/exposure"] + 2
