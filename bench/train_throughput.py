@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 from transformers import GPT2Config, GPT2LMHeadModel, TrainerCallback
+from transformers.trainer_callback import PrintProgressCallback
 from transformers.utils import logging as hf_logging
 
 from gptfit.config import Config
@@ -141,6 +142,7 @@ def main() -> None:
         targs.save_strategy = "no"
         dataset = RandomWindows(stream.numpy(), BLOCK, cfg.train.max_steps * BATCH, seed=0)
         trainer = GptfitTrainer(model=gptfit_model, args=targs, train_dataset=dataset, callbacks=[interleave])
+        trainer.remove_callback(PrintProgressCallback)  # stdout carries the JSON alone
         trainer.train()
 
     tokens_per_block = args.block_steps * BATCH * BLOCK

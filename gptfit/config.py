@@ -144,6 +144,9 @@ class EvalConfig:
     # their generation metrics at every k-th evaluation (1: at each); both always at the last step.
     memorization_every: int = 1
     generation_every: int = 1
+    # Attention pictures of a fixed prompt (W&B images) and each head's entropy (attn/l<layer>h<head>/entropy).
+    attention: bool = False
+    attention_prompt: str = "My friend was right about this class. It is so fun!"
 
 
 @dataclass

@@ -75,6 +75,7 @@ class Evaluator:
         self.prompts = [("held-out", row.tolist()) for row in heldout]
         self.prompts += [("prompt", tokenizer.encode(p, add_special_tokens=False)) for p in e.prompts]
         self.evaluations = 0
+        self.attention_ids = tokenizer.encode(e.attention_prompt, add_special_tokens=False)[: cfg.model.block_size]
 
     # -- losses and memorization ---------------------------------------------------------------------
 
@@ -169,6 +170,19 @@ class Evaluator:
         row[f"gen/{name}/longest_copy_chars"] = len(self.tokenizer.decode(completions[best][start:start + length]))
         row[f"gen/{name}/copy_rate"] = float(np.mean([self.index.has_copy(c) for c in completions]))
         return row
+
+    def attention(self, model) -> tuple[dict, dict]:
+        """Per-head entropy of the fixed prompt's attention, and its pictures (matplotlib figures)."""
+        from gptfit.attention_plots import heatmap_grid, line_diagram
+        from gptfit.core.attention import attention_maps, head_entropy
+
+        maps = attention_maps(model, torch.tensor(self.attention_ids))
+        entropy = head_entropy(maps)
+        row = {f"attn/l{l}h{h}/entropy": float(entropy[l, h]) for l in range(maps.shape[0]) for h in range(maps.shape[1])}
+        labels = [repr(self.tokenizer.decode([t]))[1:-1] for t in self.attention_ids]
+        figures = {"attention/heatmaps": heatmap_grid(maps, labels),
+                   "attention/lines": line_diagram(maps, labels, layer=maps.shape[0] - 1)}
+        return row, figures
 
     def __call__(self, model, step: int, final: bool = False) -> tuple[dict, list[Sample]]:
         """One evaluation's metrics row and samples; the costly parts only every k-th time and at the end."""

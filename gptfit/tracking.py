@@ -174,6 +174,17 @@ class Tracker:
                 self._table.add_data(*(getattr(s, c) for c in SAMPLE_COLUMNS))
             self.wandb.log({"samples": self._table, "tokens_seen": self.rows[-1]["tokens_seen"] if self.rows else 0})
 
+    def log_figures(self, figures: dict, tokens_seen: int) -> None:
+        """Log matplotlib figures to W&B as images (and close them)."""
+        import matplotlib.pyplot as plt
+
+        if self.wandb is not None:
+            import wandb
+
+            self.wandb.log({**{k: wandb.Image(fig) for k, fig in figures.items()}, "tokens_seen": tokens_seen})
+        for fig in figures.values():
+            plt.close(fig)
+
     def update(self, **info) -> None:
         self.summary.update(info)
         self._write_summary()

@@ -106,6 +106,10 @@ class Run:
         row = {"step": step, "tokens_seen": tokens_seen, "epoch": tokens_seen / len(self.corpus.train)}
         measured, samples = self.evaluator(model, step, final=step >= cfg.train.max_steps)
         row.update(measured)
+        if cfg.eval.attention:
+            attn_row, figures = self.evaluator.attention(model)
+            row.update(attn_row)
+            self.tracker.log_figures(figures, tokens_seen)
         if lr is not None:
             row["train/lr"] = lr
         running = self.trainer.pop_running_loss() if self.trainer is not None else None

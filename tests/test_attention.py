@@ -53,3 +53,126 @@ def test_module_capture_keeps_probabilities_without_changing_the_output():
     torch.testing.assert_close(fast, captured, atol=1e-5, rtol=1e-5)
     assert attn.captured.shape == (1, 4, 6, 6)
     assert torch.all(attn.captured.triu(diagonal=1) == 0)
+
+
+# -- capturing a whole model's attention ------------------------------------------------------------
+
+import math  # noqa: E402
+
+import pytest  # noqa: E402
+from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
+
+from gptfit.attention_plots import head_summary, heatmap_grid, line_diagram  # noqa: E402
+from gptfit.core.attention import attention_maps, copying_score, head_entropy  # noqa: E402
+from gptfit.model import GPTConfig, GPTForCausalLM  # noqa: E402
+from tests.conftest import run_cli  # noqa: E402
+
+
+def gptfit_model():
+    torch.manual_seed(0)
+    return GPTForCausalLM(GPTConfig(vocab_size=100, n_layer=2, n_head=2, n_embd=16, block_size=32)).eval()
+
+
+def test_captured_maps_equal_the_probabilities_recomputed_by_hand():
+    model = gptfit_model()
+    ids = torch.tensor([5, 17, 5, 42, 9, 17])
+    maps = attention_maps(model, ids)
+    assert maps.shape == (2, 2, 6, 6)
+    # Layer 0 by hand: embeddings, first layer norm, the query/key projections, mask, softmax.
+    x = model.transformer.wte(ids) + model.transformer.wpe(torch.arange(6))
+    block = model.transformer.h[0]
+    q, k, _ = block.attn.c_attn(block.ln_1(x)).split(16, dim=-1)
+    for head in range(2):
+        qh, kh = q[:, head * 8 : (head + 1) * 8], k[:, head * 8 : (head + 1) * 8]
+        scores = (qh @ kh.T) / math.sqrt(8)
+        scores = scores.masked_fill(torch.ones(6, 6, dtype=torch.bool).triu(1), float("-inf"))
+        torch.testing.assert_close(maps[0, head], torch.softmax(scores, -1), atol=1e-6, rtol=1e-5)
+
+
+def test_gpt2_maps_equal_the_librarys_eager_output_attentions():
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=100, n_positions=32, n_embd=16, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(config).eval()  # SDPA by default: attention_maps switches it to eager
+    ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
+    maps = attention_maps(model, ids[0])
+    eager = GPT2LMHeadModel._from_config(config, attn_implementation="eager").eval()
+    eager.load_state_dict(model.state_dict())
+    expected = torch.stack(eager(ids, output_attentions=True).attentions, dim=1)[0]
+    torch.testing.assert_close(maps, expected)
+
+
+@pytest.mark.parametrize("make", ["gptfit", "gpt2"])
+def test_maps_are_causal_and_rows_sum_to_one(make):
+    torch.manual_seed(1)
+    model = gptfit_model() if make == "gptfit" else GPT2LMHeadModel(
+        GPT2Config(vocab_size=100, n_positions=32, n_embd=16, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0))
+    maps = attention_maps(model, torch.randint(0, 100, (12,)))
+    assert torch.all(maps.triu(diagonal=1) == 0)
+    torch.testing.assert_close(maps.sum(-1), torch.ones(maps.shape[:-1]))
+
+
+def test_capturing_does_not_change_the_logits_and_is_switched_off_after():
+    model = gptfit_model()
+    ids = torch.randint(0, 100, (1, 10))
+    before = model(ids).logits
+    attention_maps(model, ids[0])
+    torch.testing.assert_close(model(ids).logits, before)
+    assert not any(b.attn.capture for b in model.transformer.h)
+
+
+def test_head_summaries():
+    # A head that always looks at the token after an earlier occurrence scores 1; uniform heads have
+    # the entropy of a uniform row.
+    tokens = [7, 8, 9, 7, 8, 9]
+    maps = torch.zeros(1, 2, 6, 6)
+    for i in range(6):
+        maps[0, 1, i, : i + 1] = 1.0 / (i + 1)
+        maps[0, 0, i, i] = 1.0
+    for i in (3, 4, 5):
+        maps[0, 0, i] = 0
+        maps[0, 0, i, i - 2] = 1.0
+    assert copying_score(maps, tokens)[0, 0] == pytest.approx(1.0)
+    expected = sum(math.log(i + 1) for i in range(6)) / 6
+    assert head_entropy(maps)[0, 1] == pytest.approx(expected, rel=1e-5)
+
+
+def test_figures_never_draw_a_line_to_a_later_token():
+    model = gptfit_model()
+    ids = torch.tensor([5, 17, 5, 42, 9, 17, 3])
+    maps = attention_maps(model, ids)
+    labels = [f"t{t}" for t in ids.tolist()]
+    for head in (None, 0, 1):
+        fig = line_diagram(maps, labels, layer=1, head=head, threshold=0.0)
+        drawn = [line.get_gid() for line in fig.axes[0].lines]
+        assert drawn and all(int(q) >= int(k) for q, k in (g.split("->") for g in drawn))
+        assert len(drawn) == 7 * 8 // 2  # every allowed pair, and only those
+    assert len(heatmap_grid(maps, labels).axes) == 4
+    assert len(head_summary(maps, ids.tolist()).axes) >= 2
+
+
+def test_attend_command_writes_the_figures(tiny_run, tmp_path):
+    result = run_cli(f"run={tiny_run[0]}", f"out={tmp_path}", "layer=1", "head=0", module="gptfit.attend")
+    assert result.returncode == 0, result.stderr
+    for name in ("attention_heatmaps.png", "attention_lines.png", "attention_heads.png"):
+        assert (tmp_path / name).stat().st_size > 5000 and str(tmp_path / name) in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["prompt= "], "prompt is empty"),
+    (["prompt=" + "word " * 200], "longer than the model's context"),
+    (["layer=9"], "layer=9: the model has layers 0..1"),
+])
+def test_attend_bad_input(tiny_run, tmp_path, args, message):
+    result = run_cli(f"run={tiny_run[0]}", f"out={tmp_path}", *args, module="gptfit.attend")
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_training_logs_attention_entropy_when_asked(compose_cfg, tmp_path):
+    import json
+
+    from gptfit.training import train
+    from tests.conftest import TINY
+
+    train(compose_cfg([*TINY, "train.max_steps=5", "eval.attention=true", "decoding=none"], tmp_path / "run"))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(f"attn/l{l}h{h}/entropy" in r for r in rows for l in range(2) for h in range(2))

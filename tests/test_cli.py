@@ -58,7 +58,7 @@ def test_help_and_cfg_job_work():
     help_text = run_cli("--help")
     assert help_text.returncode == 0 and "experiment: " in help_text.stdout
     job = run_cli("+experiment=tiny_corpus", "--cfg", "job")
-    assert job.returncode == 0 and "name: tiny_corpus" in job.stdout and "train_tokens: 4096" in job.stdout
+    assert job.returncode == 0 and "name: tiny_corpus" in job.stdout and "train_tokens: 3072" in job.stdout
 
 
 def test_a_tiny_run_through_the_command_line(tmp_path, cache_dir):

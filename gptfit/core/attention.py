@@ -122,3 +122,73 @@ class CausalSelfAttention(nn.Module):
             y = fast_attention(q, k, v, key_padding, dropout_p)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_dropout(self.c_proj(y))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Capturing the attention of a whole model
+
+
+def _entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Mean over queries of the entropy (nats) of each attention row: [..., query, key] -> [...]."""
+    return -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1).mean(-1)
+
+
+@torch.no_grad()
+def attention_maps(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """[layers, heads, query, key] attention probabilities of a batch of one, in eval mode.
+
+    gptfit's models are captured through the explicit path of `CausalSelfAttention` (switched on only
+    for this call). Hugging Face models return their weights with `output_attentions=True`, which only
+    the eager attention provides: a model loaded with SDPA is switched to eager here.
+    """
+    return attention_maps_batch(model, input_ids.reshape(1, -1))[0]
+
+
+@torch.no_grad()
+def attention_maps_batch(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """[batch, layers, heads, query, key] for equal-length sequences."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    input_ids = input_ids.to(device)
+    try:
+        if hasattr(model, "set_capture"):
+            model.set_capture(True)
+            try:
+                model(input_ids=input_ids)
+                maps = [block.attn.captured for block in model.transformer.h]  # each [batch, head, q, k]
+            finally:
+                model.set_capture(False)
+        else:
+            if getattr(model.config, "_attn_implementation", "eager") != "eager":
+                model.set_attn_implementation("eager")  # SDPA silently returns no weights
+            maps = list(model(input_ids=input_ids, output_attentions=True).attentions or [])
+            if not maps:
+                raise ValueError("the model returned no attention weights; load it with attn_implementation='eager'")
+    finally:
+        model.train(was_training)
+    return torch.stack(maps, dim=1).float().cpu()
+
+
+def head_entropy(maps: torch.Tensor) -> torch.Tensor:
+    """[layers, heads] mean attention entropy (nats) of each head."""
+    return _entropy(maps)
+
+
+def copying_score(maps: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+    """[layers, heads] attention paid to the token after an earlier occurrence of the current token.
+
+    For query i with token t, the targets are the positions j <= i whose previous token j - 1 is an
+    earlier t: where an induction (copying) head looks. Averaged over the queries that have a target;
+    zero when no token repeats.
+    """
+    T = len(tokens)
+    target = torch.zeros(T, T)
+    for i in range(T):
+        for j in range(1, i + 1):
+            if tokens[j - 1] == tokens[i] and j - 1 < i:
+                target[i, j] = 1.0
+    rows = target.sum(-1) > 0
+    if not rows.any():
+        return torch.zeros(maps.shape[:2])
+    return (maps * target).sum(-1)[..., rows].mean(-1)
