@@ -1,10 +1,12 @@
 """Training throughput: gptfit's `tiny` GPT through gptfit's training path vs. Hugging Face GPT-2 in a bare loop.
 
-Three contestants train at batch 12 x 64 tokens, dropout 0, the same AdamW settings (taken from the
+Four contestants train at batch 12 x 64 tokens, dropout 0, the same AdamW settings (taken from the
 optimizer the Trainer builds), gradient clipping at 1.0 and the same thread count:
   trainer  gptfit's model through gptfit's own path (GptfitTrainer + training_arguments + RandomWindows)
   bare     gptfit's model in a bare PyTorch loop
   gpt2     transformers' GPT2LMHeadModel of the same shape and vocabulary in the same bare loop
+  bare_no_capture_branch  gptfit's model with the attention-capture branch removed (capture is off the
+           training path when this matches `bare` within noise)
 They are interleaved in one process: a callback of the running Trainer, every BLOCK steps, times the
 Trainer's block, then runs one block of each bare loop. Medians over the blocks are compared.
 
@@ -28,10 +30,11 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 from transformers import GPT2Config, GPT2LMHeadModel, TrainerCallback
-from transformers.trainer_callback import PrintProgressCallback
+from transformers.trainer_callback import PrinterCallback
 from transformers.utils import logging as hf_logging
 
 from gptfit.config import Config
+from gptfit.core.attention import CausalSelfAttention, fast_attention
 from gptfit.data.windows import RandomWindows
 from gptfit.model import GPTConfig, GPTForCausalLM
 from gptfit.training import GptfitTrainer, training_arguments
@@ -55,6 +58,18 @@ def flops_per_token(model) -> float:
     """nanoGPT's estimate: 6 N (every weight matmul, forward and backward) + 12 L T d (attention)."""
     n = sum(p.numel() for name, p in model.named_parameters() if "wpe" not in name)
     return 6 * n + 12 * N_LAYER * BLOCK * N_EMBD
+
+
+class AttentionWithoutCapture(CausalSelfAttention):
+    """The same attention with the capture branch removed: what capturing would cost if it were on the path."""
+
+    def forward(self, x, cache=None, key_padding=None):
+        B, T, C = x.shape
+        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
+        y = fast_attention(q, k, v, key_padding, self.dropout if self.training else 0.0)
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
 class BareLoop:
@@ -90,7 +105,7 @@ class BareLoop:
 class Interleave(TrainerCallback):
     def __init__(self, block_steps: int, make_loops):
         self.block_steps, self.make_loops = block_steps, make_loops
-        self.times = {"trainer": [], "bare": [], "gpt2": []}
+        self.times = {"trainer": [], "bare": [], "gpt2": [], "bare_no_capture_branch": []}
         self.loops, self.mark = None, None
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
@@ -128,7 +143,12 @@ def main() -> None:
         bare = GPTForCausalLM(GPTConfig(vocab_size=VOCAB, block_size=BLOCK, dropout=0.0, **shape))
         gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=BLOCK, resid_pdrop=0.0, embd_pdrop=0.0,
                                           attn_pdrop=0.0, **shape))
-        return {"bare": BareLoop(bare, like, stream, 1), "gpt2": BareLoop(gpt2, like, stream, 1)}
+        torch.manual_seed(0)
+        nocapture = GPTForCausalLM(GPTConfig(vocab_size=VOCAB, block_size=BLOCK, dropout=0.0, **shape))
+        for block in nocapture.transformer.h:
+            block.attn.__class__ = AttentionWithoutCapture
+        return {"bare": BareLoop(bare, like, stream, 1), "gpt2": BareLoop(gpt2, like, stream, 1),
+                "bare_no_capture_branch": BareLoop(nocapture, like, stream, 1)}
 
     cfg = OmegaConf.structured(Config(run_dir="unused"))
     cfg.train.max_steps = (args.blocks + 1) * args.block_steps
@@ -142,7 +162,7 @@ def main() -> None:
         targs.save_strategy = "no"
         dataset = RandomWindows(stream.numpy(), BLOCK, cfg.train.max_steps * BATCH, seed=0)
         trainer = GptfitTrainer(model=gptfit_model, args=targs, train_dataset=dataset, callbacks=[interleave])
-        trainer.remove_callback(PrintProgressCallback)  # stdout carries the JSON alone
+        trainer.remove_callback(PrinterCallback)  # stdout carries the JSON alone
         trainer.train()
 
     tokens_per_block = args.block_steps * BATCH * BLOCK
@@ -163,6 +183,7 @@ def main() -> None:
         "ratio_gptfit_trainer_vs_gpt2_bare": round(tps["trainer"] / tps["gpt2"], 3),
         "ratio_model_only_gptfit_vs_gpt2": round(tps["bare"] / tps["gpt2"], 3),
         "loop_overhead_trainer_vs_bare": round(tps["bare"] / tps["trainer"] - 1, 4),
+        "capture_switched_off_vs_branch_removed": round(tps["bare"] / tps["bare_no_capture_branch"], 3),
         "matmul_peak_gflops": round(peak / 1e9, 1),
         "model_flops_per_token": fpt,
         "mfu": {k: round(v * fpt / peak, 4) for k, v in tps.items()},
