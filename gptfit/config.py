@@ -155,7 +155,10 @@ class LoggerConfig:
     backend: str = "wandb"
     project: str = "gptfit"
     entity: Optional[str] = None
+    # A sweep's runs share one group, named after the sweep, unless this is set.
     group: Optional[str] = None
+    # Default: the experiment name and the run directory, or a sweep job's overrides.
+    run_name: Optional[str] = None
     tags: List[str] = field(default_factory=list)
     job_type: str = "train"
     # auto: online when an API key is set, offline otherwise. online, offline, disabled.

@@ -16,6 +16,24 @@ from gptfit.config import ConfigError, register, validate
 register()
 
 
+def name_sweep_run(cfg: DictConfig) -> None:
+    """In a multirun, put every job in one W&B group named after the sweep, each named by its overrides."""
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return
+    if cfg.logger.group is None:
+        cfg.logger.group = f"{cfg.name}-{Path(hc.sweep.dir).name}"
+    if cfg.logger.run_name is None:
+        cfg.logger.run_name = hc.job.override_dirname or f"job{hc.job.num}"
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
@@ -24,6 +42,7 @@ def main(cfg: DictConfig) -> float | None:
         discard_unused_run_dir(cfg.get("run_dir"))
         fail(e.problems)
 
+    name_sweep_run(cfg)
     from gptfit.errors import UserError
     from gptfit.training import train
 

@@ -265,7 +265,8 @@ def train(cfg) -> dict:
     if resume_step is not None:
         info["resumed_from_step"] = resume_step
     config = OmegaConf.to_container(cfg, resolve=True)
-    tracker = Tracker(run_dir, cfg.logger, f"{cfg.name}-{run_dir.name}", config, info, resume_step, wandb_id)
+    run_name = cfg.logger.run_name or f"{cfg.name}-{run_dir.name}"
+    tracker = Tracker(run_dir, cfg.logger, run_name, config, info, resume_step, wandb_id)
     try:
         overlap = ngram_overlap(corpus.train, corpus.val, 8)
         tracker.update(**{"data/val_overlap_8gram": overlap})

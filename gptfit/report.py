@@ -1,0 +1,258 @@
+"""`python -m gptfit.report <sweep dir> [--wandb]`: one table and a few figures for a whole sweep.
+
+Reads every job directory of a Hydra multirun (`<sweep>/<job number>/`): its overrides
+(`.hydra/overrides.yaml`), `summary.json` and `metrics.jsonl`. Writes into the sweep directory:
+- `report.md`: one row per run (swept values, final losses, gap, memorization, copy rate per decoding
+  setting), then the mean and spread over seeds of each setting, and Spearman rank correlations of the
+  main figures with corpus size; failed and unfinished runs are listed as such;
+- `report_gap.png`: gap, extraction rate and membership AUC against corpus size (log axis);
+- `report_val_loss.png`: the validation loss curve of every run;
+- `report_copy_rate.png`: copy rate against corpus size, one line per decoding setting.
+`--wandb` logs the same table and figures as a W&B run with job_type=report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from gptfit.cli import fail
+from gptfit.errors import UserError
+from gptfit.tracking import read_jsonl
+
+SIZE = "data.train_tokens"
+COLUMNS = [("train/loss", "train loss"), ("val/loss", "val loss"), ("gap", "gap"),
+           ("mem/extraction_rate_train", "extraction"), ("mem/exact_match_train", "exact match train"),
+           ("mem/exact_match_val", "exact match val"), ("mem/mia_auc", "MIA AUC")]
+TRENDS = [("gap", "gap"), ("mem/extraction_rate_train", "extraction rate"), ("val/loss", "final val loss")]
+
+
+def read_job(job: Path) -> dict:
+    overrides_file = job / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
+    swept = {}
+    for item in overrides or []:
+        key, _, value = item.lstrip("+~").partition("=")
+        if not key.startswith(("experiment", "hydra")):
+            swept[key] = yaml.safe_load(value)
+    summary_file = job / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    status = summary.get("status", "not started")
+    if status == "running":
+        status = "unfinished"
+    return {"job": job.name, "swept": swept, "status": status, "error": summary.get("error"),
+            "final": summary.get("final", {}), "rows": read_jsonl(job / "metrics.jsonl"),
+            "train_tokens": summary.get("config", {}).get("data", {}).get("train_tokens", swept.get(SIZE)),
+            "group": summary.get("config", {}).get("logger", {}).get("group")}
+
+
+def read_sweep(sweep: Path) -> list[dict]:
+    if not sweep.is_dir():
+        raise UserError(f"{sweep}: no such sweep directory")
+    jobs = sorted((d for d in sweep.iterdir() if d.is_dir() and (d / ".hydra").is_dir()),
+                  key=lambda d: int(d.name) if d.name.isdigit() else 10**9)
+    if not jobs:
+        raise UserError(f"{sweep}: no job directories (with .hydra/) inside; give the folder of a multirun")
+    return [read_job(j) for j in jobs]
+
+
+def spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman's rank correlation (average ranks for ties); None with fewer than 3 points."""
+    if len(x) < 3:
+        return None
+
+    def ranks(v):
+        v = np.asarray(v, dtype=float)
+        order = v.argsort(kind="mergesort")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v))
+        for value in np.unique(v):
+            r[v == value] = r[v == value].mean()
+        return r
+
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return None
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def settings_of(runs: list[dict]) -> list[str]:
+    names = {k.split("/")[1] for r in runs for k in r["final"] if k.startswith("gen/") and k.endswith("/copy_rate")}
+    return sorted(names)
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def table(runs: list[dict]) -> tuple[str, list[str]]:
+    swept = sorted({k for r in runs for k in r["swept"]})
+    settings = settings_of(runs)
+    head = ["job", *swept, "status", *[label for _, label in COLUMNS], *[f"copy {s}" for s in settings]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in runs:
+        f = r["final"] if r["status"] == "finished" else {}
+        cells = [r["job"], *[fmt(r["swept"].get(k)) for k in swept],
+                 r["status"] + (f" ({r['error']})" if r["error"] else "")]
+        cells += [fmt(f.get(key)) for key, _ in COLUMNS]
+        cells += [fmt(f.get(f"gen/{s}/copy_rate")) for s in settings]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines), swept
+
+
+def seed_table(runs: list[dict], swept: list[str]) -> str:
+    keys = [k for k in swept if k != "seed"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        if r["status"] == "finished":
+            groups.setdefault(tuple(r["swept"].get(k) for k in keys), []).append(r)
+    head = [*keys, "runs", *[f"{label} (mean ± sd)" for _, label in COLUMNS]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for values, group in sorted(groups.items(), key=lambda kv: [str(v) for v in kv[0]]):
+        cells = [fmt(v) for v in values] + [str(len(group))]
+        for key, _ in COLUMNS:
+            xs = [g["final"][key] for g in group if key in g["final"]]
+            if not xs:
+                cells.append("–")
+            else:
+                sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+                cells.append(f"{statistics.mean(xs):.3f} ± {sd:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def trends(runs: list[dict]) -> dict[str, float | None]:
+    done = [r for r in runs if r["status"] == "finished" and r["train_tokens"]]
+    out = {}
+    for key, label in TRENDS:
+        pts = [(r["train_tokens"], r["final"][key]) for r in done if key in r["final"]]
+        out[label] = spearman([p[0] for p in pts], [p[1] for p in pts])
+    return out
+
+
+def figures(runs: list[dict], sweep: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = sorted((r for r in runs if r["status"] == "finished" and r["train_tokens"]), key=lambda r: r["train_tokens"])
+    paths = []
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=100)
+    for ax, (key, label) in zip(axes, [("gap", "generalization gap (nats)"),
+                                       ("mem/extraction_rate_train", "extraction rate (train)"),
+                                       ("mem/mia_auc", "membership-inference AUC")]):
+        pts = [(r["train_tokens"], r["final"][key]) for r in done if key in r["final"]]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:red")
+        sizes = sorted({p[0] for p in pts})
+        ax.plot(sizes, [np.mean([p[1] for p in pts if p[0] == s]) for s in sizes], color="tab:red")
+        ax.set_xscale("log")
+        ax.set_xlabel("training tokens")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(sweep / "report_gap.png")
+    fig.savefig(paths[-1])
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
+    cmap = plt.get_cmap("viridis")
+    for i, r in enumerate(done):
+        rows = [x for x in r["rows"] if "val/loss" in x]
+        ax.plot([x["tokens_seen"] for x in rows], [x["val/loss"] for x in rows],
+                color=cmap(i / max(len(done) - 1, 1)), label=f"{r['train_tokens']} tokens (job {r['job']})")
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("validation loss (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(sweep / "report_val_loss.png")
+    fig.savefig(paths[-1])
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
+    for s in settings_of(done):
+        pts = [(r["train_tokens"], r["final"].get(f"gen/{s}/copy_rate")) for r in done]
+        pts = [p for p in pts if p[1] is not None]
+        sizes = sorted({p[0] for p in pts})
+        ax.plot(sizes, [np.mean([p[1] for p in pts if p[0] == z]) for z in sizes], marker="o", label=s)
+    ax.set_xscale("log")
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("copy rate (samples with a 16-token training span)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(sweep / "report_copy_rate.png")
+    fig.savefig(paths[-1])
+    plt.close(fig)
+    return paths
+
+
+def report(sweep: Path, to_wandb: bool = False) -> Path:
+    runs = read_sweep(sweep)
+    body, swept = table(runs)
+    corr = trends(runs)
+    lines = [f"# Sweep report: {sweep}", "", body, ""]
+    if any("seed" == k for k in swept) or len(runs) > 1:
+        lines += ["## Mean and spread over seeds", "", seed_table(runs, swept), ""]
+    lines += ["## Trends with corpus size (Spearman rank correlation)", ""]
+    lines += [f"- {label}: {fmt(value)}" for label, value in corr.items()]
+    not_done = [r for r in runs if r["status"] != "finished"]
+    if not_done:
+        lines += ["", "## Runs that did not finish", ""]
+        lines += [f"- job {r['job']}: {r['status']}" + (f" ({r['error']})" if r["error"] else "") for r in not_done]
+    paths = figures(runs, sweep)
+    lines += ["", *[f"![{p.stem}]({p.name})" for p in paths]]
+    out = sweep / "report.md"
+    out.write_text("\n".join(lines) + "\n")
+    print(body)
+    for label, value in corr.items():
+        print(f"spearman({label}, corpus size) = {fmt(value)}")
+    for r in not_done:
+        print(f"job {r['job']}: {r['status']}")
+    print(f"report: {out}")
+    if to_wandb:
+        log_to_wandb(sweep, runs, paths)
+    return out
+
+
+def log_to_wandb(sweep: Path, runs: list[dict], paths: list[Path]) -> None:
+    import wandb
+
+    from gptfit.tracking import has_wandb_key
+
+    group = next((r["group"] for r in runs if r["group"]), None)  # the sweep's own W&B group
+    run = wandb.init(project="gptfit", job_type="report", name=f"report-{sweep.name}", group=group,
+                     dir=str(sweep), mode="online" if has_wandb_key() else "offline")
+    columns = ["job", "status", "train_tokens", *[k for k, _ in COLUMNS]]
+    t = wandb.Table(columns=columns)
+    for r in runs:
+        t.add_data(r["job"], r["status"], r["train_tokens"], *[r["final"].get(k) for k, _ in COLUMNS])
+    run.log({"sweep": t, **{p.stem: wandb.Image(str(p)) for p in paths}})
+    run.finish()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m gptfit.report", description=__doc__.splitlines()[0])
+    ap.add_argument("sweep", help="a multirun directory, e.g. outputs/multiruns/<stamp>")
+    ap.add_argument("--wandb", action="store_true", help="also log the report as a W&B run (job_type=report)")
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        report(Path(args.sweep), args.wandb)
+    except UserError as e:
+        fail([str(e)])
+
+
+if __name__ == "__main__":
+    main()
