@@ -1,0 +1,77 @@
+"""Sweeps through the real Hydra multirun command, and the report of a whole sweep."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from gptfit.report import read_sweep, report, spearman
+from tests.conftest import TINY, run_cli
+
+
+@pytest.fixture(scope="module")
+def mini_ladder(tmp_path_factory, cache_dir):
+    """A 3-size ladder of the corpus_ladder experiment, shrunk, run as a user would."""
+    sweep = tmp_path_factory.mktemp("sweep")
+    result = run_cli("-m", "+experiment=corpus_ladder", *TINY, f"data.cache_dir={cache_dir}",
+                     "data.train_tokens=512,1024,2048", "seed=1", "train.max_steps=10",
+                     f"hydra.sweep.dir={sweep}", timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return sweep
+
+
+def test_every_job_of_the_ladder_has_its_own_directory(mini_ladder):
+    jobs = sorted(d.name for d in mini_ladder.iterdir() if d.is_dir())
+    assert jobs == ["0", "1", "2"]
+    sizes = [json.loads((mini_ladder / j / "summary.json").read_text())["config"]["data"]["train_tokens"] for j in jobs]
+    assert sizes == [512, 1024, 2048]
+    # Every job of a sweep lands in one W&B group named after the sweep, named by its overrides.
+    configs = [json.loads((mini_ladder / j / "summary.json").read_text())["config"]["logger"] for j in jobs]
+    assert len({c["group"] for c in configs}) == 1 and configs[0]["group"].endswith(mini_ladder.name)
+    assert "data.train_tokens=512" in configs[0]["run_name"]
+
+
+def test_the_report_has_a_row_per_run_and_its_figures(mini_ladder):
+    out = report(mini_ladder)
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    assert len(rows) == 3 and all("finished" in r for r in rows)
+    for name in ("report_gap.png", "report_val_loss.png", "report_copy_rate.png"):
+        assert (mini_ladder / name).stat().st_size > 5000
+    assert "Spearman" in text
+
+
+def test_the_report_lists_failed_and_unfinished_runs(mini_ladder, tmp_path):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(mini_ladder, sweep)
+    summary_file = sweep / "1" / "summary.json"
+    summary = json.loads(summary_file.read_text())
+    summary.update(status="failed", error="RuntimeError: boom")
+    summary_file.write_text(json.dumps(summary))
+    (sweep / "2" / "summary.json").unlink()
+    statuses = {r["job"]: r["status"] for r in read_sweep(sweep)}
+    assert statuses == {"0": "finished", "1": "failed", "2": "not started"}
+    text = report(sweep).read_text()
+    assert "job 1: failed (RuntimeError: boom)" in text and "job 2: not started" in text
+
+
+def test_report_of_a_missing_sweep_is_one_line():
+    result = run_cli("/no/such/sweep", module="gptfit.report")
+    assert result.returncode == 2 and result.stderr.strip() == "error: /no/such/sweep: no such sweep directory"
+
+
+def test_spearman():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2], [1, 2]) is None
+
+
+def test_the_submitit_local_launcher_runs_a_job(tmp_path, cache_dir):
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "hydra/launcher=submitit_local", *TINY, f"data.cache_dir={cache_dir}", "train.max_steps=3",
+                     "decoding=greedy", f"hydra.sweep.dir={sweep}", timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((sweep / "0" / "summary.json").read_text())
+    assert summary["status"] == "finished"
