@@ -7,7 +7,8 @@ Reads every job directory of a Hydra multirun (`<sweep>/<job number>/`): its ove
   main figures with corpus size; failed and unfinished runs are listed as such;
 - `report_gap.png`: gap, extraction rate and membership AUC against corpus size (log axis);
 - `report_val_loss.png`: the validation loss curve of every run;
-- `report_copy_rate.png`: copy rate against corpus size, one line per decoding setting.
+- `report_copy_rate.png`: copy rate against corpus size, one line per decoding setting;
+- `report_decoding.png`: copy rate and novel 8-grams of each decoding setting, a bar per swept value.
 `--wandb` logs the same table and figures as a W&B run with job_type=report.
 """
 
@@ -95,8 +96,17 @@ def fmt(value) -> str:
     return str(value)
 
 
+def varying(runs: list[dict]) -> tuple[list[str], dict]:
+    """(override keys whose value differs between runs, {key: value} of the overrides all runs share)."""
+    keys = sorted({k for r in runs for k in r["swept"]})
+    values = {k: {json.dumps(r["swept"].get(k), default=str) for r in runs} for k in keys}
+    swept = [k for k in keys if len(values[k]) > 1]
+    fixed = {k: runs[0]["swept"].get(k) for k in keys if len(values[k]) == 1}
+    return swept, fixed
+
+
 def table(runs: list[dict]) -> tuple[str, list[str]]:
-    swept = sorted({k for r in runs for k in r["swept"]})
+    swept, _ = varying(runs)
     settings = settings_of(runs)
     head = ["job", *swept, "status", *[label for _, label in COLUMNS], *[f"copy {s}" for s in settings]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -128,6 +138,40 @@ def seed_table(runs: list[dict], swept: list[str]) -> str:
                 sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
                 cells.append(f"{statistics.mean(xs):.3f} ± {sd:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+DECODING_COLUMNS = [("copy_rate", "copy rate"), ("novel_4gram", "novel 4-grams"), ("novel_8gram", "novel 8-grams"),
+                    ("longest_copy_tokens", "longest copy (tokens)")]
+
+
+def by_setting(runs: list[dict], swept: list[str]) -> dict[tuple, dict[str, dict[str, list[float]]]]:
+    """{swept values but the seed: {decoding setting: {metric: values over seeds}}} of finished runs."""
+    keys = [k for k in swept if k != "seed"]
+    out: dict[tuple, dict[str, dict[str, list[float]]]] = {}
+    for r in runs:
+        if r["status"] != "finished":
+            continue
+        group = out.setdefault(tuple(r["swept"].get(k) for k in keys), {})
+        for s in settings_of([r]):
+            for key, _ in DECODING_COLUMNS:
+                value = r["final"].get(f"gen/{s}/{key}")
+                if value is not None:
+                    group.setdefault(s, {}).setdefault(key, []).append(value)
+    return out
+
+
+def decoding_table(runs: list[dict], swept: list[str]) -> str:
+    """How much each decoding setting copies, per swept value (mean over seeds)."""
+    keys = [k for k in swept if k != "seed"]
+    head = [*keys, "decoding", *[label for _, label in DECODING_COLUMNS]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    groups = by_setting(runs, swept)
+    for values, settings in sorted(groups.items(), key=lambda kv: [str(v) for v in kv[0]]):
+        for s, metrics in sorted(settings.items(), key=lambda kv: np.mean(kv[1].get("copy_rate", [0]))):
+            cells = [fmt(v) for v in values] + [s]
+            cells += [fmt(float(np.mean(metrics[k]))) if k in metrics else "–" for k, _ in DECODING_COLUMNS]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -196,6 +240,31 @@ def figures(runs: list[dict], sweep: Path) -> list[Path]:
     paths.append(sweep / "report_copy_rate.png")
     fig.savefig(paths[-1])
     plt.close(fig)
+
+    # Each decoding setting side by side: copy rate and held-out-like novelty, one bar per corpus size.
+    swept, _ = varying(done)
+    groups = by_setting(done, swept)
+    settings = sorted({s for g in groups.values() for s in g},
+                      key=lambda s: -np.mean([np.mean(g[s]["copy_rate"]) for g in groups.values() if s in g]))
+    if settings:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), dpi=100)
+        width = 0.8 / len(groups)
+        for i, (values, g) in enumerate(sorted(groups.items(), key=lambda kv: [str(v) for v in kv[0]])):
+            label = ", ".join(f"{k}={fmt(v)}" for k, v in zip([k for k in swept if k != "seed"], values)) or "all runs"
+            x = np.arange(len(settings)) + i * width
+            for ax, key in zip(axes, ("copy_rate", "novel_8gram")):
+                ax.bar(x, [np.mean(g[s][key]) if s in g and key in g[s] else np.nan for s in settings], width,
+                       label=label)
+        for ax, title in zip(axes, ("copy rate (samples with a training span)", "novel 8-grams of the samples")):
+            ax.set_xticks(np.arange(len(settings)) + 0.4 - width / 2, settings, rotation=20)
+            ax.set_ylim(0, 1)
+            ax.set_title(title)
+            ax.grid(alpha=0.3, axis="y")
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(sweep / "report_decoding.png")
+        fig.savefig(paths[-1])
+        plt.close(fig)
     return paths
 
 
@@ -203,9 +272,15 @@ def report(sweep: Path, to_wandb: bool = False) -> Path:
     runs = read_sweep(sweep)
     body, swept = table(runs)
     corr = trends(runs)
-    lines = [f"# Sweep report: {sweep}", "", body, ""]
+    _, fixed = varying(runs)
+    lines = [f"# Sweep report: {sweep}", ""]
+    if fixed:
+        lines += ["Overrides shared by every run: " + " ".join(f"`{k}={fmt(v)}`" for k, v in fixed.items()), ""]
+    lines += [body, ""]
     if any("seed" == k for k in swept) or len(runs) > 1:
         lines += ["## Mean and spread over seeds", "", seed_table(runs, swept), ""]
+    if settings_of(runs):
+        lines += ["## Decoding settings (mean over seeds; least copying first)", "", decoding_table(runs, swept), ""]
     lines += ["## Trends with corpus size (Spearman rank correlation)", ""]
     lines += [f"- {label}: {fmt(value)}" for label, value in corr.items()]
     not_done = [r for r in runs if r["status"] != "finished"]

@@ -36,11 +36,27 @@ def test_every_job_of_the_ladder_has_its_own_directory(mini_ladder):
 def test_the_report_has_a_row_per_run_and_its_figures(mini_ladder):
     out = report(mini_ladder)
     text = out.read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    main_table = text.split("\n## ")[0]
+    rows = [line for line in main_table.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
     assert len(rows) == 3 and all("finished" in r for r in rows)
-    for name in ("report_gap.png", "report_val_loss.png", "report_copy_rate.png"):
+    for name in ("report_gap.png", "report_val_loss.png", "report_copy_rate.png", "report_decoding.png"):
         assert (mini_ladder / name).stat().st_size > 5000
     assert "Spearman" in text
+    # The decoding table: one row per corpus size and decoding setting.
+    decoding = text.split("## Decoding settings")[1].split("##")[0]
+    assert len([line for line in decoding.splitlines() if line.startswith("| 512 |")]) == 7
+
+
+def test_the_report_is_logged_as_a_wandb_report_run(mini_ladder, tmp_path):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(mini_ladder, sweep)
+    result = run_cli(str(sweep), "--wandb", module="gptfit.report", env={"WANDB_MODE": "offline"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = list((sweep / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    files = {p.name for p in (runs[0] / "files").rglob("*")}
+    assert any(name.startswith("report_gap") for name in files), files
+    assert any(name.startswith("sweep") and name.endswith(".table.json") for name in files), files
 
 
 def test_the_report_lists_failed_and_unfinished_runs(mini_ladder, tmp_path):
