@@ -12,6 +12,9 @@ import sys
 from typing import Callable
 
 EXIT_USER_ERROR = 2
+# A stop signal (SIGTERM, SIGUSR2) was honoured: a checkpoint is saved, the run can be resumed
+# (EX_TEMPFAIL of sysexits.h: "try again later").
+EXIT_STOPPED = 75
 _NOISE = ("Set the environment variable HYDRA_FULL_ERROR", "object_type=", "reference_type=", "Config search path",
           "provider=")
 

@@ -92,8 +92,10 @@ class TrainConfig:
     # Checkpoints every save_every steps (0: at every evaluation); save_total_limit newest are kept.
     save_every: int = 0
     save_total_limit: int = 2
-    # A run directory to continue from its newest complete checkpoint, or "auto" (this run's own dir).
-    resume: Optional[str] = None
+    # "auto": continue from the newest complete checkpoint in this run's own directory if it has one
+    # (a requeued or re-launched job picks up where it stopped); a run directory: continue that run;
+    # null: always start from scratch.
+    resume: Optional[str] = "auto"
     # auto (CUDA when present, else CPU), cpu, cuda.
     device: str = "auto"
     # CPU threads for torch (0: torch's default).

@@ -79,8 +79,12 @@ def has_wandb_key() -> bool:
         return False
 
 
-def start_wandb(logger_cfg, run_dir: Path, name: str, config: dict, resume_id: Optional[str] = None):
-    """Start a W&B run (or return None when logging is off). Never blocks long on a missing network."""
+def start_wandb(logger_cfg, run_dir: Path, name: str, config: dict, resume_id: Optional[str] = None,
+                resume_step: Optional[int] = None):
+    """Start a W&B run (or return None when logging is off). Never blocks long on a missing network.
+
+    A resumed run continues its W&B run when online. Offline runs cannot be resumed by the library: the
+    resumed part is a new offline run in the same group, whose config names the run it continues."""
     if logger_cfg.backend != "wandb" or logger_cfg.mode == "disabled":
         return None
     import wandb
@@ -91,23 +95,26 @@ def start_wandb(logger_cfg, run_dir: Path, name: str, config: dict, resume_id: O
     kwargs = dict(
         project=logger_cfg.project,
         entity=logger_cfg.entity,
-        group=logger_cfg.group,
+        group=logger_cfg.group or name,  # a run's resumed parts share the group
         tags=list(logger_cfg.tags),
         job_type=logger_cfg.job_type,
         name=name,
         dir=str(run_dir),
         config=config,
     )
-    if resume_id and mode == "online":
-        kwargs.update(id=resume_id, resume="allow")
     settings = wandb.Settings(init_timeout=float(logger_cfg.init_timeout), console="off", silent=True)
     try:
-        run = wandb.init(mode=mode, settings=settings, **kwargs)
+        resumes = dict(id=resume_id, resume="allow") if resume_id and mode == "online" else {}
+        run = wandb.init(mode=mode, settings=settings, **kwargs, **resumes)
     except Exception as e:  # no network, bad key, service down: the run goes on offline
         if mode != "online":
             raise
-        warnings.warn(f"W&B online init failed ({type(e).__name__}); logging offline, sync later with `wandb sync`")
+        warnings.warn(f"W&B online init failed ({type(e).__name__}: {str(e).strip()[:120]}); logging offline, "
+                      "upload later with `wandb sync`")
+        mode = "offline"
         run = wandb.init(mode="offline", settings=settings, **kwargs)
+    if resume_id and run.id != resume_id:
+        run.config.update({"resumes_wandb_run": resume_id, "resumes_from_step": resume_step})
     run.define_metric("tokens_seen")
     run.define_metric("*", step_metric="tokens_seen")
     return run
@@ -136,7 +143,7 @@ class Tracker:
             **info,
             "config": config,
         }
-        self.wandb = start_wandb(logger_cfg, run_dir, name, config, resume_id=wandb_id)
+        self.wandb = start_wandb(logger_cfg, run_dir, name, config, resume_id=wandb_id, resume_step=resume_step)
         self._table = None
         if self.wandb is not None:
             self.summary["wandb_id"] = self.wandb.id
@@ -217,5 +224,7 @@ class Tracker:
             self.summary["error"] = error
         self._write_summary()
         if self.wandb is not None:
+            if status == "stopped":
+                self.wandb.mark_preempting()  # W&B shows it as preempted, to be resumed
             self.wandb.finish(exit_code=0 if status == "finished" else 1)
             self.wandb = None

@@ -10,7 +10,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from gptfit.cli import discard_unused_run_dir, fail, hydra_main
+from gptfit.cli import EXIT_STOPPED, discard_unused_run_dir, fail, hydra_main
 from gptfit.config import ConfigError, register, validate
 
 register()
@@ -44,13 +44,17 @@ def main(cfg: DictConfig) -> float | None:
 
     name_sweep_run(cfg)
     from gptfit.errors import UserError
-    from gptfit.training import train
+    from gptfit.training import TrainingStopped, train
 
     try:
         summary = train(cfg)
     except UserError as e:
         discard_unused_run_dir(cfg.run_dir)
         fail([str(e)])
+    except TrainingStopped as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        e.forward()  # under submitit: its handler requeues the job
+        sys.exit(EXIT_STOPPED)
     except KeyboardInterrupt:
         print("interrupted: the run is marked failed in its summary.json", file=sys.stderr)
         sys.exit(130)

@@ -11,6 +11,8 @@ import json
 import logging
 import os
 import shutil
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -22,6 +24,7 @@ from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.utils import logging as hf_logging
 
+from gptfit import distributed as dist
 from gptfit.data.corpus import Corpus, load_corpus, ngram_overlap
 from gptfit.data.windows import RandomWindows
 from gptfit.errors import UserError
@@ -32,6 +35,47 @@ from gptfit.tracking import Tracker
 
 log = logging.getLogger(__name__)
 COMPLETE = "gptfit_complete.json"  # written into a checkpoint after everything else: only then it counts
+
+
+class TrainingStopped(Exception):
+    """A stop signal was honoured: a complete checkpoint is saved and the run can be resumed."""
+
+    def __init__(self, message: str, forward=None):
+        super().__init__(message)
+        self.forward = forward  # hands the signal on to the handler installed before gptfit's
+
+
+class StopSignals:
+    """SIGTERM, and SIGUSR2 (what SLURM/submitit send before preemption or the time limit), ask the run
+    to save a checkpoint at the next step boundary and stop. The handlers that were installed before
+    (submitit's requeue) are restored afterwards and can be called with `forward`."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+    def __init__(self):
+        self.received: Optional[int] = None
+        self.previous: dict = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is None:
+            log.warning("%s received: saving a checkpoint at the next step, then stopping",
+                        signal.Signals(signum).name)
+        self.received = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def forward(self) -> None:
+        handler = self.previous.get(self.received)
+        if callable(handler):
+            handler(self.received, None)
 
 
 def find_checkpoint(run_dir: Path) -> Optional[Path]:
@@ -69,20 +113,28 @@ class GptfitTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.loss_sum = torch.zeros(())
         self.loss_steps = 0
+        self.finite = torch.ones((), dtype=torch.bool)  # every micro-step's loss since the last check
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
         # Already divided by the accumulation steps, so micro-steps add up to the step's mean loss.
         self.loss_sum = self.loss_sum.to(loss.device) + loss
         self.loss_steps += 1
+        self.finite = self.finite.to(loss.device) & torch.isfinite(loss.detach())
         return loss
 
+    def pop_finite(self) -> bool:
+        finite = bool(self.finite)
+        self.finite = torch.ones((), dtype=torch.bool)
+        return finite
+
     def pop_running_loss(self) -> Optional[float]:
+        """The mean training loss since the last call, over all ranks (every rank calls it together)."""
         if self.loss_steps == 0:
             return None
         value = float(self.loss_sum) * self.args.gradient_accumulation_steps / self.loss_steps
         self.loss_sum, self.loss_steps = torch.zeros(()), 0
-        return value
+        return dist.mean(value)
 
 
 class Run:
@@ -91,15 +143,17 @@ class Run:
     def __init__(self, cfg, run_dir: Path, corpus: Corpus, model, tokenizer, tracker: Tracker):
         self.cfg, self.run_dir, self.corpus = cfg, run_dir, corpus
         self.model, self.tokenizer, self.tracker = model, tokenizer, tracker
-        self.evaluator = Evaluator(cfg, corpus, tokenizer)
+        # Only rank 0 evaluates and writes (tracker is None on the other ranks of a multi-process run).
+        self.evaluator = Evaluator(cfg, corpus, tokenizer) if tracker is not None else None
         self.tokens_per_step = cfg.train.batch_size * cfg.model.block_size
-        best = tracker.best("val/loss")
+        best = tracker.best("val/loss") if tracker is not None else None
         self.best_val = best["value"] if best else float("inf")
         self.trainer: Optional[GptfitTrainer] = None
+        self.stopped_at: Optional[int] = None
         self.start = time.time()
         self.eval_seconds = 0.0
 
-    def evaluate(self, model, step: int, lr: Optional[float] = None) -> dict:
+    def evaluate(self, model, step: int, lr: Optional[float] = None, running: Optional[float] = None) -> dict:
         started = time.time()
         cfg = self.cfg
         tokens_seen = step * self.tokens_per_step
@@ -112,7 +166,6 @@ class Run:
             self.tracker.log_figures(figures, tokens_seen)
         if lr is not None:
             row["train/lr"] = lr
-        running = self.trainer.pop_running_loss() if self.trainer is not None else None
         if running is not None:
             row["train/running_loss"] = running
         self.tracker.log(row)
@@ -130,18 +183,33 @@ class Run:
 
 
 class RunCallback(TrainerCallback):
-    def __init__(self, run: Run):
-        self.run = run
+    """Evaluations, the non-finite-loss guard and stop signals, at step boundaries of the Trainer."""
+
+    def __init__(self, run: Run, stop: StopSignals):
+        self.run, self.stop = run, stop
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if state.global_step == 0:
+        if state.global_step == 0 and self.run.tracker is not None:
             self.run.evaluate(model, 0)
 
     def on_step_end(self, args, state, control, model=None, lr_scheduler=None, **kwargs):
-        step = state.global_step
-        if step % self.run.cfg.train.eval_every == 0 or step >= state.max_steps:
-            lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else None
-            self.run.evaluate(model, step, lr)
+        step, run = state.global_step, self.run
+        diverged, stop = dist.any_rank(not run.trainer.pop_finite(), self.stop.received is not None)
+        if diverged:  # before anything is saved: the checkpoints on disk are the last good ones
+            lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else run.cfg.train.lr
+            kept = find_checkpoint(run.run_dir)
+            raise UserError(f"train/loss is not finite at step {step} (learning rate {lr:.3g}): training diverged; "
+                            f"lower train.lr={run.cfg.train.lr:g} or raise train.warmup_steps; last good checkpoint: "
+                            f"{kept or 'none'}")
+        if step % run.cfg.train.eval_every == 0 or step >= state.max_steps:
+            running = run.trainer.pop_running_loss()  # a collective: every rank takes part
+            if run.tracker is not None:
+                lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else None
+                run.evaluate(model, step, lr, running)
+        if stop:
+            control.should_save = True
+            control.should_training_stop = True
+            run.stopped_at = step
 
     def on_save(self, args, state, control, **kwargs):
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -219,8 +287,51 @@ def check_resume(cfg, run_dir: Path) -> tuple[Path, Optional[Path]]:
     return target, ckpt
 
 
+def rank0_first(load):
+    """`load()` on rank 0 first (it fills the caches), then on the other ranks; rank 0's error stops all."""
+    if dist.world_size() == 1:
+        return load()
+    if dist.is_main():
+        try:
+            result = load()
+        except UserError as e:
+            dist.share(str(e))
+            raise
+        dist.share(None)
+        return result
+    error = dist.share(None)
+    if error:
+        raise UserError(error)
+    return load()
+
+
+def out_of_memory(e: BaseException) -> bool:
+    text = str(e)
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text))
+
+
 def train(cfg) -> dict:
-    """Run one experiment; return its summary. Raises UserError for problems the user can fix."""
+    """Run one experiment; return its summary. Raises UserError for problems the user can fix,
+    TrainingStopped when a stop signal ended it early with a checkpoint saved."""
+    device = resolve_device(cfg.train.device)
+    dist.setup(device)
+    try:
+        with StopSignals() as stop:
+            return _train(cfg, device, stop)
+    finally:
+        dist.teardown()
+
+
+def _train(cfg, device: str, stop: StopSignals) -> dict:
+    main = dist.is_main()
+    if dist.world_size() > 1:
+        from gptfit.cli import discard_unused_run_dir
+
+        shared = dist.share(cfg.run_dir)  # one run directory: rank 0's
+        if not main and shared != cfg.run_dir:
+            discard_unused_run_dir(cfg.run_dir)
+            cfg.run_dir = shared
     run_dir, ckpt = check_resume(cfg, Path(cfg.run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
     if not os.access(run_dir, os.W_OK):
@@ -229,12 +340,11 @@ def train(cfg) -> dict:
     hf_logging.disable_progress_bar()  # save/load bars; the Trainer's own progress bar stays
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
 
     # Data and model: the tokenizer comes from the pretrained model, or is trained on the corpus.
     path = pretrained_path(cfg)
     tokenizer = load_tokenizer(path, cfg.model.trust_remote_code) if path else None
-    corpus = load_corpus(cfg.data, tokenizer)
+    corpus = rank0_first(lambda: load_corpus(cfg.data, tokenizer))
     tokenizer = corpus.tokenizer
     if len(corpus.val) < cfg.model.block_size:
         raise UserError(f"data.val_fraction={cfg.data.val_fraction}: the held-out text has {len(corpus.val)} tokens, "
@@ -246,50 +356,76 @@ def train(cfg) -> dict:
         raise UserError(f"model.block_size={cfg.model.block_size}: longer than the model's context of {context}; "
                         f"lower it to at most {context}")
 
-    OmegaConf.save(cfg, run_dir / "config.yaml")
-    (run_dir / "tokenizer").mkdir(exist_ok=True)
-    tokenizer.save_pretrained(run_dir / "tokenizer")
     resume_step, wandb_id = None, None
     if ckpt is not None:
         marker = json.loads((ckpt / COMPLETE).read_text())
         resume_step, wandb_id = marker["step"], marker.get("wandb_id")
         log.info("resuming %s from step %d", run_dir, resume_step)
-    info = {
-        "corpus_hash": corpus.corpus_hash,
-        "tokenizer_hash": corpus.tokenizer_hash,
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "data": {"train_tokens": len(corpus.train), "val_tokens": len(corpus.val), "pool_tokens": corpus.pool_tokens,
-                 "train_docs": corpus.n_train_docs, "val_docs": corpus.n_val_docs},
-        "device": device,
-    }
-    if resume_step is not None:
-        info["resumed_from_step"] = resume_step
-    config = OmegaConf.to_container(cfg, resolve=True)
-    run_name = cfg.logger.run_name or f"{cfg.name}-{run_dir.name}"
-    tracker = Tracker(run_dir, cfg.logger, run_name, config, info, resume_step, wandb_id)
+    tracker = None
+    if main:
+        OmegaConf.save(cfg, run_dir / "config.yaml")
+        (run_dir / "tokenizer").mkdir(exist_ok=True)
+        tokenizer.save_pretrained(run_dir / "tokenizer")
+        info = {
+            "corpus_hash": corpus.corpus_hash,
+            "tokenizer_hash": corpus.tokenizer_hash,
+            "n_params": sum(p.numel() for p in model.parameters()),
+            "data": {"train_tokens": len(corpus.train), "val_tokens": len(corpus.val),
+                     "pool_tokens": corpus.pool_tokens, "train_docs": corpus.n_train_docs,
+                     "val_docs": corpus.n_val_docs},
+            "device": device,
+            "world_size": dist.world_size(),
+        }
+        if resume_step is not None:
+            info["resumed_from_step"] = resume_step
+        config = OmegaConf.to_container(cfg, resolve=True)
+        run_name = cfg.logger.run_name or f"{cfg.name}-{run_dir.name}"
+        tracker = Tracker(run_dir, cfg.logger, run_name, config, info, resume_step, wandb_id)
     try:
-        overlap = ngram_overlap(corpus.train, corpus.val, 8)
-        tracker.update(**{"data/val_overlap_8gram": overlap})
-        if tracker.wandb is not None:
-            tracker.wandb.summary["data/val_overlap_8gram"] = overlap
+        if tracker is not None:
+            overlap = ngram_overlap(corpus.train, corpus.val, 8)
+            tracker.update(**{"data/val_overlap_8gram": overlap})
+            if tracker.wandb is not None:
+                tracker.wandb.summary["data/val_overlap_8gram"] = overlap
         run = Run(cfg, run_dir, corpus, model, tokenizer, tracker)
         dataset = RandomWindows(corpus.train, cfg.model.block_size, cfg.train.max_steps * cfg.train.batch_size, cfg.seed)
         trainer = GptfitTrainer(
             model=model,
             args=training_arguments(cfg, run_dir, device),
             train_dataset=dataset,
-            callbacks=[RunCallback(run)],
+            callbacks=[RunCallback(run, stop)],
         )
         run.trainer = trainer
-        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
-        save_model_atomic(trainer.model, tokenizer, run_dir / "final")
-        title = f"{cfg.name}: {len(corpus.train)} training tokens"
-        loss_curves(tracker.rows, run_dir / "loss.png", title=title)
-        memorization_curves(tracker.rows, run_dir / "memorization.png", title=title)
-        tracker.update(eval_time_s=round(run.eval_seconds, 2))
-        tracker.finish("finished")
-    except BaseException as e:
-        error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        tracker.finish("failed", error=f"{type(e).__name__}: {error}")
+        try:
+            trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+        except BaseException as e:
+            if out_of_memory(e):
+                raise UserError(
+                    f"out of memory with train.batch_size={cfg.train.batch_size}, model.block_size="
+                    f"{cfg.model.block_size}, eval.batch_size={cfg.eval.batch_size}: lower train.batch_size (raise "
+                    "train.grad_accum to keep the batch), model.block_size, the model's size or eval.batch_size"
+                ) from None
+            raise
+        if run.stopped_at is not None:
+            name = signal.Signals(stop.received).name
+            message = (f"stopped by {name} at step {run.stopped_at}; checkpoint saved in {run_dir / 'checkpoints'}; "
+                       f"continue with train.resume={run_dir}")
+            if tracker is not None:
+                tracker.update(stopped_at_step=run.stopped_at, stop_signal=name)
+                tracker.finish("stopped")
+            raise TrainingStopped(message, forward=stop.forward)
+        if tracker is not None:
+            save_model_atomic(trainer.model, tokenizer, run_dir / "final")
+            title = f"{cfg.name}: {len(corpus.train)} training tokens"
+            loss_curves(tracker.rows, run_dir / "loss.png", title=title)
+            memorization_curves(tracker.rows, run_dir / "memorization.png", title=title)
+            tracker.update(eval_time_s=round(run.eval_seconds, 2))
+            tracker.finish("finished")
+    except TrainingStopped:
         raise
-    return tracker.summary
+    except BaseException as e:
+        if tracker is not None:
+            error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            tracker.finish("failed", error=f"{type(e).__name__}: {error}")
+        raise
+    return tracker.summary if tracker is not None else {}
