@@ -57,6 +57,16 @@ def fail(lines: list[str]) -> None:
     sys.exit(EXIT_USER_ERROR)
 
 
+def _in_hydra_output_setup(e: BaseException) -> bool:
+    """Whether an OS error came from Hydra setting up the job's output folder, before any gptfit code ran."""
+    import traceback
+
+    files = [f.filename for f in traceback.extract_tb(e.__traceback__)]
+    in_hydra = any(f"{os.sep}hydra{os.sep}" in f for f in files)
+    in_gptfit = any(f"{os.sep}gptfit{os.sep}" in f and not f.endswith(f"{os.sep}cli.py") for f in files)
+    return in_hydra and not in_gptfit
+
+
 def _install_hydra_reporter() -> None:
     from hydra._internal import utils as hydra_utils
     from hydra.errors import HydraException
@@ -76,6 +86,11 @@ def _install_hydra_reporter() -> None:
             if e.__cause__ is not None and str(e.__cause__) not in text:
                 text += "\n" + str(e.__cause__)
             fail([condense(text) + " (see --help, or --cfg job for the composed config)"])
+        except OSError as e:
+            if not _in_hydra_output_setup(e):
+                raise
+            fail([f"cannot create the run folder {e.filename} ({e.strerror}); set hydra.run.dir (hydra.sweep.dir "
+                  "with -m) to a folder you can write to"])
 
     run_and_report._gptfit = True
     hydra_utils.run_and_report = run_and_report

@@ -143,9 +143,11 @@ class Tracker:
             **info,
             "config": config,
         }
+        started = time.time()
         self.wandb = start_wandb(logger_cfg, run_dir, name, config, resume_id=wandb_id, resume_step=resume_step)
         self._table = None
         if self.wandb is not None:
+            self.summary["wandb_init_s"] = round(time.time() - started, 2)  # a stalled network shows here
             self.summary["wandb_id"] = self.wandb.id
             self.summary["wandb_mode"] = self.wandb.settings.mode
             if resume_step is not None:

@@ -78,19 +78,49 @@ class StopSignals:
             handler(self.received, None)
 
 
+def unreadable(ckpt: Path) -> Optional[str]:
+    """Why a checkpoint cannot be resumed from (a missing marker, a cut or corrupt file), or None.
+
+    Tensors are read as safetensors; the Trainer's optimizer, scheduler and RNG states with
+    `torch.load(weights_only=True)`, which refuses pickles that would run code."""
+    from safetensors import safe_open
+    from transformers.trainer_pt_utils import safe_globals  # the numpy RNG types the Trainer allows
+
+    try:
+        marker = json.loads((ckpt / COMPLETE).read_text())
+        int(marker["step"])
+        json.loads((ckpt / "trainer_state.json").read_text())
+        weights = sorted(ckpt.glob("*.safetensors"))
+        if not weights:
+            return "no model.safetensors"
+        for f in weights:
+            with safe_open(str(f), "pt") as st:
+                for key in st.keys():
+                    st.get_slice(key)
+        for f in sorted([*ckpt.glob("*.pt"), *ckpt.glob("*.pth")]):
+            with safe_globals():
+                torch.load(f, map_location="cpu", weights_only=True)
+    except FileNotFoundError as e:
+        return f"{Path(e.filename).name} missing" if e.filename else "a file is missing"
+    except Exception as e:  # torch and safetensors raise several types for cut or tampered files
+        return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}"
+    return None
+
+
 def find_checkpoint(run_dir: Path) -> Optional[Path]:
     """The newest complete checkpoint of a run; half-written or corrupt ones are skipped with a warning."""
-    found = []
+    candidates = []
     for ckpt in (run_dir / "checkpoints").glob("checkpoint-*"):
         try:
-            marker = json.loads((ckpt / COMPLETE).read_text())
-            json.loads((ckpt / "trainer_state.json").read_text())
-            step = int(marker["step"])
-        except (OSError, ValueError, KeyError):
-            warnings.warn(f"skipping incomplete or corrupt checkpoint {ckpt}")
+            candidates.append((int(ckpt.name.split("-")[-1]), ckpt))
+        except ValueError:
             continue
-        found.append((step, ckpt))
-    return max(found)[1] if found else None
+    for _, ckpt in sorted(candidates, reverse=True):
+        problem = unreadable(ckpt)
+        if problem is None:
+            return ckpt
+        warnings.warn(f"skipping incomplete or corrupt checkpoint {ckpt} ({problem})")
+    return None
 
 
 def save_model_atomic(model, tokenizer, target: Path) -> None:
@@ -214,7 +244,11 @@ class RunCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if ckpt.is_dir() and state.is_world_process_zero:
-            marker = {"step": state.global_step, "wandb_id": self.run.tracker.summary.get("wandb_id")}
+            trainer = self.run.trainer
+            marker = {"step": state.global_step, "wandb_id": self.run.tracker.summary.get("wandb_id"),
+                      # the training loss summed since the last evaluation, so that a resumed run's
+                      # train/running_loss equals an uninterrupted one's
+                      "running_loss": {"sum": float(trainer.loss_sum), "micro_steps": trainer.loss_steps}}
             tmp = ckpt / (COMPLETE + ".tmp")
             tmp.write_text(json.dumps(marker))
             os.replace(tmp, ckpt / COMPLETE)
@@ -258,6 +292,7 @@ def training_arguments(cfg, run_dir: Path, device: str) -> TrainingArguments:
         use_cpu=device == "cpu",
         train_sampling_strategy="sequential",  # the windows are already drawn at random offsets
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every parameter takes part in every step
         dataloader_pin_memory=device == "cuda",
         remove_unused_columns=False,
         disable_tqdm=False,
@@ -285,6 +320,14 @@ def check_resume(cfg, run_dir: Path) -> tuple[Path, Optional[Path]]:
                 raise UserError(f"train.resume: the {section} config differs from the run being resumed "
                                 f"({saved}); resume with the same {section} settings")
     return target, ckpt
+
+
+def close_progress_bar(trainer: Trainer) -> None:
+    for callback in trainer.callback_handler.callbacks:
+        bar = getattr(callback, "training_bar", None)
+        if bar is not None:
+            bar.close()
+            callback.training_bar = None
 
 
 def rank0_first(load):
@@ -381,6 +424,7 @@ def _train(cfg, device: str, stop: StopSignals) -> dict:
         config = OmegaConf.to_container(cfg, resolve=True)
         run_name = cfg.logger.run_name or f"{cfg.name}-{run_dir.name}"
         tracker = Tracker(run_dir, cfg.logger, run_name, config, info, resume_step, wandb_id)
+    trainer = None
     try:
         if tracker is not None:
             overlap = ngram_overlap(corpus.train, corpus.val, 8)
@@ -396,6 +440,10 @@ def _train(cfg, device: str, stop: StopSignals) -> dict:
             callbacks=[RunCallback(run, stop)],
         )
         run.trainer = trainer
+        if ckpt is not None:
+            running = json.loads((ckpt / COMPLETE).read_text()).get("running_loss", {})
+            trainer.loss_sum = torch.tensor(running.get("sum", 0.0))
+            trainer.loss_steps = running.get("micro_steps", 0)
         try:
             trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
         except BaseException as e:
@@ -424,6 +472,8 @@ def _train(cfg, device: str, stop: StopSignals) -> dict:
     except TrainingStopped:
         raise
     except BaseException as e:
+        if trainer is not None:
+            close_progress_bar(trainer)  # so that the error line starts a line of its own
         if tracker is not None:
             error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             tracker.finish("failed", error=f"{type(e).__name__}: {error}")

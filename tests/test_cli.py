@@ -26,7 +26,75 @@ BAD_INPUTS = [
     (["model=hf", "model.name_or_path=/no/such/model"], "model.name_or_path='/no/such/model': no such directory"),
     (["data.train_tokens=99999999"], "data.train_tokens=99999999: the corpus has only"),
     (["train.resume=/no/such/run"], "train.resume='/no/such/run': no such run directory"),
+    (["model.init_from=/no/such/run"], "model.init_from='/no/such/run': no such directory"),
+    (["decoding.top_p.top_p=1.5"], "decoding.top_p.top_p=1.5: must be in (0, 1]"),
+    (["decoding.temp_low.temperature=-1"], "decoding.temp_low.temperature=-1.0: must be a finite number >= 0"),
+    (["decoding.top_k.top_k=-3"], "decoding.top_k.top_k=-3: must be >= 0"),
+    (["decoding.beam.num_beams=0"], "decoding.beam.num_beams=0: must be >= 1"),
+    (["train.batch_size=0"], "train.batch_size=0: must be > 0"),
+    (["eval.prefix_tokens=40", "eval.suffix_tokens=40"], "must fit model.block_size=48"),
+    (["seed=abc"], "seed"),
 ]
+
+
+def _write(path, data: bytes):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def _cut_checkpoints(tiny_run, tmp_path):
+    """A copy of a finished run whose every checkpoint has a truncated optimizer state."""
+    import shutil
+
+    run = tmp_path / "cut_run"
+    shutil.copytree(tiny_run[0], run)
+    for opt in run.glob("checkpoints/checkpoint-*/optimizer.pt"):
+        opt.write_bytes(opt.read_bytes()[:100])
+    return run
+
+
+def _cut_model(tiny_run, tmp_path):
+    import shutil
+
+    model = tmp_path / "cut_model"
+    shutil.copytree(tiny_run[0] / "final", model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    return model
+
+
+# Inputs that need files: (name, make(tiny_run, tmp_path) -> overrides, what the one line must say)
+BAD_FILES = [
+    ("empty corpus file", lambda r, t: ["data=text", f"data.path={_write(t / 'empty.txt', b'')}"], "is empty"),
+    ("blank corpus file", lambda r, t: ["data=text", f"data.path={_write(t / 'blank.txt', b'  ' + bytes([10]) * 3)}"],
+     "is empty"),
+    ("binary corpus file", lambda r, t: ["data=text", f"data.path={_write(t / 'x.bin', bytes(range(256)) * 4)}"],
+     "looks binary"),
+    ("corpus not UTF-8", lambda r, t: ["data=text", f"data.path={_write(t / 'l1.txt', 'café crème'.encode('latin-1') * 50)}"],
+     "not UTF-8"),
+    ("corpus folder without files", lambda r, t: ["data=text", f"data.path={_write(t / 'd' / '.keep', b'').parent}"],
+     "no such file or folder"),
+    ("unreadable model config", lambda r, t: ["model=hf", f"model.name_or_path={_write(t / 'm' / 'config.json', b'{oops').parent}"],
+     "could not load"),
+    ("truncated model weights", lambda r, t: ["model=hf", f"model.name_or_path={_cut_model(r, t)}"],
+     "could not load its weights"),
+    ("truncated checkpoints", lambda r, t: [f"train.resume={_cut_checkpoints(r, t)}"], "no complete checkpoint"),
+    ("run folder not writable", lambda r, t: [f"hydra.run.dir={_write(t / 'file', b'x')}/run"], "hydra.run.dir"),
+]
+
+
+@pytest.mark.parametrize("make, message", [(m, msg) for _, m, msg in BAD_FILES], ids=[n for n, _, _ in BAD_FILES])
+def test_bad_files_get_one_clear_line(make, message, tiny_run, tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    overrides = make(tiny_run, tmp_path)
+    result = run_cli(*TINY, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", *overrides)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [part for line in result.stderr.splitlines() for part in line.split("\r") if part.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not run_dir.exists()
+
 
 
 @pytest.mark.parametrize("overrides, message", BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
