@@ -4,8 +4,8 @@ Because the root config extends this schema, Hydra rejects unknown keys and wron
 experiment files included. What a type cannot say (ranges, choices, how fields relate) is checked by
 `validate`, which reports every problem at once, one line each.
 
-This module imports only the standard library, hydra and omegaconf, so a bad config is reported
-before torch and transformers are loaded.
+This module imports only the standard library, hydra, omegaconf and the grammar's spec (pure Python),
+so a bad config is reported before torch and transformers are loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from gptfit.data.grammar import GrammarSpec, spec_of
+from gptfit.data.grammar import problems as grammar_problems
 
 
 @dataclass
@@ -49,8 +52,18 @@ class CanaryConfig:
 
 
 @dataclass
+class GrammarConfig(GrammarSpec):
+    """data=grammar: the knobs of the synthetic language (`gptfit.data.grammar.GrammarSpec`, where each is
+    explained), and how many sentences it generates for the corpus, one document each."""
+
+    # Enough for the training pool of a 64k-token training set plus the held-out sentences.
+    n_sentences: int = 10000
+
+
+@dataclass
 class DataConfig:
-    # python_docs (embedded), text (local files), hf (a datasets dataset, hub or saved to disk).
+    # python_docs (embedded), text (local files), hf (a datasets dataset, hub or saved to disk),
+    # grammar (sentences of a synthetic language, `grammar` below).
     source: str = "python_docs"
     # text: a file, a folder or a glob pattern; hf: a hub name or a directory saved with save_to_disk.
     path: Optional[str] = None
@@ -72,6 +85,8 @@ class DataConfig:
     cache_dir: str = "~/.cache/gptfit"
     # Secrets planted in the training text (kept out of the tokenizer's text and the held-out text).
     canaries: List[CanaryConfig] = field(default_factory=list)
+    # data=grammar only (conf/data/grammar.yaml sets it).
+    grammar: Optional[GrammarConfig] = None
 
 
 @dataclass
@@ -149,6 +164,12 @@ class EvalConfig:
     # Attention pictures of a fixed prompt (W&B images) and each head's entropy (attn/l<layer>h<head>/entropy).
     attention: bool = False
     attention_prompt: str = "My friend was right about this class. It is so fun!"
+    # data=grammar only, at the evaluations with samples: held-out sentences scored by the model and by
+    # the grammar (grammar/val_nll_model, grammar/val_nll_true). The held-out prompts are the end-of-text
+    # token and the first grammar_prompt_tokens tokens of held-out sentences, all different (1: the
+    # determiner, so the model chooses the rest of the sentence itself; longer prompts force novel starts).
+    grammar_sentences: int = 256
+    grammar_prompt_tokens: int = 1
 
 
 @dataclass
@@ -190,7 +211,7 @@ def register() -> None:
 
 
 MODEL_KINDS = ("gpt", "hf")
-DATA_SOURCES = ("python_docs", "text", "hf")
+DATA_SOURCES = ("python_docs", "text", "hf", "grammar")
 LOGGER_BACKENDS = ("wandb", "none")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 DEVICES = ("auto", "cpu", "cuda")
@@ -205,6 +226,16 @@ class ConfigError(ValueError):
         super().__init__("\n".join(problems))
 
 
+def _section(schema: type, key: str) -> Optional[type]:
+    """The dataclass a field of `schema` holds (`Optional[...]` unwrapped), or None for a plain value."""
+    import dataclasses
+    import typing
+
+    hint = typing.get_type_hints(schema)[key]
+    options = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else (hint,)
+    return next((t for t in options if dataclasses.is_dataclass(t)), None)
+
+
 def unknown_keys(cfg: Any, schema: type = None, prefix: str = "") -> list[str]:
     """Keys the schema does not know (Hydra lets `+key=value` add them even to a typed config)."""
     import dataclasses
@@ -217,9 +248,8 @@ def unknown_keys(cfg: Any, schema: type = None, prefix: str = "") -> list[str]:
         if key not in fields:
             known = ", ".join(sorted(fields))
             problems.append(f"{name}: unknown key; known keys here: {known}")
-        elif dataclasses.is_dataclass(fields[key].default_factory if fields[key].default_factory
-                                      is not dataclasses.MISSING else None):
-            problems.extend(unknown_keys(cfg[key], fields[key].default_factory, f"{name}."))
+        elif (section := _section(schema, key)) is not None and cfg[key] is not None:
+            problems.extend(unknown_keys(cfg[key], section, f"{name}."))
     return problems
 
 
@@ -279,6 +309,13 @@ def validate(cfg: Any) -> None:
     need(d.vocab_size >= 260, "data.vocab_size", d.vocab_size, "must be >= 260 (256 bytes plus special tokens)")
     if 0 < d.train_tokens < m.block_size:
         problems.append(f"data.train_tokens={d.train_tokens}: must be at least model.block_size={m.block_size}")
+    if d.source == "grammar":
+        if d.grammar is None:
+            problems.append("data.grammar=None: data.source=grammar needs the grammar's knobs; use data=grammar")
+        else:
+            problems.extend(grammar_problems(spec_of(d.grammar)))
+            need(d.grammar.n_sentences >= 2, "data.grammar.n_sentences", d.grammar.n_sentences,
+                 "must be >= 2 (some are held out)")
 
     for key in ("max_steps", "batch_size", "grad_accum", "eval_every", "save_total_limit"):
         positive(f"train.{key}", getattr(t, key))
@@ -303,7 +340,7 @@ def validate(cfg: Any) -> None:
 
     for key in ("train_windows", "val_windows", "batch_size", "prefix_tokens", "suffix_tokens",
                 "extraction_windows", "prompt_tokens", "copy_span", "max_ngram", "generation_every",
-                "memorization_every", "mia_windows"):
+                "memorization_every", "mia_windows", "grammar_sentences", "grammar_prompt_tokens"):
         positive(f"eval.{key}", getattr(e, key))
     names = [c.name for c in d.canaries]
     for i, c in enumerate(d.canaries):
@@ -318,6 +355,9 @@ def validate(cfg: Any) -> None:
                         f"must fit model.block_size={m.block_size}; lower them or raise the block size")
     if e.prompt_tokens >= m.block_size > 0:
         problems.append(f"eval.prompt_tokens={e.prompt_tokens}: must be below model.block_size={m.block_size}")
+    if e.grammar_prompt_tokens + 1 >= m.block_size > 0:
+        problems.append(f"eval.grammar_prompt_tokens={e.grammar_prompt_tokens}: must be below model.block_size - 1 "
+                        f"= {m.block_size - 1} (the prompt also holds the end-of-text token)")
     for i, prompt in enumerate(e.prompts):
         need(bool(prompt.strip()), f"eval.prompts[{i}]", prompt, "must not be empty")
 

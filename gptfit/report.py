@@ -8,7 +8,11 @@ Reads every job directory of a Hydra multirun (`<sweep>/<job number>/`): its ove
 - `report_gap.png`: gap, extraction rate and membership AUC against corpus size (log axis);
 - `report_val_loss.png`: the validation loss curve of every run;
 - `report_copy_rate.png`: copy rate against corpus size, one line per decoding setting;
-- `report_decoding.png`: copy rate and novel 8-grams of each decoding setting, a bar per swept value.
+- `report_decoding.png`: copy rate and novel 8-grams of each decoding setting, a bar per swept value;
+- on the grammar (runs with `grammar/...` metrics): a table of the copied / novel-valid / invalid shares
+  of each decoding setting's sentences and of the model's and the grammar's held-out NLL, and
+  `report_grammar.png`: the novel-valid share against corpus size, one line per decoding setting,
+  beside the two NLLs.
 `--wandb` logs the same table and figures as a W&B run with job_type=report.
 """
 
@@ -120,6 +124,11 @@ def table(runs: list[dict]) -> tuple[str, list[str]]:
     return "\n".join(lines), swept
 
 
+def by_values(item: tuple) -> list:
+    """Sort key of a (swept values, ...) pair: numbers in numeric order (1024 before 16384), then text."""
+    return [(0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in item[0]]
+
+
 def seed_table(runs: list[dict], swept: list[str]) -> str:
     keys = [k for k in swept if k != "seed"]
     groups: dict[tuple, list[dict]] = {}
@@ -128,7 +137,7 @@ def seed_table(runs: list[dict], swept: list[str]) -> str:
             groups.setdefault(tuple(r["swept"].get(k) for k in keys), []).append(r)
     head = [*keys, "runs", *[f"{label} (mean ± sd)" for _, label in COLUMNS]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for values, group in sorted(groups.items(), key=lambda kv: [str(v) for v in kv[0]]):
+    for values, group in sorted(groups.items(), key=by_values):
         cells = [fmt(v) for v in values] + [str(len(group))]
         for key, _ in COLUMNS:
             xs = [g["final"][key] for g in group if key in g["final"]]
@@ -167,7 +176,7 @@ def decoding_table(runs: list[dict], swept: list[str]) -> str:
     head = [*keys, "decoding", *[label for _, label in DECODING_COLUMNS]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     groups = by_setting(runs, swept)
-    for values, settings in sorted(groups.items(), key=lambda kv: [str(v) for v in kv[0]]):
+    for values, settings in sorted(groups.items(), key=by_values):
         for s, metrics in sorted(settings.items(), key=lambda kv: np.mean(kv[1].get("copy_rate", [0]))):
             cells = [fmt(v) for v in values] + [s]
             cells += [fmt(float(np.mean(metrics[k]))) if k in metrics else "–" for k, _ in DECODING_COLUMNS]
@@ -175,13 +184,89 @@ def decoding_table(runs: list[dict], swept: list[str]) -> str:
     return "\n".join(lines)
 
 
+GRAMMAR_SHARES = [("novel_valid", "novel valid"), ("copied", "copied"), ("invalid", "invalid"),
+                  ("sentences", "sentences")]
+GRAMMAR_NLL = [("val/loss", "val loss"), ("grammar/val_nll_model", "NLL model"),
+               ("grammar/val_nll_true", "NLL grammar")]
+
+
+def grammar_settings(runs: list[dict]) -> list[str]:
+    """Decoding settings whose sentences were scored against the grammar."""
+    return sorted({k.split("/")[1] for r in runs for k in r["final"]
+                   if k.startswith("grammar/") and k.endswith("/sentences")})
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def grammar_tables(runs: list[dict], swept: list[str]) -> str:
+    """The held-out NLL of the model and of the grammar, then each decoding setting's shares of copied,
+    novel-valid and invalid sentences; per swept value, mean over seeds."""
+    keys = [k for k in swept if k != "seed"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        if r["status"] == "finished":
+            groups.setdefault(tuple(r["swept"].get(k) for k in keys), []).append(r["final"])
+    ordered = sorted(groups.items(), key=by_values)
+    head = [*keys, "runs", *[label for _, label in GRAMMAR_NLL], "model - grammar"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for values, finals in ordered:
+        means = [_mean([f.get(k) for f in finals]) for k, _ in GRAMMAR_NLL]
+        gap = means[1] - means[2] if None not in means[1:] else None
+        lines.append("| " + " | ".join([*map(fmt, values), str(len(finals)), *map(fmt, means), fmt(gap)]) + " |")
+    lines += ["", "Shares of the complete sentences of each decoding setting's samples:", ""]
+    head = [*keys, "decoding", *[label for _, label in GRAMMAR_SHARES]]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for values, finals in ordered:
+        for s in grammar_settings([{"final": f} for f in finals]):
+            cells = [fmt(_mean([f.get(f"grammar/{s}/{k}") for f in finals])) for k, _ in GRAMMAR_SHARES]
+            lines.append("| " + " | ".join([*map(fmt, values), s, *cells]) + " |")
+    return "\n".join(lines)
+
+
 def trends(runs: list[dict]) -> dict[str, float | None]:
     done = [r for r in runs if r["status"] == "finished" and r["train_tokens"]]
     out = {}
-    for key, label in TRENDS:
+    keys = TRENDS + [(f"grammar/{s}/novel_valid", f"novel-valid share ({s})") for s in grammar_settings(done)]
+    for key, label in keys:
         pts = [(r["train_tokens"], r["final"][key]) for r in done if key in r["final"]]
         out[label] = spearman([p[0] for p in pts], [p[1] for p in pts])
     return out
+
+
+def grammar_figure(done: list[dict], path: Path) -> Path | None:
+    """Novel-valid share against corpus size per decoding setting, and the model's vs the grammar's NLL."""
+    import matplotlib.pyplot as plt
+
+    settings = grammar_settings(done)
+    if not settings:
+        return None
+
+    def curve(key: str) -> tuple[list, list]:
+        pts = [(r["train_tokens"], r["final"][key]) for r in done if r["final"].get(key) is not None]
+        sizes = sorted({p[0] for p in pts})
+        return sizes, [np.mean([p[1] for p in pts if p[0] == z]) for z in sizes]
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), dpi=100)
+    for s in settings:
+        axes[0].plot(*curve(f"grammar/{s}/novel_valid"), marker="o", label=s)
+    axes[0].set_ylim(-0.02, 1.02)
+    axes[0].set_ylabel("share of sentences: novel and valid")
+    axes[0].legend(fontsize=7)
+    axes[1].plot(*curve("grammar/val_nll_model"), marker="o", color="tab:red", label="model")
+    axes[1].plot(*curve("grammar/val_nll_true"), marker="o", color="black", linestyle="--", label="grammar (true)")
+    axes[1].set_ylabel("held-out NLL per sentence (nats)")
+    axes[1].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("training tokens")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def figures(runs: list[dict], sweep: Path) -> list[Path]:
@@ -249,7 +334,7 @@ def figures(runs: list[dict], sweep: Path) -> list[Path]:
     if settings:
         fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), dpi=100)
         width = 0.8 / len(groups)
-        for i, (values, g) in enumerate(sorted(groups.items(), key=lambda kv: [str(v) for v in kv[0]])):
+        for i, (values, g) in enumerate(sorted(groups.items(), key=by_values)):
             label = ", ".join(f"{k}={fmt(v)}" for k, v in zip([k for k in swept if k != "seed"], values)) or "all runs"
             x = np.arange(len(settings)) + i * width
             for ax, key in zip(axes, ("copy_rate", "novel_8gram")):
@@ -265,6 +350,10 @@ def figures(runs: list[dict], sweep: Path) -> list[Path]:
         paths.append(sweep / "report_decoding.png")
         fig.savefig(paths[-1])
         plt.close(fig)
+
+    grammar = grammar_figure(done, sweep / "report_grammar.png")
+    if grammar is not None:
+        paths.append(grammar)
     return paths
 
 
@@ -281,6 +370,9 @@ def report(sweep: Path, to_wandb: bool = False) -> Path:
         lines += ["## Mean and spread over seeds", "", seed_table(runs, swept), ""]
     if settings_of(runs):
         lines += ["## Decoding settings (mean over seeds; least copying first)", "", decoding_table(runs, swept), ""]
+    if grammar_settings(runs):
+        lines += ["## Grammar: held-out NLL per sentence (nats) and the sentences of the samples (mean over seeds)",
+                  "", grammar_tables(runs, swept), ""]
     lines += ["## Trends with corpus size (Spearman rank correlation)", ""]
     lines += [f"- {label}: {fmt(value)}" for label, value in corr.items()]
     not_done = [r for r in runs if r["status"] != "finished"]
@@ -292,6 +384,8 @@ def report(sweep: Path, to_wandb: bool = False) -> Path:
     out = sweep / "report.md"
     out.write_text("\n".join(lines) + "\n")
     print(body)
+    if grammar_settings(runs):
+        print(grammar_tables(runs, swept))
     for label, value in corr.items():
         print(f"spearman({label}, corpus size) = {fmt(value)}")
     for r in not_done:

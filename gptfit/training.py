@@ -415,7 +415,7 @@ def _train(cfg, device: str, stop: StopSignals) -> dict:
             "n_params": sum(p.numel() for p in model.parameters()),
             "data": {"train_tokens": len(corpus.train), "val_tokens": len(corpus.val),
                      "pool_tokens": corpus.pool_tokens, "train_docs": corpus.n_train_docs,
-                     "val_docs": corpus.n_val_docs},
+                     "val_docs": corpus.n_val_docs, "val_dropped": corpus.val_dropped},
             "device": device,
             "world_size": dist.world_size(),
         }

@@ -8,6 +8,9 @@ The rule, fixed per corpus by `data.split_seed` (never by `seed`):
    tokens of the training pool's stream.
 So validation is the same for every training size, and a smaller training set is a prefix of a larger
 one (the 4k-token set is inside the 16k-token set).
+
+For the grammar (one sentence per document, with repeats), a held-out sentence that also occurs in the
+training pool is dropped from validation, so no held-out sentence is ever seen in training at any size.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ class Corpus:
     n_train_docs: int
     n_val_docs: int
     canaries: list = field(default_factory=list)  # planted secrets (gptfit.data.canaries.Canary)
+    train_documents: list = field(default_factory=list)  # the documents wholly inside `train`, in order
+    val_documents: list = field(default_factory=list)  # the held-out documents, in the order of `val`
+    val_dropped: int = 0  # grammar: held-out sentences dropped because they also occur in the training pool
 
 
 def split_documents(docs: list[str], split_seed: int, val_fraction: float) -> tuple[list[str], list[str]]:
@@ -58,6 +64,13 @@ def split_documents(docs: list[str], split_seed: int, val_fraction: float) -> tu
     pool = [docs[i] for i in order if i not in val_idx]
     val = [docs[i] for i in order if i in val_idx]
     return pool, val
+
+
+def drop_seen(pool: list[str], val: list[str]) -> tuple[list[str], int]:
+    """(the held-out documents that do not occur in the training pool, how many were dropped)."""
+    seen = set(pool)
+    kept = [d for d in val if d not in seen]
+    return kept, len(val) - len(kept)
 
 
 def corpus_hash(docs: list[str]) -> str:
@@ -88,6 +101,12 @@ def load_corpus(data_cfg, tokenizer=None) -> Corpus:
 
     docs = load_documents(data_cfg)
     pool, val = split_documents(docs, data_cfg.split_seed, data_cfg.val_fraction)
+    dropped = 0
+    if data_cfg.source == "grammar":
+        val, dropped = drop_seen(pool, val)
+        if not val:
+            raise UserError(f"data.grammar: all {dropped} held-out sentences also occur in training; the language is "
+                            "too small to hold any out: raise data.grammar.n_nouns, n_verbs or max_depth")
     if tokenizer is None:
         tokenizer = train_bpe(pool, data_cfg.vocab_size, data_cfg.cache_dir)
     eot_id = tokenizer.eos_token_id
@@ -96,13 +115,17 @@ def load_corpus(data_cfg, tokenizer=None) -> Corpus:
     c_hash, t_hash = corpus_hash(docs), tokenizer_hash(tokenizer)
     key = f"{c_hash}-{t_hash}-{data_cfg.split_seed}-{data_cfg.val_fraction}"
     pool_stream = encode_stream(tokenizer, pool, eot_id, data_cfg.cache_dir, f"{key}-train")
-    val_stream = encode_stream(tokenizer, val, eot_id, data_cfg.cache_dir, f"{key}-val")
+    val_tag = f"{key}-val" + ("-unseen" if dropped else "")
+    val_stream = encode_stream(tokenizer, val, eot_id, data_cfg.cache_dir, val_tag)
     if data_cfg.train_tokens > len(pool_stream):
+        larger = "raise data.grammar.n_sentences" if data_cfg.source == "grammar" else "use a larger corpus"
         raise UserError(
             f"data.train_tokens={data_cfg.train_tokens}: the corpus has only {len(pool_stream)} training tokens "
-            f"after holding out {len(val_stream)}; lower data.train_tokens or use a larger corpus"
+            f"after holding out {len(val_stream)}; lower data.train_tokens or {larger}"
         )
     train = pool_stream[: data_cfg.train_tokens]
+    # Each document is followed by an end-of-text token: the complete documents of the training set.
+    n_complete = int(np.count_nonzero(train == eot_id))
     canaries = make_canaries(data_cfg.canaries, data_cfg.split_seed)
     if canaries:
         train = plant(train, canaries, tokenizer, eot_id, data_cfg.split_seed)
@@ -118,6 +141,9 @@ def load_corpus(data_cfg, tokenizer=None) -> Corpus:
         n_train_docs=len(pool),
         n_val_docs=len(val),
         canaries=canaries,
+        train_documents=pool[:n_complete],
+        val_documents=val,
+        val_dropped=dropped,
     )
 
 

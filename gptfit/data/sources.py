@@ -1,7 +1,9 @@
-"""Where the documents of a corpus come from: the embedded corpus, local text files, or `datasets`.
+"""Where the documents of a corpus come from: the embedded corpus, local text files, `datasets`, or the
+synthetic grammar.
 
 A document is the unit the held-out split works on: a topic of the embedded corpus, a paragraph (or
-line, or file) of a text file, a record of a dataset. Documents are never cut by the split.
+line, or file) of a text file, a record of a dataset, a sentence of the grammar. Documents are never
+cut by the split.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def _text_files(path: str) -> list[str]:
         files = sorted(f for f in glob.glob(str(p), recursive=True) if os.path.isfile(f))
     if not files:
         raise UserError(f"data.path={path!r}: no such file or folder; give a text file, a folder or a glob pattern")
+    files = [f for f in files if os.path.getsize(f) > 0]  # `datasets` fails on empty files
+    if not files:
+        raise UserError(f"data: the corpus {path!r} is empty; give it some text")
     for f in files:
         with open(f, "rb") as fh:
             head = fh.read(8192)
@@ -79,9 +84,19 @@ def hf_dataset(path: str, config_name: str | None, split: str, column: str) -> l
     return [t for t in ds[column] if isinstance(t, str)]
 
 
+def grammar_sentences(grammar_cfg) -> list[str]:
+    """`n_sentences` independent draws of the grammar (repeats included), seeded by its seed."""
+    from gptfit.data.grammar import Grammar, spec_of
+
+    spec = spec_of(grammar_cfg)
+    return Grammar(spec).sentences(grammar_cfg.n_sentences, seed=spec.seed)
+
+
 def load_documents(data_cfg) -> list[str]:
     if data_cfg.source == "python_docs":
         docs = python_docs()
+    elif data_cfg.source == "grammar":
+        docs = grammar_sentences(data_cfg.grammar)
     elif data_cfg.source == "text":
         docs = text_files(data_cfg.path, data_cfg.sample_by)
     else:
