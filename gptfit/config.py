@@ -187,7 +187,7 @@ class LoggerConfig:
     # auto: online when an API key is set, offline otherwise. online, offline, disabled.
     mode: str = "auto"
     # Seconds to wait for the W&B service before falling back to offline.
-    init_timeout: float = 15.0
+    init_timeout: float = 10.0
 
 
 @dataclass
