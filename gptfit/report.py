@@ -236,6 +236,13 @@ def trends(runs: list[dict]) -> dict[str, float | None]:
     return out
 
 
+def mean_by_size(done: list[dict], key: str) -> tuple[list, list]:
+    """(corpus sizes, the mean final value of `key` over the runs of each size)."""
+    pts = [(r["train_tokens"], r["final"][key]) for r in done if r["final"].get(key) is not None]
+    sizes = sorted({p[0] for p in pts})
+    return sizes, [float(np.mean([p[1] for p in pts if p[0] == z])) for z in sizes]
+
+
 def grammar_figure(done: list[dict], path: Path) -> Path | None:
     """Novel-valid share against corpus size per decoding setting, and the model's vs the grammar's NLL."""
     import matplotlib.pyplot as plt
@@ -244,19 +251,14 @@ def grammar_figure(done: list[dict], path: Path) -> Path | None:
     if not settings:
         return None
 
-    def curve(key: str) -> tuple[list, list]:
-        pts = [(r["train_tokens"], r["final"][key]) for r in done if r["final"].get(key) is not None]
-        sizes = sorted({p[0] for p in pts})
-        return sizes, [np.mean([p[1] for p in pts if p[0] == z]) for z in sizes]
-
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), dpi=100)
     for s in settings:
-        axes[0].plot(*curve(f"grammar/{s}/novel_valid"), marker="o", label=s)
+        axes[0].plot(*mean_by_size(done, f"grammar/{s}/novel_valid"), marker="o", label=s)
     axes[0].set_ylim(-0.02, 1.02)
     axes[0].set_ylabel("share of sentences: novel and valid")
     axes[0].legend(fontsize=7)
-    axes[1].plot(*curve("grammar/val_nll_model"), marker="o", color="tab:red", label="model")
-    axes[1].plot(*curve("grammar/val_nll_true"), marker="o", color="black", linestyle="--", label="grammar (true)")
+    axes[1].plot(*mean_by_size(done, "grammar/val_nll_model"), marker="o", color="tab:red", label="model")
+    axes[1].plot(*mean_by_size(done, "grammar/val_nll_true"), marker="o", color="black", linestyle="--", label="grammar (true)")
     axes[1].set_ylabel("held-out NLL per sentence (nats)")
     axes[1].legend(fontsize=7)
     for ax in axes:
@@ -278,22 +280,24 @@ def figures(runs: list[dict], sweep: Path) -> list[Path]:
     done = sorted((r for r in runs if r["status"] == "finished" and r["train_tokens"]), key=lambda r: r["train_tokens"])
     paths = []
 
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        paths.append(sweep / name)
+        fig.savefig(paths[-1])
+        plt.close(fig)
+
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=100)
     for ax, (key, label) in zip(axes, [("gap", "generalization gap (nats)"),
                                        ("mem/extraction_rate_train", "extraction rate (train)"),
                                        ("mem/mia_auc", "membership-inference AUC")]):
         pts = [(r["train_tokens"], r["final"][key]) for r in done if key in r["final"]]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:red")
-        sizes = sorted({p[0] for p in pts})
-        ax.plot(sizes, [np.mean([p[1] for p in pts if p[0] == s]) for s in sizes], color="tab:red")
+        ax.plot(*mean_by_size(done, key), color="tab:red")
         ax.set_xscale("log")
         ax.set_xlabel("training tokens")
         ax.set_title(label)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    paths.append(sweep / "report_gap.png")
-    fig.savefig(paths[-1])
-    plt.close(fig)
+    save(fig, "report_gap.png")
 
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
     cmap = plt.get_cmap("viridis")
@@ -305,26 +309,17 @@ def figures(runs: list[dict], sweep: Path) -> list[Path]:
     ax.set_ylabel("validation loss (nats)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(sweep / "report_val_loss.png")
-    fig.savefig(paths[-1])
-    plt.close(fig)
+    save(fig, "report_val_loss.png")
 
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
     for s in settings_of(done):
-        pts = [(r["train_tokens"], r["final"].get(f"gen/{s}/copy_rate")) for r in done]
-        pts = [p for p in pts if p[1] is not None]
-        sizes = sorted({p[0] for p in pts})
-        ax.plot(sizes, [np.mean([p[1] for p in pts if p[0] == z]) for z in sizes], marker="o", label=s)
+        ax.plot(*mean_by_size(done, f"gen/{s}/copy_rate"), marker="o", label=s)
     ax.set_xscale("log")
     ax.set_xlabel("training tokens")
     ax.set_ylabel("copy rate (samples with a 16-token training span)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(sweep / "report_copy_rate.png")
-    fig.savefig(paths[-1])
-    plt.close(fig)
+    save(fig, "report_copy_rate.png")
 
     # Each decoding setting side by side: copy rate and held-out-like novelty, one bar per corpus size.
     swept, _ = varying(done)
@@ -346,10 +341,7 @@ def figures(runs: list[dict], sweep: Path) -> list[Path]:
             ax.set_title(title)
             ax.grid(alpha=0.3, axis="y")
         axes[0].legend(fontsize=7)
-        fig.tight_layout()
-        paths.append(sweep / "report_decoding.png")
-        fig.savefig(paths[-1])
-        plt.close(fig)
+        save(fig, "report_decoding.png")
 
     grammar = grammar_figure(done, sweep / "report_grammar.png")
     if grammar is not None:
