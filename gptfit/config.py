@@ -363,6 +363,12 @@ def validate(cfg: Any) -> None:
 
     need(lg.backend in LOGGER_BACKENDS, "logger.backend", lg.backend, f"one of {', '.join(LOGGER_BACKENDS)}")
     need(lg.mode in WANDB_MODES, "logger.mode", lg.mode, f"one of {', '.join(WANDB_MODES)}")
+    import os
+
+    env_mode = os.environ.get("WANDB_MODE")  # W&B reads it too, and fails deep inside on a bad value
+    if lg.backend == "wandb" and env_mode and env_mode not in ("online", "offline", "disabled", "dryrun", "run"):
+        problems.append(f"WANDB_MODE={env_mode!r} (environment): W&B accepts online, offline or disabled; "
+                        "set one of those or unset it and use logger.mode")
     positive("logger.init_timeout", lg.init_timeout)
 
     for name, setting in cfg.get("decoding", {}).items():

@@ -87,6 +87,8 @@ def start_wandb(logger_cfg, run_dir: Path, name: str, config: dict, resume_id: O
     resumed part is a new offline run in the same group, whose config names the run it continues."""
     if logger_cfg.backend != "wandb" or logger_cfg.mode == "disabled":
         return None
+    if os.environ.get("WANDB_MODE") == "":  # set but empty: W&B would refuse it; it means "not set"
+        del os.environ["WANDB_MODE"]
     import wandb
 
     mode = logger_cfg.mode

@@ -144,3 +144,16 @@ def test_wandb_offline_run_is_written_inside_the_run_directory(tmp_path, cache_d
     assert result.returncode == 0, result.stderr
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_the_wandb_mode_environment_variable_is_checked(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    args = [*TINY, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", "train.max_steps=2", "logger=wandb",
+            "logger.mode=offline"]
+    bad = run_cli(*args, env={"WANDB_MODE": "loud"})
+    assert bad.returncode == 2 and not run_dir.exists()
+    assert bad.stderr.strip() == ("error: WANDB_MODE='loud' (environment): W&B accepts online, offline or disabled; "
+                                  "set one of those or unset it and use logger.mode")
+    empty = run_cli(*args, env={"WANDB_MODE": ""})  # set but empty counts as unset
+    assert empty.returncode == 0, empty.stderr[-2000:]
+    assert list((run_dir / "wandb").glob("offline-run-*/*.wandb"))
