@@ -250,3 +250,35 @@ def test_two_processes_train_one_run_like_one_process(tmp_path, cache_dir):
         for key in ("train/loss", "val/loss", "train/running_loss"):
             if key in b:
                 assert a[key] == pytest.approx(b[key], rel=1e-4), (b["step"], key)
+
+
+def submitit_tasks(folder: Path) -> list[int]:
+    """Pids of the submitit task processes running jobs of this sweep (found through /proc)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"submitit.core._submit" in cmd and any(str(folder).encode() in part for part in cmd):
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the task process through /proc")
+def test_a_preempted_submitit_job_is_requeued_and_resumes(uninterrupted, tmp_path, cache_dir):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=submitit_local", *LONG, f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    launcher = subprocess.Popen([sys.executable, "-m", "gptfit.train", *args], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(sweep / "0" / "checkpoints" / "checkpoint-5" / COMPLETE, launcher)
+    [task] = submitit_tasks(sweep)
+    os.kill(task, signal.SIGUSR2)  # what SLURM sends before preempting the job
+    _, stderr = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, stderr[-2000:]
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
+    assert "Requeued job" in logs and "stopped by SIGUSR2" in logs
+    summary = json.loads((sweep / "0" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["resumed_from_step"] >= 5
+    assert_same_rows(read_jsonl(sweep / "0" / "metrics.jsonl"), uninterrupted)
