@@ -11,6 +11,7 @@ so a bad config is reported before torch and transformers are loaded.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -288,8 +289,6 @@ def validate(cfg: Any) -> None:
                       ("model.init_from", m.init_from)):
         # A path that is clearly local ("/", ".", "~") must exist; anything else may be a hub name.
         if path and path.startswith(("/", ".", "~")):
-            import os
-
             need(os.path.exists(os.path.expanduser(path)), key, path, "no such directory")
 
     need(d.source in DATA_SOURCES, "data.source", d.source, f"one of {', '.join(DATA_SOURCES)}")
@@ -297,7 +296,6 @@ def validate(cfg: Any) -> None:
         need(bool(d.path), "data.path", d.path, f"data={d.source} needs a path (file, folder or dataset name)")
     if d.source == "text" and d.path:
         import glob
-        import os
 
         path = os.path.expanduser(d.path)
         need(os.path.exists(path) or bool(glob.glob(path)), "data.path", d.path,
@@ -363,8 +361,6 @@ def validate(cfg: Any) -> None:
 
     need(lg.backend in LOGGER_BACKENDS, "logger.backend", lg.backend, f"one of {', '.join(LOGGER_BACKENDS)}")
     need(lg.mode in WANDB_MODES, "logger.mode", lg.mode, f"one of {', '.join(WANDB_MODES)}")
-    import os
-
     env_mode = os.environ.get("WANDB_MODE")  # W&B reads it too, and fails deep inside on a bad value
     if lg.backend == "wandb" and env_mode and env_mode not in ("online", "offline", "disabled", "dryrun", "run"):
         problems.append(f"WANDB_MODE={env_mode!r} (environment): W&B accepts online, offline or disabled; "
