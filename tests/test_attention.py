@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from gptfit.core.attention import CausalSelfAttention, causal_mask, explicit_attention, fast_attention
+from gptfit.core.attention import SHORT_WINDOW, CausalSelfAttention, causal_mask, explicit_attention, fast_attention
 
 
 def qkv(batch=2, heads=3, q_len=7, k_len=7, dim=8, seed=0):
@@ -24,6 +25,27 @@ def test_explicit_and_fast_paths_agree_without_cache():
     torch.testing.assert_close(out, fast_attention(q, k, v), atol=1e-5, rtol=1e-5)
     assert torch.all(probs.triu(diagonal=1) == 0)
     torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:-1]))
+
+
+@pytest.mark.parametrize("length", [7, SHORT_WINDOW, SHORT_WINDOW + 1])
+def test_both_fast_kernels_agree_with_the_explicit_path_in_value_and_gradient(length):
+    # Up to SHORT_WINDOW positions the fast path is batched matmuls, beyond it the fused kernel.
+    q, k, v = (t.requires_grad_() for t in qkv(q_len=length, k_len=length))
+    fast = fast_attention(q, k, v)
+    grads_fast = torch.autograd.grad(fast.square().sum(), (q, k, v))
+    explicit, _ = explicit_attention(q, k, v)
+    grads_explicit = torch.autograd.grad(explicit.square().sum(), (q, k, v))
+    torch.testing.assert_close(fast, explicit, atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads_fast, grads_explicit):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_attention_dropout_acts_on_the_short_window_kernel():
+    q, k, v = qkv(q_len=8, k_len=8)
+    assert torch.all(fast_attention(q, k, v, dropout_p=1.0) == 0)  # every probability dropped
+    torch.manual_seed(0)
+    dropped = fast_attention(q, k, v, dropout_p=0.5)
+    assert not torch.allclose(dropped, fast_attention(q, k, v))
 
 
 def test_paths_agree_with_a_cache_of_earlier_keys():
@@ -59,7 +81,6 @@ def test_module_capture_keeps_probabilities_without_changing_the_output():
 
 import math  # noqa: E402
 
-import pytest  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from gptfit.attention_plots import head_summary, heatmap_grid, line_diagram  # noqa: E402

@@ -334,7 +334,7 @@ class _LeanGPT:
             k, v = cache.update(k, v, idx)
             y = fast_attention(q, k, v, key_padding).transpose(1, 2).reshape(B, T, C)
             x = x + F.linear(y, w_aproj, b_aproj)
-            h = F.gelu(F.linear(F.layer_norm(x, *ln_2), w_fc, b_fc), approximate="tanh")
+            h = F.gelu(F.linear(F.layer_norm(x, *ln_2), w_fc, b_fc))
             x = x + F.linear(h, w_mproj, b_mproj)
         x = F.layer_norm(x[:, -1:], *self.ln_f)
         return F.linear(x, self.head)[:, -1]  # [batch, vocab]
