@@ -137,13 +137,24 @@ def save_model_atomic(model, tokenizer, target: Path) -> None:
 
 
 class GptfitTrainer(Trainer):
-    """The Trainer, plus a running sum of the training loss between evaluations."""
+    """The Trainer, plus a running sum of the training loss between evaluations and bf16 training.
 
-    def __init__(self, *args, **kwargs):
+    With precision="bf16" the training forward runs under autocast (the backward follows its dtypes).
+    This is done here rather than with TrainingArguments(bf16=True), which makes accelerate wrap the
+    model's forward itself, so that every evaluation would run in bf16 too.
+    """
+
+    def __init__(self, *args, precision: str = "fp32", **kwargs):
         super().__init__(*args, **kwargs)
+        self.autocast_bf16 = precision == "bf16"
         self.loss_sum = torch.zeros(())
         self.loss_steps = 0
         self.finite = torch.ones((), dtype=torch.bool)  # every micro-step's loss since the last check
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        device = self.args.device.type
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            return super().compute_loss(model, inputs, *args, **kwargs)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -262,6 +273,19 @@ def resolve_device(choice: str) -> str:
     return choice
 
 
+def native_bf16(device: str) -> bool:
+    """Whether the device computes in bf16 natively (emulated bf16 trains slower than fp32)."""
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def check_precision(precision: str, device: str) -> None:
+    if precision == "bf16" and not native_bf16(device):
+        raise UserError(f"train.precision=bf16: this {device.upper()} has no native bf16 arithmetic, so bf16 would "
+                        "train slower than fp32; use train.precision=fp32")
+
+
 def training_arguments(cfg, run_dir: Path, device: str) -> TrainingArguments:
     t = cfg.train
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -358,6 +382,7 @@ def train(cfg) -> dict:
     """Run one experiment; return its summary. Raises UserError for problems the user can fix,
     TrainingStopped when a stop signal ended it early with a checkpoint saved."""
     device = resolve_device(cfg.train.device)
+    check_precision(cfg.train.precision, device)
     dist.setup(device)
     try:
         with StopSignals() as stop:
@@ -417,6 +442,7 @@ def _train(cfg, device: str, stop: StopSignals) -> dict:
                      "pool_tokens": corpus.pool_tokens, "train_docs": corpus.n_train_docs,
                      "val_docs": corpus.n_val_docs, "val_dropped": corpus.val_dropped},
             "device": device,
+            "precision": cfg.train.precision,
             "world_size": dist.world_size(),
         }
         if resume_step is not None:
@@ -438,6 +464,7 @@ def _train(cfg, device: str, stop: StopSignals) -> dict:
             args=training_arguments(cfg, run_dir, device),
             train_dataset=dataset,
             callbacks=[RunCallback(run, stop)],
+            precision=cfg.train.precision,
         )
         run.trainer = trainer
         if ckpt is not None:

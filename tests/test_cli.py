@@ -20,6 +20,7 @@ BAD_INPUTS = [
     (["model.n_embd=100", "model.n_head=3"], "must be divisible by model.n_head=3"),
     (["logger.mode=loud"], "logger.mode='loud': one of auto, online, offline, disabled"),
     (["train.device=tpu"], "train.device='tpu'"),
+    (["train.precision=fp16"], "train.precision='fp16': one of fp32, bf16"),
     (["data.train_tokens=10", "model.block_size=64"], "data.train_tokens=10: must be at least model.block_size=64"),
     (["data=text"], "data.path=None: data=text needs a path"),
     (["data=text", "data.path=/no/such/corpus.txt"], "no such file or folder"),

@@ -13,7 +13,7 @@ from gptfit.data.sources import python_docs
 from gptfit.data.tokenizer import train_bpe
 from gptfit.errors import UserError
 from gptfit.tracking import read_jsonl
-from gptfit.training import COMPLETE, find_checkpoint, train
+from gptfit.training import COMPLETE, find_checkpoint, native_bf16, train
 from tests.conftest import TINY
 
 METRIC_KEYS = {"step", "tokens_seen", "epoch", "train/loss", "val/loss", "train/ppl", "val/ppl", "train/bpb",
@@ -77,6 +77,26 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(tiny_r
         for key in ("train/loss", "val/loss", "train/running_loss"):
             if key in a:
                 assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["step"], key)
+
+
+def test_bf16_training_follows_fp32_and_evaluates_in_fp32(tiny_run, compose_cfg, tmp_path):
+    cfg = compose_cfg([*TINY, "train.save_every=10", "train.save_total_limit=3", "train.precision=bf16"],
+                      tmp_path / "bf16")
+    if not native_bf16("cpu"):  # bf16 is refused where it would be emulated
+        with pytest.raises(UserError, match="no native bf16"):
+            train(cfg)
+        return
+    summary = train(cfg)
+    assert summary["precision"] == "bf16"
+    fp32 = read_jsonl(tiny_run[0] / "metrics.jsonl")
+    bf16 = read_jsonl(tmp_path / "bf16" / "metrics.jsonl")
+    # Step 0 is measured before any update, and evaluation runs in fp32: the same numbers.
+    assert bf16[0]["val/loss"] == fp32[0]["val/loss"]
+    # The updates were computed in bf16: close to the fp32 run, not equal to it.
+    assert bf16[1]["train/loss"] != fp32[1]["train/loss"]
+    for a, b in zip(fp32, bf16):
+        assert b["train/loss"] == pytest.approx(a["train/loss"], abs=0.15), a["step"]
+    assert bf16[-1]["train/loss"] < bf16[0]["train/loss"] - 1.0
 
 
 def test_resume_refuses_a_run_with_other_model_settings(tiny_run, compose_cfg, tmp_path):
