@@ -1,19 +1,23 @@
 """Training throughput: gptfit's `tiny` GPT through gptfit's training path vs. Hugging Face GPT-2 in a bare loop.
 
-Four contestants train at batch 12 x 64 tokens, dropout 0, the same AdamW settings (taken from the
+The contestants train at batch 12 x 64 tokens, dropout 0, the same AdamW settings (taken from the
 optimizer the Trainer builds), gradient clipping at 1.0 and the same thread count:
   trainer  gptfit's model through gptfit's own path (GptfitTrainer + training_arguments + RandomWindows)
   bare     gptfit's model in a bare PyTorch loop
   gpt2     transformers' GPT2LMHeadModel of the same shape and vocabulary in the same bare loop
   bare_no_capture_branch  gptfit's model with the attention-capture branch removed (capture is off the
            training path when this matches `bare` within noise)
+  bare_bf16, gpt2_bf16  the two bare loops with the forward under bf16 autocast (gptfit's
+           train.precision=bf16); only where the CPU computes bf16 natively
 They are interleaved in one process: a callback of the running Trainer, every BLOCK steps, times the
-Trainer's block, then runs one block of each bare loop. Medians over the blocks are compared.
+Trainer's block, then runs one block of each bare loop. tokens/s are medians over the blocks; each
+ratio is the median over rounds of the two contestants' block times in that round, which cancels the
+machine's drift (its speed wanders by 20% or more over minutes; the per-block step times are printed).
 
 Prints one JSON object: tokens/s of each, the ratios, the loop overhead and the model FLOPs utilization
-against the measured fp32 matmul peak of this machine.
+(fp32) against the measured fp32 matmul peak of this machine.
 
-    python bench/train_throughput.py [--blocks 8] [--block-steps 20] [--threads N]
+    python bench/train_throughput.py [--blocks 24] [--block-steps 8] [--threads N] [--no-bf16]
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from gptfit.config import Config
 from gptfit.core.attention import CausalSelfAttention, fast_attention
 from gptfit.data.windows import RandomWindows
 from gptfit.model import GPTConfig, GPTForCausalLM
-from gptfit.training import GptfitTrainer, training_arguments
+from gptfit.training import GptfitTrainer, native_bf16, training_arguments
 
 VOCAB, N_LAYER, N_HEAD, N_EMBD, BLOCK, BATCH = 2048, 4, 4, 128, 64, 12
 
@@ -75,7 +79,7 @@ class AttentionWithoutCapture(CausalSelfAttention):
 class BareLoop:
     """One model, its optimizer (configured like the Trainer's) and a fixed stream of batches."""
 
-    def __init__(self, model, like: torch.optim.Optimizer, stream: torch.Tensor, seed: int):
+    def __init__(self, model, like: torch.optim.Optimizer, stream: torch.Tensor, seed: int, bf16: bool = False):
         like = getattr(like, "optimizer", like)  # the torch optimizer inside accelerate's wrapper
         self.model = model.train()
         groups = [
@@ -85,11 +89,13 @@ class BareLoop:
         kw = {k: like.defaults[k] for k in ("lr", "betas", "eps", "fused", "foreach") if k in like.defaults}
         self.opt = type(like)(groups, **kw)
         self.stream, self.gen = stream, torch.Generator().manual_seed(seed)
+        self.bf16 = bf16  # the forward under bf16 autocast, as gptfit's train.precision=bf16
 
     def step(self) -> None:
         offsets = torch.randint(0, len(self.stream) - BLOCK, (BATCH,), generator=self.gen)
         x = torch.stack([self.stream[o : o + BLOCK] for o in offsets.tolist()])
-        loss = self.model(input_ids=x, labels=x).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            loss = self.model(input_ids=x, labels=x).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
@@ -105,7 +111,7 @@ class BareLoop:
 class Interleave(TrainerCallback):
     def __init__(self, block_steps: int, make_loops):
         self.block_steps, self.make_loops = block_steps, make_loops
-        self.times = {"trainer": [], "bare": [], "gpt2": [], "bare_no_capture_branch": []}
+        self.times = {"trainer": []}
         self.loops, self.mark = None, None
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
@@ -114,6 +120,7 @@ class Interleave(TrainerCallback):
         now = time.perf_counter()
         if self.loops is None:  # the first block warms up the Trainer; build the bare loops like its optimizer
             self.loops = self.make_loops(optimizer)
+            self.times.update({name: [] for name in self.loops})
             for loop in self.loops.values():
                 loop.block(3)
         else:
@@ -125,30 +132,40 @@ class Interleave(TrainerCallback):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--blocks", type=int, default=8)
-    ap.add_argument("--block-steps", type=int, default=20)
+    ap.add_argument("--blocks", type=int, default=24)
+    ap.add_argument("--block-steps", type=int, default=8)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--no-bf16", action="store_true", help="leave out the bf16 pair (it runs where bf16 is native)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
+    bf16 = native_bf16("cpu") and not args.no_bf16
     stream = torch.from_numpy(np.random.default_rng(0).integers(0, VOCAB, 200_000))
     shape = dict(n_layer=N_LAYER, n_head=N_HEAD, n_embd=N_EMBD)
     torch.manual_seed(0)
     gptfit_model = GPTForCausalLM(GPTConfig(vocab_size=VOCAB, block_size=BLOCK, dropout=0.0, **shape))
 
-    def make_loops(like):
+    def gptfit():
         torch.manual_seed(0)
-        bare = GPTForCausalLM(GPTConfig(vocab_size=VOCAB, block_size=BLOCK, dropout=0.0, **shape))
-        gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=BLOCK, resid_pdrop=0.0, embd_pdrop=0.0,
+        return GPTForCausalLM(GPTConfig(vocab_size=VOCAB, block_size=BLOCK, dropout=0.0, **shape))
+
+    def gpt2():
+        torch.manual_seed(0)
+        return GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=BLOCK, resid_pdrop=0.0, embd_pdrop=0.0,
                                           attn_pdrop=0.0, **shape))
-        torch.manual_seed(0)
-        nocapture = GPTForCausalLM(GPTConfig(vocab_size=VOCAB, block_size=BLOCK, dropout=0.0, **shape))
+
+    def make_loops(like):
+        nocapture = gptfit()
         for block in nocapture.transformer.h:
             block.attn.__class__ = AttentionWithoutCapture
-        return {"bare": BareLoop(bare, like, stream, 1), "gpt2": BareLoop(gpt2, like, stream, 1),
-                "bare_no_capture_branch": BareLoop(nocapture, like, stream, 1)}
+        loops = {"bare": BareLoop(gptfit(), like, stream, 1), "gpt2": BareLoop(gpt2(), like, stream, 1),
+                 "bare_no_capture_branch": BareLoop(nocapture, like, stream, 1)}
+        if bf16:
+            loops["bare_bf16"] = BareLoop(gptfit(), like, stream, 1, bf16=True)
+            loops["gpt2_bf16"] = BareLoop(gpt2(), like, stream, 1, bf16=True)
+        return loops
 
     cfg = OmegaConf.structured(Config(run_dir="unused"))
     cfg.train.max_steps = (args.blocks + 1) * args.block_steps
@@ -167,6 +184,16 @@ def main() -> None:
 
     tokens_per_block = args.block_steps * BATCH * BLOCK
     tps = {k: tokens_per_block / statistics.median(v) for k, v in interleave.times.items()}
+    times = interleave.times
+
+    def speedup(a: str, b: str) -> float:
+        """How much faster a ran than b: the median over rounds of b's block time / a's block time.
+
+        Each round times one block of every contestant back to back, so pairing within a round cancels
+        the machine's slow drift, which a ratio of overall medians does not."""
+        return round(statistics.median(tb / ta for ta, tb in zip(times[a], times[b])), 3)
+
+    step_ms = {k: [round(t / args.block_steps * 1e3, 1) for t in v] for k, v in interleave.times.items()}
     peak = matmul_peak_flops()
     fpt = flops_per_token(gptfit_model)
     result = {
@@ -180,13 +207,19 @@ def main() -> None:
         "blocks": args.blocks,
         "steps_per_block": args.block_steps,
         "tokens_per_s": {k: round(v, 1) for k, v in tps.items()},
-        "ratio_gptfit_trainer_vs_gpt2_bare": round(tps["trainer"] / tps["gpt2"], 3),
-        "ratio_model_only_gptfit_vs_gpt2": round(tps["bare"] / tps["gpt2"], 3),
-        "loop_overhead_trainer_vs_bare": round(tps["bare"] / tps["trainer"] - 1, 4),
-        "capture_switched_off_vs_branch_removed": round(tps["bare"] / tps["bare_no_capture_branch"], 3),
+        "ratio_gptfit_trainer_vs_gpt2_bare": speedup("trainer", "gpt2"),
+        "ratio_model_only_gptfit_vs_gpt2": speedup("bare", "gpt2"),
+        "loop_overhead_trainer_vs_bare": round(speedup("bare", "trainer") - 1, 4),
+        "capture_switched_off_vs_branch_removed": speedup("bare", "bare_no_capture_branch"),
+        # Same work in bf16 autocast (train.precision=bf16), where the CPU has native bf16. The fp32
+        # ratios above are the like-for-like comparison; these say what bf16 adds on top.
+        **({"bf16_speedup_gptfit": speedup("bare_bf16", "bare"),
+            "ratio_model_only_gptfit_vs_gpt2_both_bf16": speedup("bare_bf16", "gpt2_bf16")}
+           if bf16 else {"bf16": "not run: no native bf16 on this CPU" if not native_bf16("cpu") else "not run"}),
         "matmul_peak_gflops": round(peak / 1e9, 1),
         "model_flops_per_token": fpt,
-        "mfu": {k: round(v * fpt / peak, 4) for k, v in tps.items()},
+        "mfu": {k: round(v * fpt / peak, 4) for k, v in tps.items() if not k.endswith("bf16")},
+        "step_ms_per_block": step_ms,
     }
     print(json.dumps(result, indent=2))
 
