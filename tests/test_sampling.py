@@ -202,6 +202,18 @@ def test_the_lean_decoding_forward_gives_the_models_logits_bit_for_bit():
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decoding_switches_onednn_off_for_fp32_models_only_and_restores_it(dtype):
+    # oneDNN's per-call cost dominates tiny decoding steps of fp32 models; bf16 matmuls need it.
+    model = gptfit_model().to(dtype)
+    seen = []
+    model.transformer.h[0].register_forward_hook(lambda *_: seen.append(torch.backends.mkldnn.enabled))
+    before = torch.backends.mkldnn.enabled
+    generate(model, prompts(2, 5), dict(max_new_tokens=3), use_cache=False)
+    assert seen and set(seen) == {dtype != torch.float32}
+    assert torch.backends.mkldnn.enabled == before
+
+
 # ---------------------------------------------------------------------------------------------------
 # Greedy and beam search pick the tokens `generate` picks.
 
