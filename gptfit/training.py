@@ -147,9 +147,17 @@ class GptfitTrainer(Trainer):
     def __init__(self, *args, precision: str = "fp32", **kwargs):
         super().__init__(*args, **kwargs)
         self.autocast_bf16 = precision == "bf16"
+        self.flops_per_token: Optional[int] = None
         self.loss_sum = torch.zeros(())
         self.loss_steps = 0
         self.finite = torch.ones((), dtype=torch.bool)  # every micro-step's loss since the last check
+
+    def floating_point_ops(self, inputs) -> int:
+        # The Trainer's count for total_flos (6 x tokens x non-embedding parameters), asked for at every
+        # step; the parameter count walks every module, so it is taken once.
+        if self.flops_per_token is None:
+            self.flops_per_token = 6 * self.model.num_parameters(exclude_embeddings=True)
+        return self.flops_per_token * inputs["input_ids"].numel()
 
     def compute_loss(self, model, inputs, *args, **kwargs):
         device = self.args.device.type
