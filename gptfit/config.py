@@ -118,7 +118,7 @@ class TrainConfig:
     threads: int = 0
     # fp32, or bf16: the training forward and backward run under bf16 autocast, while the weights, the
     # optimizer and every evaluation stay in fp32. Needs native bf16 (a recent GPU, or a CPU with
-    # AVX512-BF16 or AMX); on this project's CPU it trains the tiny model 1.7x as fast.
+    # AVX512-BF16 or AMX); on this project's CPU it trains the tiny model about 1.5x as fast.
     precision: str = "fp32"
 
 

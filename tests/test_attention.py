@@ -40,6 +40,15 @@ def test_both_fast_kernels_agree_with_the_explicit_path_in_value_and_gradient(le
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
+def test_a_mask_first_built_while_decoding_serves_training():
+    q, k, v = qkv(q_len=9, k_len=9, seed=3)
+    with torch.inference_mode():
+        fast_attention(q, k, v)  # caches the 9-position mask inside inference mode
+    q.requires_grad_()
+    fast_attention(q, k, v).sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
 def test_attention_dropout_acts_on_the_short_window_kernel():
     q, k, v = qkv(q_len=8, k_len=8)
     assert torch.all(fast_attention(q, k, v, dropout_p=1.0) == 0)  # every probability dropped

@@ -78,8 +78,9 @@ SHORT_WINDOW = 128
 @functools.lru_cache(maxsize=8)
 def _additive_causal_mask(length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """[length, length]: 0 where attending is allowed, -inf above the diagonal."""
-    zeros = torch.zeros(length, length, dtype=dtype, device=device)
-    return zeros.masked_fill_(~causal_mask(length, length, device), float("-inf"))
+    with torch.inference_mode(False):  # first built while decoding, it also serves training
+        zeros = torch.zeros(length, length, dtype=dtype, device=device)
+        return zeros.masked_fill_(~causal_mask(length, length, device), float("-inf"))
 
 
 def _short_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
