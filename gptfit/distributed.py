@@ -44,11 +44,6 @@ def share(value):
     return box[0]
 
 
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def _tensor(values: list) -> torch.Tensor:
     on_gpu = dist.get_backend() == "nccl"  # NCCL reduces CUDA tensors only
     return torch.tensor(values, dtype=torch.float64, device="cuda" if on_gpu else "cpu")

@@ -109,8 +109,7 @@ def varying(runs: list[dict]) -> tuple[list[str], dict]:
     return swept, fixed
 
 
-def table(runs: list[dict]) -> tuple[str, list[str]]:
-    swept, _ = varying(runs)
+def table(runs: list[dict], swept: list[str]) -> str:
     settings = settings_of(runs)
     head = ["job", *swept, "status", *[label for _, label in COLUMNS], *[f"copy {s}" for s in settings]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -121,7 +120,7 @@ def table(runs: list[dict]) -> tuple[str, list[str]]:
         cells += [fmt(f.get(key)) for key, _ in COLUMNS]
         cells += [fmt(f.get(f"gen/{s}/copy_rate")) for s in settings]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines), swept
+    return "\n".join(lines)
 
 
 def by_values(item: tuple) -> list:
@@ -243,8 +242,9 @@ def mean_by_size(done: list[dict], key: str) -> tuple[list, list]:
     return sizes, [float(np.mean([p[1] for p in pts if p[0] == z])) for z in sizes]
 
 
-def grammar_figure(done: list[dict], path: Path) -> Path | None:
-    """Novel-valid share against corpus size per decoding setting, and the model's vs the grammar's NLL."""
+def grammar_figure(done: list[dict]):
+    """Novel-valid share against corpus size per decoding setting, and the model's vs the grammar's NLL
+    (a matplotlib figure; None without grammar metrics)."""
     import matplotlib.pyplot as plt
 
     settings = grammar_settings(done)
@@ -265,10 +265,7 @@ def grammar_figure(done: list[dict], path: Path) -> Path | None:
         ax.set_xscale("log")
         ax.set_xlabel("training tokens")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def figures(runs: list[dict], sweep: Path) -> list[Path]:
@@ -343,17 +340,18 @@ def figures(runs: list[dict], sweep: Path) -> list[Path]:
         axes[0].legend(fontsize=7)
         save(fig, "report_decoding.png")
 
-    grammar = grammar_figure(done, sweep / "report_grammar.png")
+    grammar = grammar_figure(done)
     if grammar is not None:
-        paths.append(grammar)
+        save(grammar, "report_grammar.png")
     return paths
 
 
 def report(sweep: Path, to_wandb: bool = False) -> Path:
     runs = read_sweep(sweep)
-    body, swept = table(runs)
+    swept, fixed = varying(runs)
+    body = table(runs, swept)
     corr = trends(runs)
-    _, fixed = varying(runs)
+    grammar = grammar_tables(runs, swept) if grammar_settings(runs) else None
     lines = [f"# Sweep report: {sweep}", ""]
     if fixed:
         lines += ["Overrides shared by every run: " + " ".join(f"`{k}={fmt(v)}`" for k, v in fixed.items()), ""]
@@ -362,9 +360,9 @@ def report(sweep: Path, to_wandb: bool = False) -> Path:
         lines += ["## Mean and spread over seeds", "", seed_table(runs, swept), ""]
     if settings_of(runs):
         lines += ["## Decoding settings (mean over seeds; least copying first)", "", decoding_table(runs, swept), ""]
-    if grammar_settings(runs):
+    if grammar is not None:
         lines += ["## Grammar: held-out NLL per sentence (nats) and the sentences of the samples (mean over seeds)",
-                  "", grammar_tables(runs, swept), ""]
+                  "", grammar, ""]
     lines += ["## Trends with corpus size (Spearman rank correlation)", ""]
     lines += [f"- {label}: {fmt(value)}" for label, value in corr.items()]
     not_done = [r for r in runs if r["status"] != "finished"]
@@ -376,8 +374,8 @@ def report(sweep: Path, to_wandb: bool = False) -> Path:
     out = sweep / "report.md"
     out.write_text("\n".join(lines) + "\n")
     print(body)
-    if grammar_settings(runs):
-        print(grammar_tables(runs, swept))
+    if grammar is not None:
+        print(grammar)
     for label, value in corr.items():
         print(f"spearman({label}, corpus size) = {fmt(value)}")
     for r in not_done:

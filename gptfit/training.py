@@ -296,7 +296,7 @@ def check_precision(precision: str, device: str) -> None:
 
 def training_arguments(cfg, run_dir: Path, device: str) -> TrainingArguments:
     t = cfg.train
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = dist.world_size()
     per_device, rest = divmod(t.batch_size, t.grad_accum * world)
     if rest or per_device == 0:
         raise UserError(f"train.batch_size={t.batch_size}: must be a multiple of train.grad_accum x processes "
@@ -432,10 +432,10 @@ def _train(cfg, device: str, stop: StopSignals) -> dict:
         raise UserError(f"model.block_size={cfg.model.block_size}: longer than the model's context of {context}; "
                         f"lower it to at most {context}")
 
-    resume_step, wandb_id = None, None
+    resume_step, wandb_id, running = None, None, {}
     if ckpt is not None:
         marker = json.loads((ckpt / COMPLETE).read_text())
-        resume_step, wandb_id = marker["step"], marker.get("wandb_id")
+        resume_step, wandb_id, running = marker["step"], marker.get("wandb_id"), marker.get("running_loss", {})
         log.info("resuming %s from step %d", run_dir, resume_step)
     tracker = None
     if main:
@@ -475,8 +475,7 @@ def _train(cfg, device: str, stop: StopSignals) -> dict:
             precision=cfg.train.precision,
         )
         run.trainer = trainer
-        if ckpt is not None:
-            running = json.loads((ckpt / COMPLETE).read_text()).get("running_loss", {})
+        if running:
             trainer.loss_sum = torch.tensor(running.get("sum", 0.0))
             trainer.loss_steps = running.get("micro_steps", 0)
         try:
