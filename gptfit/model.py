@@ -20,6 +20,7 @@ from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from gptfit.core.attention import CausalSelfAttention
+from gptfit.core.lm_loss import IGNORE_INDEX, linear_cross_entropy
 
 
 class GPTConfig(PreTrainedConfig):
@@ -133,8 +134,12 @@ class GPTForCausalLM(PreTrainedModel, GenerationMixin):
         labels: Optional[torch.LongTensor] = None,
         use_cache: Optional[bool] = None,
         logits_to_keep: int = 0,
+        return_logits: bool = False,
         **kwargs,
     ) -> CausalLMOutputWithPast:
+        """With `labels`, also the mean next-token loss. In training mode with gradients on, the output
+        layer and the loss run fused (core.lm_loss) and the logits are not made: `logits` is None unless
+        `return_logits=True`."""
         if cache is None:
             cache = kwargs.pop("past_key_values", None)
         if use_cache and cache is None:
@@ -155,17 +160,20 @@ class GPTForCausalLM(PreTrainedModel, GenerationMixin):
         x = self.transformer.drop(self.transformer.wte(input_ids) + self.transformer.wpe(position_ids))
         for block in self.transformer.h:
             x = block(x, cache, key_padding)
-        x = self.transformer.ln_f(x)
-        if logits_to_keep:
-            x = x[:, -logits_to_keep:]
-        logits = self.lm_head(x)  # [batch, time, vocab]
-
-        loss = None
+        x = self.transformer.ln_f(x)  # [batch, time, n_embd]
         if labels is not None:
             # Next-token loss: position t predicts token t + 1; -100 marks ignored targets. Shifting the
             # labels (not the logits) avoids copying the largest tensor of the step.
-            targets = F.pad(labels[:, 1:], (0, 1), value=-100)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100)
+            targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX).reshape(-1)
+            if self.training and x.requires_grad and not (return_logits or logits_to_keep):
+                loss = linear_cross_entropy(x.reshape(-1, x.shape[-1]), self.lm_head.weight, targets)
+                return CausalLMOutputWithPast(loss=loss, logits=None, cache=cache)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        logits = self.lm_head(x)  # [batch, time, vocab]
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, ignore_index=IGNORE_INDEX)
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache)
 
 

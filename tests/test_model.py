@@ -54,3 +54,57 @@ def test_a_later_token_never_changes_an_earlier_logit():
     changed = ids.clone()
     changed[0, 6:] = (changed[0, 6:] + 1) % 300
     torch.testing.assert_close(model(ids).logits[:, :6], model(changed).logits[:, :6])
+
+
+def _loss_and_grads(model, ids, labels, **kw):
+    model.zero_grad(set_to_none=True)
+    out = model(ids, labels=labels, **kw)
+    out.loss.backward()
+    return out, {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def test_training_loss_runs_fused_with_the_same_value_and_gradients():
+    model = tiny_model().train()
+    ids = torch.randint(0, 300, (3, 10), generator=torch.Generator().manual_seed(4))
+    labels = ids.clone()
+    labels[0, 3:6] = -100  # ignored targets count for nothing in either path
+    fused, fused_grads = _loss_and_grads(model, ids, labels)
+    plain, plain_grads = _loss_and_grads(model, ids, labels, return_logits=True)
+    assert fused.logits is None and plain.logits is not None  # the fused path never makes the logits
+    torch.testing.assert_close(fused.loss, plain.loss)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(fused_grads[name], grad, msg=name)
+    with torch.no_grad():  # where no gradient is taken, the logits come back as always
+        assert model(ids, labels=labels).logits.shape == (3, 10, 300)
+
+
+def test_fused_loss_over_many_chunks_matches_cross_entropy():
+    from gptfit.core.lm_loss import _LinearCrossEntropy
+
+    gen = torch.Generator().manual_seed(5)
+    hidden = torch.randn(50, 16, generator=gen, requires_grad=True)
+    weight = torch.randn(40, 16, generator=gen, requires_grad=True)
+    targets = torch.randint(0, 40, (50,), generator=gen)
+    targets[::7] = -100
+    scale = torch.tensor(0.25)  # as gradient accumulation scales the loss
+    (_LinearCrossEntropy.apply(hidden, weight, targets, 7) * scale).backward()  # 8 chunks, the last short
+    fused = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    expected = torch.nn.functional.cross_entropy(hidden @ weight.t(), targets)
+    (expected * scale).backward()
+    torch.testing.assert_close(_LinearCrossEntropy.apply(hidden, weight, targets, 7), expected)
+    torch.testing.assert_close(fused[0], hidden.grad)
+    torch.testing.assert_close(fused[1], weight.grad)
+
+
+def test_fused_loss_under_bf16_autocast_matches_the_autocast_output_layer():
+    model = tiny_model().train()
+    ids = torch.randint(0, 300, (3, 10), generator=torch.Generator().manual_seed(6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused, fused_grads = _loss_and_grads(model, ids, ids)
+        plain, plain_grads = _loss_and_grads(model, ids, ids, return_logits=True)
+    assert plain.logits.dtype == torch.bfloat16  # the plain output layer did run under autocast
+    assert fused.loss.dtype == torch.float32 and fused_grads["transformer.wte.weight"].dtype == torch.float32
+    torch.testing.assert_close(fused.loss, plain.loss, atol=2e-2, rtol=0)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(fused_grads[name], grad, atol=2e-3, rtol=5e-2, msg=name)
