@@ -38,7 +38,7 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.utils import logging as hf_logging
 
 from gptfit.config import Config
-from gptfit.core.attention import CausalSelfAttention, fast_attention
+from gptfit.core.attention import CausalSelfAttention, fast_attention, short_causal_applies, short_causal_attention
 from gptfit.data.windows import RandomWindows
 from gptfit.model import GPTConfig, GPTForCausalLM
 from gptfit.training import GptfitTrainer, native_bf16, training_arguments
@@ -69,10 +69,14 @@ class AttentionWithoutCapture(CausalSelfAttention):
 
     def forward(self, x, cache=None, key_padding=None):
         B, T, C = x.shape
-        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))
+        qkv = self.c_attn(x)
+        dropout_p = self.dropout if self.training else 0.0
+        if cache is None and short_causal_applies(T, T, x.device, key_padding):
+            return self.resid_dropout(self.c_proj(short_causal_attention(qkv, self.n_head, dropout_p)))
+        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in qkv.split(C, dim=2))
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)
-        y = fast_attention(q, k, v, key_padding, self.dropout if self.training else 0.0)
+        y = fast_attention(q, k, v, key_padding, dropout_p)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
 
 

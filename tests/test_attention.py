@@ -57,6 +57,26 @@ def test_attention_dropout_acts_on_the_short_window_kernel():
     assert not torch.allclose(dropped, fast_attention(q, k, v))
 
 
+@pytest.mark.parametrize("length, dropout", [(7, 0.0), (64, 0.0), (SHORT_WINDOW, 0.0), (64, 0.3)])
+def test_module_training_kernel_matches_the_explicit_path_in_value_and_every_gradient(length, dropout):
+    # Without a cache the module runs its own forward and backward from the fused projection; the
+    # explicit path (capture on) is plain autograd. With the same seed both drop the same probabilities.
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(n_embd=24, n_head=3, dropout=dropout, bias=True, layer_idx=0).train()
+    x = torch.randn(2, length, 24, requires_grad=True)
+    results = []
+    for capture in (False, True):
+        attn.capture = capture
+        torch.manual_seed(1)
+        out = attn(x)
+        grads = torch.autograd.grad(out.square().sum(), (x, *attn.parameters()))
+        results.append((out, grads))
+    (fast, fast_grads), (explicit, explicit_grads) = results
+    torch.testing.assert_close(fast, explicit, atol=1e-5, rtol=1e-5)
+    for a, b in zip(fast_grads, explicit_grads):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
 def test_paths_agree_with_a_cache_of_earlier_keys():
     for q_len in (1, 3):
         q, k, v = qkv(q_len=q_len, k_len=6)

@@ -83,15 +83,83 @@ def _additive_causal_mask(length: int, dtype: torch.dtype, device: torch.device)
         return zeros.masked_fill_(~causal_mask(length, length, device), float("-inf"))
 
 
+def _short_causal_probs(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """[batch * head, time, time] causal attention probabilities of [batch * head, time, dim] queries and keys."""
+    T, D = q.shape[-2:]
+    scores = torch.baddbmm(_additive_causal_mask(T, q.dtype, q.device), q, k.transpose(1, 2), alpha=1 / math.sqrt(D))
+    return torch.softmax(scores, dim=-1)
+
+
 def _short_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
     """Causal self-attention of [batch, head, time, dim] tensors as batched matmuls (CPU, short windows)."""
     B, H, T, D = q.shape
     q, k, v = (t.reshape(B * H, T, D) for t in (q, k, v))
-    scores = torch.baddbmm(_additive_causal_mask(T, q.dtype, q.device), q, k.transpose(1, 2), alpha=1 / math.sqrt(D))
-    probs = torch.softmax(scores, dim=-1)
+    probs = _short_causal_probs(q, k)
     if dropout_p > 0:
         probs = F.dropout(probs, p=dropout_p)
     return torch.bmm(probs, v).view(B, H, T, D)
+
+
+class _PackedShortCausal(torch.autograd.Function):
+    """Causal self-attention from the fused projection [batch, time, 3 * n_embd] to [batch, time, n_embd].
+
+    The same arithmetic as `_short_causal` on the split heads, with the backward written out: the heads
+    are split with one copy instead of three, the gradients of queries, keys and values are written into
+    one buffer (no concatenation), and the 1/sqrt(dim) scale is applied to both at once. About 10% of
+    an attention layer's forward and backward at 64 positions; bench/train_throughput.py measures a step.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, n_head: int, dropout_p: float) -> torch.Tensor:
+        B, T, C3 = qkv.shape
+        H, D = n_head, C3 // (3 * n_head)
+        device = qkv.device.type
+        # Under autocast every step runs in its dtype, as the same ops would outside this function.
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else qkv.dtype
+        with torch.autocast(device, enabled=False):
+            heads = qkv.to(dtype).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4).reshape(3, B * H, T, D)
+            q, k, v = heads.unbind(0)  # [batch * head, time, dim] each, contiguous
+            probs = _short_causal_probs(q, k)  # [batch * head, time, time]
+            keep = None
+            if dropout_p > 0:
+                dropped, keep = torch.native_dropout(probs, dropout_p, True)  # the draws of F.dropout
+            else:
+                dropped = probs
+            y = torch.bmm(dropped, v)  # [batch * head, time, dim]
+        ctx.save_for_backward(heads, probs, keep)
+        ctx.dims, ctx.dropout_p, ctx.qkv_dtype = (B, T, H, D), dropout_p, qkv.dtype
+        return y.view(B, H, T, D).transpose(1, 2).reshape(B, T, H * D)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y: torch.Tensor):
+        heads, probs, keep = ctx.saved_tensors
+        (B, T, H, D), p = ctx.dims, ctx.dropout_p
+        q, k, v = heads.unbind(0)
+        grad_out = grad_y.to(heads.dtype).view(B, T, H, D).transpose(1, 2).reshape(B * H, T, D)
+        grads = torch.empty_like(heads)  # [3, batch * head, time, dim]: queries, keys, values
+        dropped = probs if keep is None else probs * keep * (1 / (1 - p))
+        torch.bmm(dropped.transpose(1, 2), grad_out, out=grads[2])
+        grad_probs = torch.bmm(grad_out, v.transpose(1, 2))
+        if keep is not None:
+            grad_probs.mul_(keep).mul_(1 / (1 - p))
+        grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+        torch.bmm(grad_scores, k, out=grads[0])
+        torch.bmm(grad_scores.transpose(1, 2), q, out=grads[1])
+        grads[:2].mul_(1 / math.sqrt(D))
+        grad_qkv = grads.view(3, B, H, T, D).permute(1, 3, 0, 2, 4).reshape(B, T, 3 * H * D)
+        return grad_qkv.to(ctx.qkv_dtype), None, None
+
+
+def short_causal_attention(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.0) -> torch.Tensor:
+    """[batch, time, 3 * n_embd] fused query/key/value projection -> [batch, time, n_embd] causal attention
+    (CPU, up to SHORT_WINDOW positions, no padding, no cache: see `short_causal_applies`)."""
+    return _PackedShortCausal.apply(qkv, n_head, dropout_p)
+
+
+def short_causal_applies(q_len: int, k_len: int, device: torch.device, key_padding=None) -> bool:
+    """Whether the batched-matmul kernel serves this case: plain causal self-attention, short, on CPU."""
+    return key_padding is None and q_len == k_len <= SHORT_WINDOW and device.type == "cpu"
 
 
 def fast_attention(
@@ -103,7 +171,7 @@ def fast_attention(
 ) -> torch.Tensor:
     """The same output as `explicit_attention`, through the fastest kernel for the case."""
     q_len, k_len = q.shape[-2], k.shape[-2]
-    if key_padding is None and q_len == k_len <= SHORT_WINDOW and q.device.type == "cpu":
+    if short_causal_applies(q_len, k_len, q.device, key_padding):
         return _short_causal(q, k, v, dropout_p)
     if key_padding is not None:
         mask = _full_mask(q_len, k_len, key_padding, q.device)
@@ -141,11 +209,14 @@ class CausalSelfAttention(nn.Module):
         key_padding: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
-        # [batch, time, 3 * n_embd] -> three [batch, head, time, head_dim]
-        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))
+        qkv = self.c_attn(x)  # [batch, time, 3 * n_embd]
+        dropout_p = self.dropout if self.training else 0.0
+        if cache is None and not self.capture and short_causal_applies(T, T, x.device, key_padding):
+            return self.resid_dropout(self.c_proj(short_causal_attention(qkv, self.n_head, dropout_p)))
+        # three [batch, head, time, head_dim]
+        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in qkv.split(C, dim=2))
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)
-        dropout_p = self.dropout if self.training else 0.0
         if self.capture:
             y, self.captured = explicit_attention(q, k, v, key_padding, dropout_p)
         else:

@@ -21,8 +21,10 @@ CHUNK_ELEMENTS = 1 << 20  # logits per chunk (4 MB in fp32) ...
 MIN_CHUNK_ROWS = 256  # ... but never so few rows that the weight is re-read for every handful of tokens
 
 
-def chunk_rows(vocab: int) -> int:
-    return max(MIN_CHUNK_ROWS, CHUNK_ELEMENTS // vocab)
+def chunk_rows(tokens: int, vocab: int) -> int:
+    """Rows per chunk: at most the budget, split evenly (768 tokens at vocab 2048: two chunks of 384)."""
+    chunks = -(-tokens // max(MIN_CHUNK_ROWS, CHUNK_ELEMENTS // vocab))
+    return -(-tokens // chunks)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -76,4 +78,4 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     The same value and gradients as `F.cross_entropy(F.linear(hidden, weight), targets)`. It does the
     backward work during the forward pass, so use it only where the gradient will be taken.
     """
-    return _LinearCrossEntropy.apply(hidden, weight, targets, chunk_rows(weight.shape[0]))
+    return _LinearCrossEntropy.apply(hidden, weight, targets, chunk_rows(hidden.shape[0], weight.shape[0]))
