@@ -3,7 +3,8 @@
 Being a `PreTrainedModel` with its own config class means `save_pretrained` / `from_pretrained`, the
 Trainer, `generate` and the Auto classes all work with it. The layers follow GPT-2 (pre-norm blocks,
 learned positions, tied input and output embeddings); the attention is gptfit's shared
-`CausalSelfAttention`. Biases are optional (off by default: a little faster, no worse).
+`CausalSelfAttention`. Biases are optional (off by default: a little faster, no worse). In training,
+the output layer and the loss run fused (`core.lm_loss`), so the [tokens, vocab] logits are never made.
 """
 
 from __future__ import annotations

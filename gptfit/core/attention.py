@@ -2,7 +2,9 @@
 
 Two paths compute the same thing:
 - `fast_attention`: used for training and decoding; torch's fused `scaled_dot_product_attention`, or,
-  for short windows on CPU, two batched matmuls around a softmax (faster there, see SHORT_WINDOW);
+  for short windows on CPU, two batched matmuls around a softmax (faster there, see SHORT_WINDOW).
+  Without a cache, in that short-window case, `CausalSelfAttention` goes straight from its fused
+  projection through `short_causal_attention`, the same arithmetic with its backward written out;
 - `explicit_attention`: the textbook version that builds the mask, the scores and the softmax, used
   when a module's `capture` flag is on, so that the attention probabilities can be kept and drawn.
 
