@@ -197,6 +197,11 @@ def main() -> None:
         the machine's slow drift, which a ratio of overall medians does not."""
         return round(statistics.median(tb / ta for ta, tb in zip(times[a], times[b])), 3)
 
+    def quartiles(a: str, b: str) -> list[float]:
+        """The spread of those per-round ratios: the machine's slow spells show here."""
+        q1, _, q3 = statistics.quantiles((tb / ta for ta, tb in zip(times[a], times[b])), n=4)
+        return [round(q1, 3), round(q3, 3)]
+
     step_ms = {k: [round(t / args.block_steps * 1e3, 1) for t in v] for k, v in interleave.times.items()}
     peak = matmul_peak_flops()
     fpt = flops_per_token(gptfit_model)
@@ -212,7 +217,9 @@ def main() -> None:
         "steps_per_block": args.block_steps,
         "tokens_per_s": {k: round(v, 1) for k, v in tps.items()},
         "ratio_gptfit_trainer_vs_gpt2_bare": speedup("trainer", "gpt2"),
+        "ratio_gptfit_trainer_vs_gpt2_bare_quartiles": quartiles("trainer", "gpt2"),
         "ratio_model_only_gptfit_vs_gpt2": speedup("bare", "gpt2"),
+        "ratio_model_only_gptfit_vs_gpt2_quartiles": quartiles("bare", "gpt2"),
         "loop_overhead_trainer_vs_bare": round(speedup("bare", "trainer") - 1, 4),
         "capture_switched_off_vs_branch_removed": speedup("bare", "bare_no_capture_branch"),
         # Same work in bf16 autocast (train.precision=bf16), where the CPU has native bf16. The fp32
