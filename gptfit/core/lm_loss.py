@@ -9,7 +9,8 @@ only scales the two stored gradients by the incoming one.
 Compared with `F.cross_entropy(lm_head(h))`, the log-softmax output, the zero-filled gradient of the
 negative log-likelihood and the log-softmax backward are never written out: a chunk of logits stays in the
 CPU's cache, and the largest tensor of a step (tokens x vocab, 3.3 GB at batch 64 x 256 with GPT-2's
-vocabulary) never exists. bench/train_throughput.py measures the effect on a training step.
+vocabulary) never exists. bench/train_throughput.py measures the effect on a step's time,
+bench/lm_loss_memory.py on its memory.
 """
 
 from __future__ import annotations
