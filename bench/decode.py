@@ -30,7 +30,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.utils import logging as hf_logging
 
-from gptfit.core.sampling import generate
+from gptfit.core.sampling.decode import generate
 from gptfit.model import GPTConfig, GPTForCausalLM
 
 VOCAB, N_LAYER, N_HEAD, N_EMBD, CONTEXT, NEW = 2048, 4, 4, 128, 256, 200

@@ -41,7 +41,7 @@ from gptfit.config import Config
 from gptfit.core.attention import CausalSelfAttention, fast_attention, short_causal_applies, short_causal_attention
 from gptfit.data.windows import RandomWindows
 from gptfit.model import GPTConfig, GPTForCausalLM
-from gptfit.training import GptfitTrainer, native_bf16, training_arguments
+from gptfit.run.trainer import GptfitTrainer, native_bf16, training_arguments
 
 VOCAB, N_LAYER, N_HEAD, N_EMBD, BLOCK, BATCH = 2048, 4, 4, 128, 64, 12
 

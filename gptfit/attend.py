@@ -65,9 +65,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         import torch
         from transformers.utils import logging as hf_logging
 
-        from gptfit.attention_plots import save_all
+        from gptfit.plots.attention import save_all
         from gptfit.core.attention import attention_maps
-        from gptfit.models import load_pretrained, model_context
+        from gptfit.model.loading import load_pretrained, model_context
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()

@@ -35,22 +35,6 @@ def condense(text: str) -> str:
     return "; ".join(parts)
 
 
-def discard_unused_run_dir(run_dir: str | None) -> None:
-    """Remove a run directory that Hydra made but the run never used (only .hydra/ and the log inside)."""
-    import shutil
-    from pathlib import Path
-
-    if not run_dir:
-        return
-    path = Path(run_dir)
-    if path.is_dir() and {p.name for p in path.iterdir()} <= {".hydra", "train.log"}:
-        shutil.rmtree(path, ignore_errors=True)
-        try:
-            path.parent.rmdir()  # the experiment's folder, if this was its only run
-        except OSError:
-            pass
-
-
 def fail(lines: list[str]) -> None:
     for line in lines:
         print(f"error: {line}", file=sys.stderr)

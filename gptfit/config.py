@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
+
+from gptfit.core.sampling.settings import DecodingConfig
 
 from gptfit.data.grammar import GrammarSpec, spec_of
 from gptfit.data.grammar import problems as grammar_problems
@@ -120,24 +122,6 @@ class TrainConfig:
     # optimizer and every evaluation stay in fp32. Needs native bf16 (a recent GPU, or a CPU with
     # AVX512-BF16 or AMX); on this project's CPU it trains the tiny model about 1.5x as fast.
     precision: str = "fp32"
-
-
-@dataclass
-class DecodingConfig:
-    """One decoding setting, every value explicit (no library default is inherited)."""
-
-    # False: greedy (num_beams=1) or beam search; True: sampling with the transforms below.
-    do_sample: bool = False
-    # Sampling only. temperature 0 means greedy.
-    temperature: float = 1.0
-    # 0 turns top-k off; top_p 1.0 turns top-p off.
-    top_k: int = 0
-    top_p: float = 1.0
-    num_beams: int = 1
-    length_penalty: float = 1.0
-    early_stopping: bool = False
-    num_return_sequences: int = 1
-    max_new_tokens: int = 32
 
 
 @dataclass
@@ -374,29 +358,7 @@ def validate(cfg: Any) -> None:
     positive("logger.init_timeout", lg.init_timeout)
 
     for name, setting in cfg.get("decoding", {}).items():
-        problems.extend(decoding_problems(setting, f"decoding.{name}"))
+        problems.extend(OmegaConf.to_object(setting).problems(f"decoding.{name}"))
 
     if problems:
         raise ConfigError(problems)
-
-
-def decoding_problems(d: Any, prefix: str = "decoding") -> list[str]:
-    """What is wrong with one decoding setting, one line per problem."""
-    problems = []
-
-    def need(ok: bool, key: str, allowed: str) -> None:
-        if not ok:
-            problems.append(f"{prefix}.{key}={getattr(d, key)!r}: {allowed}")
-
-    t = d.temperature
-    need(isinstance(t, (int, float)) and math.isfinite(t) and t >= 0, "temperature",
-         "must be a finite number >= 0 (0 means greedy)")
-    need(d.top_k >= 0, "top_k", "must be >= 0 (0 turns top-k off)")
-    need(isinstance(d.top_p, (int, float)) and 0 < d.top_p <= 1, "top_p", "must be in (0, 1] (1 turns top-p off)")
-    need(d.num_beams >= 1, "num_beams", "must be >= 1")
-    need(d.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
-    need(math.isfinite(d.length_penalty), "length_penalty", "must be a finite number")
-    need(d.num_return_sequences >= 1, "num_return_sequences", "must be >= 1")
-    if not d.do_sample and d.num_beams >= 1 and d.num_return_sequences > d.num_beams:
-        need(False, "num_return_sequences", f"must be <= num_beams={d.num_beams} without sampling")
-    return problems

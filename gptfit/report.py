@@ -29,7 +29,7 @@ import yaml
 
 from gptfit.cli import fail
 from gptfit.errors import UserError
-from gptfit.tracking import read_jsonl
+from gptfit.run.tracking import read_jsonl
 
 SIZE = "data.train_tokens"
 COLUMNS = [("train/loss", "train loss"), ("val/loss", "val loss"), ("gap", "gap"),
@@ -389,7 +389,7 @@ def report(sweep: Path, to_wandb: bool = False) -> Path:
 def log_to_wandb(sweep: Path, runs: list[dict], paths: list[Path]) -> None:
     import wandb
 
-    from gptfit.tracking import has_wandb_key
+    from gptfit.run.tracking import has_wandb_key
 
     group = next((r["group"] for r in runs if r["group"]), None)  # the sweep's own W&B group
     run = wandb.init(project="gptfit", job_type="report", name=f"report-{sweep.name}", group=group,

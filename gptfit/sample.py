@@ -165,7 +165,7 @@ def _sample(options: dict, overrides: dict, directory: Path, raw: dict) -> None:
     from transformers.utils import logging as hf_logging
 
     from gptfit.core.sampling import generate
-    from gptfit.models import load_pretrained
+    from gptfit.model.loading import load_pretrained
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -242,7 +242,7 @@ def draw(model, input_ids, settings: dict, results: dict, label, out: Path, seed
     """The three figures; the transforms' values come from the settings shown, else the conf defaults."""
     import torch
 
-    from gptfit import sampling_plots
+    from gptfit.plots import decoding as sampling_plots
     from gptfit.core.sampling import as_setting, generate, strategy_of
 
     out.mkdir(parents=True, exist_ok=True)
@@ -271,7 +271,7 @@ def draw(model, input_ids, settings: dict, results: dict, label, out: Path, seed
 
 
 def _context(model) -> int:
-    from gptfit.models import model_context
+    from gptfit.model.loading import model_context
 
     return model_context(model) or 10**9
 

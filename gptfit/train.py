@@ -10,7 +10,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from gptfit.cli import EXIT_STOPPED, discard_unused_run_dir, fail, hydra_main
+from gptfit.cli import EXIT_STOPPED, fail, hydra_main
+from gptfit.run.folder import discard_unused_run_dir
 from gptfit.config import ConfigError, register, validate
 
 register()
@@ -44,7 +45,8 @@ def main(cfg: DictConfig) -> float | None:
 
     name_sweep_run(cfg)
     from gptfit.errors import UserError
-    from gptfit.training import TrainingStopped, train
+    from gptfit.run.signals import TrainingStopped
+    from gptfit.run.training import train
 
     try:
         summary = train(cfg)

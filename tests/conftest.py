@@ -75,7 +75,7 @@ def run_cli(*args: str, module: str = "gptfit.train", cwd: Path = ROOT, env: dic
 @pytest.fixture(scope="session")
 def tiny_run(compose_cfg, tmp_path_factory):
     """A finished tiny run on the embedded corpus: (run_dir, summary)."""
-    from gptfit.training import train
+    from gptfit.run.training import train
 
     run_dir = tmp_path_factory.mktemp("tiny_run")
     cfg = compose_cfg([*TINY, "train.save_every=10", "train.save_total_limit=3"], run_dir)

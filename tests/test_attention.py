@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gptfit.core.attention import SHORT_WINDOW, CausalSelfAttention, causal_mask, explicit_attention, fast_attention
+from gptfit.core.attention import CausalSelfAttention, explicit_attention, fast_attention
+from gptfit.core.attention_cpu import SHORT_WINDOW
+from gptfit.core.masks import causal_mask
 
 
 def qkv(batch=2, heads=3, q_len=7, k_len=7, dim=8, seed=0):
@@ -112,7 +114,7 @@ import math  # noqa: E402
 
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from gptfit.attention_plots import head_summary, heatmap_grid, line_diagram  # noqa: E402
+from gptfit.plots.attention import head_summary, heatmap_grid, line_diagram  # noqa: E402
 from gptfit.core.attention import attention_maps, copying_score, head_entropy  # noqa: E402
 from gptfit.model import GPTConfig, GPTForCausalLM  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
@@ -220,7 +222,7 @@ def test_attend_bad_input(tiny_run, tmp_path, args, message):
 def test_training_logs_attention_entropy_when_asked(compose_cfg, tmp_path):
     import json
 
-    from gptfit.training import train
+    from gptfit.run.training import train
     from tests.conftest import TINY
 
     train(compose_cfg([*TINY, "train.max_steps=5", "eval.attention=true", "decoding=none"], tmp_path / "run"))

@@ -13,7 +13,7 @@ import yaml
 
 from gptfit.data.corpus import load_corpus, split_documents
 from gptfit.data.sources import load_documents
-from gptfit.evaluation import complete_sentences
+from gptfit.run.evaluation import complete_sentences
 from tests.conftest import TINY, run_cli
 
 # A language small enough that many sentences repeat, so the held-out split must drop some.
@@ -85,7 +85,7 @@ def memorized(compose_cfg, tmp_path_factory):
     """A tiny GPT trained to memorize ~40 grammar sentences: (run_dir, metrics rows, the corpus)."""
     import torch
 
-    from gptfit.training import train
+    from gptfit.run.training import train
 
     run_dir = tmp_path_factory.mktemp("grammar_run")
     cfg = compose_cfg(MEMORIZE, run_dir)

@@ -11,12 +11,12 @@ import torch
 
 from gptfit.data.canaries import make_canaries
 from gptfit.data.corpus import load_corpus
-from gptfit.evaluation import Evaluator
+from gptfit.run.evaluation import Evaluator
 from gptfit.metrics.canaries import exposure
 from gptfit.metrics.memorization import roc_auc
 from gptfit.metrics.ngrams import NgramIndex
-from gptfit.models import build_model
-from gptfit.training import train
+from gptfit.model.loading import build_model
+from gptfit.run.training import train
 from tests.conftest import TINY
 
 # 512 tokens, seen ~300 times. A 16-token prefix locates a window in the training text without ambiguity.

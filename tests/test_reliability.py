@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptfit.tracking import read_jsonl
-from gptfit.training import COMPLETE, find_checkpoint
+from gptfit.run.tracking import read_jsonl
+from gptfit.run.checkpoints import COMPLETE, find_checkpoint
 from tests.conftest import ROOT, TINY, run_cli
 
 # Long enough to be killed in the middle: a checkpoint and an evaluation every 5 steps.

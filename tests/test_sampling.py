@@ -13,16 +13,8 @@ from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 from transformers.utils import logging as hf_logging
 
-from gptfit.core.sampling import (
-    KVCache,
-    TransformProcessor,
-    _CachedSteps,
-    apply_temperature,
-    as_setting,
-    generate,
-    top_k_filter,
-    top_p_filter,
-)
+from gptfit.core.sampling import KVCache, TransformProcessor, apply_temperature, as_setting, generate, top_k_filter, top_p_filter
+from gptfit.core.sampling.steps import CachedSteps
 from gptfit.errors import UserError
 from gptfit.model import GPTConfig, GPTForCausalLM
 from tests.conftest import run_cli
@@ -172,7 +164,7 @@ def test_kv_cache_is_a_cache_for_the_model_and_reorders_beams():
     model = gptfit_model()
     ids = prompts(3, 8)
     full = model(ids).logits
-    cache = KVCache.for_model(model, 3, capacity=8)
+    cache = model.new_kv_cache(3, capacity=8)
     first = model(ids[:, :5], cache=cache).logits
     rest = model(ids[:, 5:], cache=cache).logits
     assert cache.get_seq_length() == 8
@@ -188,18 +180,47 @@ def test_kv_cache_is_a_cache_for_the_model_and_reorders_beams():
         cache.update(torch.zeros(3, 2, 1, 16), torch.zeros(3, 2, 1, 16), 0)  # full
 
 
-def test_the_lean_decoding_forward_gives_the_models_logits_bit_for_bit():
+def test_the_decode_step_gives_the_models_logits_bit_for_bit():
     model = gptfit_model()
     ids = prompts(2, 9)
-    steps = _CachedSteps(model, 2, 9)
+    steps = CachedSteps(model, model.config.block_size, 2, 9)
     with torch.inference_mode():
         got = [steps.prefill(ids[:, :6], None)] + [steps.step(ids[:, : t + 1], None) for t in range(6, 9)]
-        ref_cache = KVCache.for_model(model, 2, 9)
+        ref_cache = model.new_kv_cache(2, 9)
         ref = [model(ids[:, :6], cache=ref_cache, logits_to_keep=1).logits[:, -1]]
         ref += [model(ids[:, t : t + 1], cache=ref_cache, logits_to_keep=1).logits[:, -1] for t in range(6, 9)]
-    assert steps.lean is not None
     for a, b in zip(got, ref):
         assert torch.equal(a, b)
+
+
+class PatchedMLP(torch.nn.Module):
+    """Another MLP for a block: the original one's output plus a fixed shift of the residual stream that
+    depends on the input (what an adapter or a patch might do)."""
+
+    def __init__(self, mlp: torch.nn.Module, width: int):
+        super().__init__()
+        self.inner = mlp
+        self.extra = torch.nn.Linear(width, width, bias=False)
+        torch.nn.init.normal_(self.extra.weight, std=2.0, generator=torch.Generator().manual_seed(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) + self.extra(x)
+
+
+@pytest.mark.parametrize("setting", [dict(max_new_tokens=12), dict(num_beams=3, max_new_tokens=12)])
+def test_the_fast_path_follows_the_models_modules(setting):
+    # Decoding runs the model's own modules: a block given another MLP decodes as `model.generate` does.
+    model = gptfit_model()
+    ids = prompts(2, 5)
+    before = generate(model, ids, setting, eos_token_id=[]).sequences
+    model.transformer.h[0].mlp = PatchedMLP(model.transformer.h[0].mlp, model.config.n_embd)
+    ours = generate(model, ids, setting, eos_token_id=[])
+    assert ours.backend == "cached"
+    with torch.inference_mode():
+        theirs = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, eos_token_id=None,
+                                pad_token_id=0, **setting)
+    assert torch.equal(ours.sequences, theirs)
+    assert not torch.equal(ours.sequences, before)  # the patch changed what is decoded
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

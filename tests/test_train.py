@@ -12,8 +12,10 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, GPTN
 from gptfit.data.sources import python_docs
 from gptfit.data.tokenizer import train_bpe
 from gptfit.errors import UserError
-from gptfit.tracking import read_jsonl
-from gptfit.training import COMPLETE, find_checkpoint, native_bf16, train
+from gptfit.run.tracking import read_jsonl
+from gptfit.run.checkpoints import COMPLETE, find_checkpoint
+from gptfit.run.trainer import native_bf16
+from gptfit.run.training import train
 from tests.conftest import TINY
 
 METRIC_KEYS = {"step", "tokens_seen", "epoch", "train/loss", "val/loss", "train/ppl", "val/ppl", "train/bpb",

@@ -7,13 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from gptfit.core.sampling import Step, apply_temperature, top_k_filter, top_p_filter  # noqa: E402
+from gptfit.core.sampling.results import Step
+from gptfit.core.sampling.transforms import apply_temperature, top_k_filter, top_p_filter
 
 Label = Callable[[int], str]
 

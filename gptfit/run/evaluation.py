@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gptfit.core.sampling import generate
+from gptfit.core.sampling.decode import generate
 from gptfit.data.corpus import Corpus
 from gptfit.data.grammar import Grammar, classify, spec_of
 from gptfit.data.windows import fixed_windows
@@ -278,7 +278,7 @@ class Evaluator:
 
     def attention(self, model) -> tuple[dict, dict]:
         """Per-head entropy of the fixed prompt's attention, and its pictures (matplotlib figures)."""
-        from gptfit.attention_plots import heatmap_grid, line_diagram
+        from gptfit.plots.attention import heatmap_grid, line_diagram
         from gptfit.core.attention import attention_maps, head_entropy
 
         maps = attention_maps(model, torch.tensor(self.attention_ids))

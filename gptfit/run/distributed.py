@@ -13,6 +13,9 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from gptfit.errors import UserError
+from gptfit.run.folder import discard_unused_run_dir
+
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -70,3 +73,31 @@ def any_rank(*flags: bool) -> tuple[bool, ...]:
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def follow_main_run_dir(run_dir: str) -> str:
+    """The run directory every rank writes to: rank 0's. The others remove the one Hydra made for them."""
+    if world_size() == 1:
+        return run_dir
+    shared = share(run_dir)
+    if not is_main() and shared != run_dir:
+        discard_unused_run_dir(run_dir)
+    return shared
+
+
+def rank0_first(load):
+    """`load()` on rank 0 first (it fills the caches), then on the other ranks; rank 0's error stops all."""
+    if world_size() == 1:
+        return load()
+    if is_main():
+        try:
+            result = load()
+        except UserError as e:
+            share(str(e))
+            raise
+        share(None)
+        return result
+    error = share(None)
+    if error:
+        raise UserError(error)
+    return load()

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from gptfit.core.sampling.decode import model_context
 from gptfit.errors import UserError
+from gptfit.model.gpt import GPTConfig, GPTForCausalLM
+
+__all__ = ["build_model", "load_model", "load_pretrained", "load_tokenizer", "model_context", "pretrained_path",
+           "resolve_model_dir"]
 
 
 def _first_line(e: Exception) -> str:
@@ -25,8 +32,6 @@ def resolve_model_dir(path: str) -> Path:
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
-
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
@@ -40,9 +45,6 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
 
 
 def load_model(path: str, trust_remote_code: bool = False, attn_implementation: str | None = None):
-    import gptfit.model  # noqa: F401  (registers gptfit's model with the Auto classes)
-    from transformers import AutoModelForCausalLM
-
     kwargs = dict(trust_remote_code=trust_remote_code)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
@@ -70,19 +72,8 @@ def pretrained_path(cfg) -> str | None:
     return None
 
 
-def model_context(model) -> int | None:
-    cfg = model.config
-    for name in ("max_position_embeddings", "n_positions", "block_size"):
-        value = getattr(cfg, name, None)
-        if isinstance(value, int):
-            return value
-    return None
-
-
 def build_model(cfg, tokenizer):
     """The model of a run: loaded when it starts from a pretrained one, else gptfit's GPT, fresh."""
-    from gptfit.model import GPTConfig, GPTForCausalLM
-
     path = pretrained_path(cfg)
     if path is not None:
         return load_model(path, cfg.model.trust_remote_code)

@@ -5,6 +5,10 @@ Trainer, `generate` and the Auto classes all work with it. The layers follow GPT
 learned positions, tied input and output embeddings); the attention is gptfit's shared
 `CausalSelfAttention`. Biases are optional (off by default: a little faster, no worse). In training,
 the output layer and the loss run fused (`core.lm_loss`), so the [tokens, vocab] logits are never made.
+
+The layers' math is written once, in the modules; `forward` and `decode_step` both run it through
+`_hidden`. `decode_step` is what gptfit's decoding loops call (core.sampling.steps): the same modules,
+without the Hugging Face output wrapping and with the output layer on the last position only.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from gptfit.core.attention import CausalSelfAttention
 from gptfit.core.lm_loss import IGNORE_INDEX, linear_cross_entropy
+from gptfit.core.sampling.cache import KVCache
 
 
 class GPTConfig(PreTrainedConfig):
@@ -54,7 +59,9 @@ class GPTConfig(PreTrainedConfig):
 
 
 def _dropout(p: float) -> nn.Module:
-    # At p = 0 a Dropout layer still copies its input in training mode: leave it out.
+    # At p = 0 a Dropout layer still copies its input in training mode: leave it out. Dropout is the
+    # identity in eval mode, so the forwards call it in training only (one module call less per use
+    # while decoding).
     return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
@@ -68,7 +75,8 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The exact (erf) GELU, as in nanoGPT. GPT-2's tanh approximation is the same curve to ~1e-3, but
         # on CPU it takes 2.2x as long forward and backward (torch's tanh is the costly part).
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+        y = self.c_proj(F.gelu(self.c_fc(x)))
+        return self.dropout(y) if self.training else y
 
 
 class Block(nn.Module):
@@ -126,6 +134,35 @@ class GPTForCausalLM(PreTrainedModel, GenerationMixin):
             block.attn.capture = on
             block.attn.captured = None
 
+    def new_kv_cache(self, batch: int, capacity: int) -> KVCache:
+        """A preallocated cache of `capacity` positions for `decode_step`."""
+        c, p = self.config, next(self.parameters())
+        return KVCache(c.n_layer, batch, c.n_head, c.n_embd // c.n_head, capacity, p.dtype, p.device)
+
+    def _hidden(self, input_ids, position_ids, cache, key_padding) -> torch.Tensor:
+        """Embeddings, then every block: [batch, time, n_embd], before the final norm."""
+        t = self.transformer
+        x = t.wte(input_ids) + t.wpe(position_ids)  # [batch, time, n_embd]
+        if self.training:
+            x = t.drop(x)
+        for block in t.h:
+            x = block(x, cache, key_padding)
+        return x
+
+    def decode_step(
+        self,
+        input_ids: torch.LongTensor,  # [batch, time]: the new tokens
+        cache: KVCache,
+        position_ids: Optional[torch.LongTensor] = None,  # [batch, time]; None: right after the cache
+        attention_mask: Optional[torch.Tensor] = None,  # [batch, past + time], 1 = real token
+    ) -> torch.Tensor:
+        """The next-token logits [batch, vocab] after `input_ids`, the cache holding what came before."""
+        if position_ids is None:
+            past = cache.get_seq_length()
+            position_ids = torch.arange(past, past + input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+        x = self._hidden(input_ids, position_ids, cache, _key_padding(attention_mask))
+        return self.lm_head(self.transformer.ln_f(x[:, -1]))
+
     def forward(
         self,
         input_ids: torch.LongTensor,  # [batch, time]
@@ -153,15 +190,7 @@ class GPTForCausalLM(PreTrainedModel, GenerationMixin):
             )
         if position_ids is None:
             position_ids = torch.arange(past, past + T, device=input_ids.device).unsqueeze(0)
-        # Only a mask that actually hides something takes the masked attention path.
-        key_padding = None
-        if attention_mask is not None and not bool(attention_mask.all()):
-            key_padding = attention_mask.bool()
-
-        x = self.transformer.drop(self.transformer.wte(input_ids) + self.transformer.wpe(position_ids))
-        for block in self.transformer.h:
-            x = block(x, cache, key_padding)
-        x = self.transformer.ln_f(x)  # [batch, time, n_embd]
+        x = self.transformer.ln_f(self._hidden(input_ids, position_ids, cache, _key_padding(attention_mask)))
         if labels is not None:
             # Next-token loss: position t predicts token t + 1; -100 marks ignored targets. Shifting the
             # labels (not the logits) avoids copying the largest tensor of the step.
@@ -176,6 +205,13 @@ class GPTForCausalLM(PreTrainedModel, GenerationMixin):
         if labels is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, ignore_index=IGNORE_INDEX)
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache)
+
+
+def _key_padding(attention_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """[batch, keys] True = real token, or None: only a mask that hides something takes the masked path."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    return attention_mask.bool()
 
 
 AutoConfig.register(GPTConfig.model_type, GPTConfig)

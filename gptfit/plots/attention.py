@@ -5,13 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import matplotlib
+import matplotlib.pyplot as plt
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from gptfit.core.attention import copying_score, head_entropy  # noqa: E402
+from gptfit.core.attention import copying_score, head_entropy
 
 
 def heatmap_grid(maps: torch.Tensor, labels: list[str], title: str = ""):

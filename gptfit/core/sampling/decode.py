@@ -1,0 +1,137 @@
+"""`generate`: decode one setting from a batch of prompts, with whichever path serves the model.
+
+- A model with a decode step of its own (`steps.decodes_with_cache`: gptfit's GPT) is decoded by
+  gptfit's loops over a preallocated `KVCache`, with no `generate` machinery around them; beams move
+  only the cache rows they must.
+- Any other causal LM goes through transformers' `model.generate` with gptfit's transforms (hf.py).
+  Two cases take gptfit's loops without a cache instead: a beam-search trace (generate does not show
+  its running beams) and decoding past the model's context (generate would fail).
+
+Sampling draws from a `torch.Generator` seeded by `seed` for each call (for `generate` the global RNG is
+forked and restored), so decoding never moves the RNG state that training depends on.
+
+The model's context: when prompt + new tokens would pass it, the window slides. The next token is then
+predicted from the last `context` tokens only (the prompt included), exactly as a model without a cache
+would do it on `tokens[:, -context:]`. The cached path recomputes its cache from that window (one full
+window forward per step once the context is full). A prompt longer than the context is cut the same way.
+Nothing ever raises for length.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any, Optional, Sequence, Union
+
+import torch
+
+from gptfit.core.eval_mode import eval_mode
+from gptfit.core.sampling.beam import beam_search
+from gptfit.core.sampling.hf import via_generate
+from gptfit.core.sampling.loop import one_at_a_time
+from gptfit.core.sampling.results import Generation
+from gptfit.core.sampling.settings import as_setting, strategy_of
+from gptfit.core.sampling.steps import CachedSteps, WindowSteps, decodes_with_cache
+from gptfit.errors import UserError
+
+
+def model_context(model) -> Optional[int]:
+    """The most positions a model can take, from the standard names of its config (None: no limit known)."""
+    cfg = model.config
+    for name in ("max_position_embeddings", "n_positions", "block_size"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _eos_tensor(model, eos_token_id, device) -> Optional[torch.Tensor]:
+    if eos_token_id is None:
+        eos_token_id = getattr(model.config, "eos_token_id", None)
+    if eos_token_id is None:
+        return None
+    ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    return torch.tensor(ids, dtype=torch.long, device=device) if ids else None
+
+
+@contextlib.contextmanager
+def _small_step_kernels(model, device: torch.device):
+    """Decoding runs many tiny steps. On CPU, oneDNN's GELU (what torch picks) costs about 8 us a call
+    whatever the size, against 2 us for torch's own kernel at one token; greedy decoding at batch 1
+    loses 15% to it. Decoding of fp32 models therefore runs with oneDNN switched off (bf16 matmuls
+    need it, so other dtypes keep it)."""
+    fp32 = next(model.parameters()).dtype == torch.float32
+    if device.type != "cpu" or not fp32:
+        yield
+        return
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
+
+
+def generate(
+    model,
+    input_ids: torch.LongTensor,  # [batch, prompt]
+    setting: Any = None,
+    *,
+    attention_mask: Optional[torch.Tensor] = None,  # [batch, prompt], 0 = left padding
+    seed: int = 0,
+    eos_token_id: Union[int, Sequence[int], None] = None,
+    min_new_tokens: int = 0,
+    trace: bool = False,
+    trace_top: int = 5,
+    use_cache: bool = True,
+) -> Generation:
+    """Decode `setting` (a DecodingConfig, dict or DictConfig) from `input_ids`.
+
+    eos_token_id: None takes the model config's; [] never stops early. A row that ends is padded with
+    end-of-text until every row has ended. min_new_tokens: end-of-text is impossible before that many.
+    trace: keep each step's top `trace_top` candidates (and, for beam search, the beams).
+    use_cache=False decodes with gptfit's loop, without a cache, whatever the model (slow: a reference).
+    Returns a `Generation`; `backend` says which path ran.
+    """
+    s = as_setting(setting)
+    strategy = strategy_of(s)
+    if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+        raise UserError(f"generate: input_ids must be [batch, prompt] with a prompt of at least one token, "
+                        f"got shape {tuple(input_ids.shape)}")
+    device = next(model.parameters()).device
+    input_ids = input_ids.to(device)
+    if attention_mask is not None:
+        attention_mask = attention_mask.to(device)
+        if bool(attention_mask.all()):
+            attention_mask = None  # nothing is padded: take the unmasked (fast) attention
+    eos = _eos_tensor(model, eos_token_id, device)
+    meta = dict(strategy=strategy, setting=dataclasses.asdict(s), seed=seed, prompt_length=input_ids.shape[1])
+
+    beams = strategy in ("beam", "beam_sample")
+    if not beams and s.num_return_sequences > 1:
+        # Sampled (or, at temperature 0, greedy) sequences of one prompt sit next to each other.
+        input_ids = input_ids.repeat_interleave(s.num_return_sequences, dim=0)
+        if attention_mask is not None:
+            attention_mask = attention_mask.repeat_interleave(s.num_return_sequences, dim=0)
+
+    context = model_context(model)
+    too_long = context is not None and input_ids.shape[1] + s.max_new_tokens > context
+    cached = use_cache and decodes_with_cache(model) and context is not None
+    if not cached and use_cache and not too_long and not (trace and beams):
+        return via_generate(model, input_ids, attention_mask, s, eos, min_new_tokens, trace, trace_top, meta)
+
+    rows = input_ids.shape[0] * (s.num_beams if beams else 1)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with eval_mode(model), torch.inference_mode(), _small_step_kernels(model, device):
+        if cached:
+            backend, steps = "cached", CachedSteps(model, context, rows, input_ids.shape[1] + s.max_new_tokens)
+        else:
+            backend, steps = "window", WindowSteps(model, context)
+        if beams:
+            seqs, scores, record = beam_search(steps, input_ids, attention_mask, s, strategy == "beam_sample",
+                                               gen, eos, min_new_tokens, trace, trace_top)
+        else:
+            seqs, record = one_at_a_time(steps, input_ids, attention_mask, s, strategy == "sample", gen, eos,
+                                         min_new_tokens, trace, trace_top)
+            scores = None
+    return Generation(seqs, backend=backend, scores=scores, steps=record, **meta)

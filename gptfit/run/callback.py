@@ -1,0 +1,103 @@
+"""What happens at the Trainer's step boundaries: gptfit's evaluations, the non-finite-loss guard, stop
+signals and the checkpoint marker. `Run` measures and writes; `RunCallback` calls it from the Trainer.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+
+from gptfit.data.corpus import Corpus
+from gptfit.errors import UserError
+from gptfit.run import distributed as dist
+from gptfit.run.checkpoints import find_checkpoint, save_model_atomic, write_marker
+from gptfit.run.evaluation import Evaluator
+from gptfit.run.signals import StopSignals
+from gptfit.run.tracking import Tracker
+from gptfit.run.trainer import GptfitTrainer
+
+
+class Run:
+    """Everything one run measures and writes; the Trainer drives it through `RunCallback`."""
+
+    def __init__(self, cfg, run_dir: Path, corpus: Corpus, model, tokenizer, tracker: Tracker):
+        self.cfg, self.run_dir, self.corpus = cfg, run_dir, corpus
+        self.model, self.tokenizer, self.tracker = model, tokenizer, tracker
+        # Only rank 0 evaluates and writes (tracker is None on the other ranks of a multi-process run).
+        self.evaluator = Evaluator(cfg, corpus, tokenizer) if tracker is not None else None
+        self.tokens_per_step = cfg.train.batch_size * cfg.model.block_size
+        best = tracker.best("val/loss") if tracker is not None else None
+        self.best_val = best["value"] if best else float("inf")
+        self.trainer: Optional[GptfitTrainer] = None
+        self.stopped_at: Optional[int] = None
+        self.start = time.time()
+        self.eval_seconds = 0.0
+
+    def evaluate(self, model, step: int, lr: Optional[float] = None, running: Optional[float] = None) -> dict:
+        started = time.time()
+        cfg = self.cfg
+        tokens_seen = step * self.tokens_per_step
+        row = {"step": step, "tokens_seen": tokens_seen, "epoch": tokens_seen / len(self.corpus.train)}
+        measured, samples = self.evaluator(model, step, final=step >= cfg.train.max_steps)
+        row.update(measured)
+        if cfg.eval.attention:
+            attn_row, figures = self.evaluator.attention(model)
+            row.update(attn_row)
+            self.tracker.log_figures(figures, tokens_seen)
+        if lr is not None:
+            row["train/lr"] = lr
+        if running is not None:
+            row["train/running_loss"] = running
+        self.tracker.log(row)
+        self.tracker.log_samples(samples)
+        if row["val/loss"] < self.best_val:
+            self.best_val = row["val/loss"]
+            save_model_atomic(model, self.tokenizer, self.run_dir / "best")
+        self.eval_seconds += time.time() - started
+        line = f"step {step:>6}/{cfg.train.max_steps} | train {row['train/loss']:.3f} | val {row['val/loss']:.3f}"
+        line += f" | gap {row['gap']:+.3f}"
+        if "mem/mia_auc" in row:
+            line += f" | extract {row['mem/extraction_rate_train']:.2f} | auc {row['mem/mia_auc']:.2f}"
+        tqdm.write(f"{line} | {time.time() - self.start:.0f}s")
+        return row
+
+
+class RunCallback(TrainerCallback):
+    """Evaluations, the non-finite-loss guard and stop signals, at step boundaries of the Trainer."""
+
+    def __init__(self, run: Run, stop: StopSignals):
+        self.run, self.stop = run, stop
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 0 and self.run.tracker is not None:
+            self.run.evaluate(model, 0)
+
+    def on_step_end(self, args, state, control, model=None, lr_scheduler=None, **kwargs):
+        step, run = state.global_step, self.run
+        diverged, stop = dist.any_rank(not run.trainer.pop_finite(), self.stop.received is not None)
+        if diverged:  # before anything is saved: the checkpoints on disk are the last good ones
+            lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else run.cfg.train.lr
+            kept = find_checkpoint(run.run_dir)
+            raise UserError(f"train/loss is not finite at step {step} (learning rate {lr:.3g}): training diverged; "
+                            f"lower train.lr={run.cfg.train.lr:g} or raise train.warmup_steps; last good checkpoint: "
+                            f"{kept or 'none'}")
+        if step % run.cfg.train.eval_every == 0 or step >= state.max_steps:
+            running = run.trainer.pop_running_loss()  # a collective: every rank takes part
+            if run.tracker is not None:
+                lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else None
+                run.evaluate(model, step, lr, running)
+        if stop:
+            control.should_save = True
+            control.should_training_stop = True
+            run.stopped_at = step
+
+    def on_save(self, args, state, control, **kwargs):
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if ckpt.is_dir() and state.is_world_process_zero:
+            trainer = self.run.trainer
+            write_marker(ckpt, state.global_step, self.run.tracker.summary.get("wandb_id"), float(trainer.loss_sum),
+                         trainer.loss_steps)

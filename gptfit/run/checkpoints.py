@@ -1,0 +1,130 @@
+"""Checkpoints and resume: which checkpoint counts, how the run's state beside the Trainer's is kept in
+it, and the atomic writes of `final/` and `best/`.
+
+A checkpoint counts only once it holds `COMPLETE`, written after everything else by `write_marker`.
+The marker also carries what the Trainer does not keep: the W&B run id and the running training loss.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from omegaconf import OmegaConf
+from safetensors import safe_open
+from transformers.trainer_pt_utils import safe_globals  # the numpy RNG types the Trainer allows
+
+from gptfit.errors import UserError
+
+COMPLETE = "gptfit_complete.json"  # written into a checkpoint after everything else: only then it counts
+
+
+def unreadable(ckpt: Path) -> Optional[str]:
+    """Why a checkpoint cannot be resumed from (a missing marker, a cut or corrupt file), or None.
+
+    Tensors are read as safetensors; the Trainer's optimizer, scheduler and RNG states with
+    `torch.load(weights_only=True)`, which refuses pickles that would run code."""
+    try:
+        marker = json.loads((ckpt / COMPLETE).read_text())
+        int(marker["step"])
+        json.loads((ckpt / "trainer_state.json").read_text())
+        weights = sorted(ckpt.glob("*.safetensors"))
+        if not weights:
+            return "no model.safetensors"
+        for f in weights:
+            with safe_open(str(f), "pt") as st:
+                for key in st.keys():
+                    st.get_slice(key)
+        for f in sorted([*ckpt.glob("*.pt"), *ckpt.glob("*.pth")]):
+            with safe_globals():
+                torch.load(f, map_location="cpu", weights_only=True)
+    except FileNotFoundError as e:
+        return f"{Path(e.filename).name} missing" if e.filename else "a file is missing"
+    except Exception as e:  # torch and safetensors raise several types for cut or tampered files
+        return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}"
+    return None
+
+
+def find_checkpoint(run_dir: Path) -> Optional[Path]:
+    """The newest complete checkpoint of a run; half-written or corrupt ones are skipped with a warning."""
+    candidates = []
+    for ckpt in (run_dir / "checkpoints").glob("checkpoint-*"):
+        try:
+            candidates.append((int(ckpt.name.split("-")[-1]), ckpt))
+        except ValueError:
+            continue
+    for _, ckpt in sorted(candidates, reverse=True):
+        problem = unreadable(ckpt)
+        if problem is None:
+            return ckpt
+        warnings.warn(f"skipping incomplete or corrupt checkpoint {ckpt} ({problem})")
+    return None
+
+
+def save_model_atomic(model, tokenizer, target: Path) -> None:
+    """Write into a temporary folder, then swap it in: a kill never leaves a half-written model."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    old = target.with_name(target.name + ".old")
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def check_resume(cfg, run_dir: Path) -> tuple[Path, Optional[Path]]:
+    """(the directory the run writes to, the checkpoint it continues from, or None)."""
+    if not cfg.train.resume:
+        return run_dir, None
+    target = run_dir if cfg.train.resume == "auto" else Path(cfg.train.resume).expanduser()
+    if cfg.train.resume != "auto" and not target.is_dir():
+        raise UserError(f"train.resume={cfg.train.resume!r}: no such run directory")
+    ckpt = find_checkpoint(target)
+    if ckpt is None:
+        if cfg.train.resume == "auto":
+            return run_dir, None
+        raise UserError(f"train.resume={cfg.train.resume!r}: no complete checkpoint in {target / 'checkpoints'}; "
+                        "start a new run instead")
+    saved = target / "config.yaml"
+    if saved.exists():
+        old = OmegaConf.load(saved)
+        for section in ("model", "data"):
+            if OmegaConf.to_container(old[section]) != OmegaConf.to_container(cfg[section]):
+                raise UserError(f"train.resume: the {section} config differs from the run being resumed "
+                                f"({saved}); resume with the same {section} settings")
+    return target, ckpt
+
+
+
+
+@dataclass
+class Resume:
+    """Where a resumed run picks up: what its checkpoint's marker holds."""
+
+    checkpoint: Path
+    step: int
+    wandb_id: Optional[str] = None
+    running_loss: dict = field(default_factory=dict)  # {"sum": float, "micro_steps": int}
+
+
+def read_marker(ckpt: Path) -> Resume:
+    marker = json.loads((ckpt / COMPLETE).read_text())
+    return Resume(ckpt, marker["step"], marker.get("wandb_id"), marker.get("running_loss", {}))
+
+
+def write_marker(ckpt: Path, step: int, wandb_id: Optional[str], loss_sum: float, micro_steps: int) -> None:
+    """Mark a checkpoint complete (atomically), with the run's own state at its step."""
+    # the training loss summed since the last evaluation, so that a resumed run's train/running_loss
+    # equals an uninterrupted one's
+    marker = {"step": step, "wandb_id": wandb_id, "running_loss": {"sum": loss_sum, "micro_steps": micro_steps}}
+    tmp = ckpt / (COMPLETE + ".tmp")
+    tmp.write_text(json.dumps(marker))
+    os.replace(tmp, ckpt / COMPLETE)

@@ -1,0 +1,193 @@
+"""One training run, as a recipe: the run folder, the resume point, the corpus, the model, the tracker, the
+Trainer; then training, and the final files.
+
+Each step is a function of its own below; the rooms they call: checkpoints.py (resume, atomic saves),
+trainer.py (the Trainer and its arguments), callback.py (what happens at step boundaries),
+evaluation.py (what is measured), tracking.py (where it goes), signals.py, distributed.py, folder.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import Optional
+
+import torch
+from omegaconf import OmegaConf
+from transformers.utils import logging as hf_logging
+
+from gptfit.data.corpus import Corpus, load_corpus, ngram_overlap
+from gptfit.data.windows import RandomWindows
+from gptfit.errors import UserError
+from gptfit.model.loading import build_model, load_tokenizer, model_context, pretrained_path
+from gptfit.plots.curves import loss_curves, memorization_curves
+from gptfit.run import distributed as dist
+from gptfit.run.callback import Run, RunCallback
+from gptfit.run.checkpoints import Resume, check_resume, read_marker, save_model_atomic
+from gptfit.run.folder import make_writable_run_dir
+from gptfit.run.signals import StopSignals, TrainingStopped
+from gptfit.run.tracking import Tracker
+from gptfit.run.trainer import (GptfitTrainer, check_precision, close_progress_bar, out_of_memory, resolve_device,
+                                training_arguments)
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg) -> dict:
+    """Run one experiment; return its summary. Raises UserError for problems the user can fix,
+    TrainingStopped when a stop signal ended it early with a checkpoint saved."""
+    device = resolve_device(cfg.train.device)
+    check_precision(cfg.train.precision, device)
+    dist.setup(device)
+    try:
+        with StopSignals() as stop:
+            return _train(cfg, device, stop)
+    finally:
+        dist.teardown()
+
+
+def _train(cfg, device: str, stop: StopSignals) -> dict:
+    cfg.run_dir = dist.follow_main_run_dir(cfg.run_dir)  # one run directory for all ranks: rank 0's
+    run_dir, ckpt = check_resume(cfg, Path(cfg.run_dir))
+    make_writable_run_dir(run_dir)
+    quiet_libraries(cfg.train.threads)
+    corpus = prepare_corpus(cfg)
+    model = prepare_model(cfg, corpus.tokenizer)
+    resume = read_marker(ckpt) if ckpt is not None else None
+    if resume is not None:
+        log.info("resuming %s from step %d", run_dir, resume.step)
+    # Only rank 0 evaluates and writes.
+    tracker = start_tracker(cfg, run_dir, corpus, model, device, resume) if dist.is_main() else None
+    trainer = None
+    try:
+        if tracker is not None:
+            record_overlap(tracker, corpus)
+        run = Run(cfg, run_dir, corpus, model, corpus.tokenizer, tracker)
+        trainer = make_trainer(cfg, run, model, device, stop, resume)
+        fit(cfg, trainer, ckpt)
+        if run.stopped_at is not None:
+            raise stopped(run, stop)
+        if tracker is not None:
+            write_final_files(cfg, run, trainer)
+    except TrainingStopped:
+        raise
+    except BaseException as e:
+        if trainer is not None:
+            close_progress_bar(trainer)  # so that the error line starts a line of its own
+        if tracker is not None:
+            error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            tracker.finish("failed", error=f"{type(e).__name__}: {error}")
+        raise
+    return tracker.summary if tracker is not None else {}
+
+
+def quiet_libraries(threads: int) -> None:
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # save/load bars; the Trainer's own progress bar stays
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def prepare_corpus(cfg) -> Corpus:
+    """The corpus, tokenized by the pretrained model's tokenizer, or by one trained on it (rank 0 first)."""
+    path = pretrained_path(cfg)
+    tokenizer = load_tokenizer(path, cfg.model.trust_remote_code) if path else None
+    corpus = dist.rank0_first(lambda: load_corpus(cfg.data, tokenizer))
+    if len(corpus.val) < cfg.model.block_size:
+        raise UserError(f"data.val_fraction={cfg.data.val_fraction}: the held-out text has {len(corpus.val)} tokens, "
+                        f"less than one window of model.block_size={cfg.model.block_size}; raise it")
+    return corpus
+
+
+def prepare_model(cfg, tokenizer):
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, tokenizer)
+    context = model_context(model)
+    if context is not None and cfg.model.block_size > context:
+        raise UserError(f"model.block_size={cfg.model.block_size}: longer than the model's context of {context}; "
+                        f"lower it to at most {context}")
+    return model
+
+
+def start_tracker(cfg, run_dir: Path, corpus: Corpus, model, device: str, resume: Optional[Resume]) -> Tracker:
+    """The run's config and tokenizer on disk, and the tracker with the run's metadata."""
+    OmegaConf.save(cfg, run_dir / "config.yaml")
+    (run_dir / "tokenizer").mkdir(exist_ok=True)
+    corpus.tokenizer.save_pretrained(run_dir / "tokenizer")
+    info = {
+        "corpus_hash": corpus.corpus_hash,
+        "tokenizer_hash": corpus.tokenizer_hash,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "data": {"train_tokens": len(corpus.train), "val_tokens": len(corpus.val),
+                 "pool_tokens": corpus.pool_tokens, "train_docs": corpus.n_train_docs,
+                 "val_docs": corpus.n_val_docs, "val_dropped": corpus.val_dropped},
+        "device": device,
+        "precision": cfg.train.precision,
+        "world_size": dist.world_size(),
+    }
+    if resume is not None:
+        info["resumed_from_step"] = resume.step
+    config = OmegaConf.to_container(cfg, resolve=True)
+    run_name = cfg.logger.run_name or f"{cfg.name}-{run_dir.name}"
+    return Tracker(run_dir, cfg.logger, run_name, config, info, resume.step if resume else None,
+                   resume.wandb_id if resume else None)
+
+
+def record_overlap(tracker: Tracker, corpus: Corpus) -> None:
+    """The leak check: the share of held-out 8-grams that also occur in the training text."""
+    overlap = ngram_overlap(corpus.train, corpus.val, 8)
+    tracker.update(**{"data/val_overlap_8gram": overlap})
+    if tracker.wandb is not None:
+        tracker.wandb.summary["data/val_overlap_8gram"] = overlap
+
+
+def make_trainer(cfg, run: Run, model, device: str, stop: StopSignals, resume: Optional[Resume]) -> GptfitTrainer:
+    dataset = RandomWindows(run.corpus.train, cfg.model.block_size, cfg.train.max_steps * cfg.train.batch_size,
+                            cfg.seed)
+    trainer = GptfitTrainer(
+        model=model,
+        args=training_arguments(cfg, run.run_dir, device),
+        train_dataset=dataset,
+        callbacks=[RunCallback(run, stop)],
+        precision=cfg.train.precision,
+    )
+    run.trainer = trainer
+    if resume is not None and resume.running_loss:
+        trainer.loss_sum = torch.tensor(resume.running_loss.get("sum", 0.0))
+        trainer.loss_steps = resume.running_loss.get("micro_steps", 0)
+    return trainer
+
+
+def fit(cfg, trainer: GptfitTrainer, ckpt: Optional[Path]) -> None:
+    """Train to `train.max_steps` (or a stop signal); running out of memory is one line that says what to lower."""
+    try:
+        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    except BaseException as e:
+        if out_of_memory(e):
+            raise UserError(
+                f"out of memory with train.batch_size={cfg.train.batch_size}, model.block_size="
+                f"{cfg.model.block_size}, eval.batch_size={cfg.eval.batch_size}: lower train.batch_size (raise "
+                "train.grad_accum to keep the batch), model.block_size, the model's size or eval.batch_size"
+            ) from None
+        raise
+
+
+def stopped(run: Run, stop: StopSignals) -> TrainingStopped:
+    """The run ended early by a signal: its summary says so, and the error says how to continue."""
+    name = signal.Signals(stop.received).name
+    message = (f"stopped by {name} at step {run.stopped_at}; checkpoint saved in {run.run_dir / 'checkpoints'}; "
+               f"continue with train.resume={run.run_dir}")
+    if run.tracker is not None:
+        run.tracker.update(stopped_at_step=run.stopped_at, stop_signal=name)
+        run.tracker.finish("stopped")
+    return TrainingStopped(message, forward=stop.forward)
+
+
+def write_final_files(cfg, run: Run, trainer: GptfitTrainer) -> None:
+    save_model_atomic(trainer.model, run.tokenizer, run.run_dir / "final")
+    title = f"{cfg.name}: {len(run.corpus.train)} training tokens"
+    loss_curves(run.tracker.rows, run.run_dir / "loss.png", title=title)
+    memorization_curves(run.tracker.rows, run.run_dir / "memorization.png", title=title)
+    run.tracker.update(eval_time_s=round(run.eval_seconds, 2))
+    run.tracker.finish("finished")
