@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
+# The config folder, by its absolute path: a module path ("../conf") resolves only when run as __main__.
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 EXIT_USER_ERROR = 2
 # A stop signal (SIGTERM, SIGUSR2) was honoured: a checkpoint is saved, the run can be resumed
 # (EX_TEMPFAIL of sysexits.h: "try again later").

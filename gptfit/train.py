@@ -10,7 +10,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from gptfit.cli import EXIT_STOPPED, fail, hydra_main
+from gptfit.cli import CONF_DIR, EXIT_STOPPED, fail, hydra_main
 from gptfit.run.folder import discard_unused_run_dir
 from gptfit.config import ConfigError, register, validate
 
@@ -35,7 +35,7 @@ def name_sweep_run(cfg: DictConfig) -> None:
         cfg.logger.run_name = hc.job.override_dirname or f"job{hc.job.num}"
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
         validate(cfg)

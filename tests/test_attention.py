@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 
 from gptfit.core.attention import CausalSelfAttention, explicit_attention, fast_attention
 from gptfit.core.attention_cpu import SHORT_WINDOW
@@ -228,3 +229,14 @@ def test_training_logs_attention_entropy_when_asked(compose_cfg, tmp_path):
     train(compose_cfg([*TINY, "train.max_steps=5", "eval.attention=true", "decoding=none"], tmp_path / "run"))
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(f"attn/l{l}h{h}/entropy" in r for r in rows for l in range(2) for h in range(2))
+
+
+def test_attend_command_prints_its_composed_config_and_refuses_unknown_keys(tiny_run):
+    result = run_cli(f"run={tiny_run[0]}", "layer=1", "--cfg", "job", module="gptfit.attend")
+    assert result.returncode == 0, result.stderr
+    cfg = yaml.safe_load(result.stdout)
+    assert cfg["layer"] == 1 and cfg["head"] is None and cfg["prompt"].startswith("My friend")
+    result = run_cli(f"run={tiny_run[0]}", "heads=2", "--cfg", "job", module="gptfit.attend")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "heads" in lines[0]

@@ -111,7 +111,7 @@ class GrammarSpec:
 
 def spec_of(config: Any) -> GrammarSpec:
     """The spec of a `data.grammar` config node (its extra keys, such as `n_sentences`, left out)."""
-    return GrammarSpec(**{f.name: config[f.name] for f in fields(GrammarSpec)})
+    return GrammarSpec(**{f.name: getattr(config, f.name) for f in fields(GrammarSpec)})
 
 
 def problems(spec: GrammarSpec) -> list[str]:

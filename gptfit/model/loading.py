@@ -10,8 +10,7 @@ from gptfit.core.sampling.decode import model_context
 from gptfit.errors import UserError
 from gptfit.model.gpt import GPTConfig, GPTForCausalLM
 
-__all__ = ["build_model", "load_model", "load_pretrained", "load_tokenizer", "model_context", "pretrained_path",
-           "resolve_model_dir"]
+__all__ = ["build_model", "load_model", "load_pretrained", "load_tokenizer", "model_context", "pretrained_path"]
 
 
 def _first_line(e: Exception) -> str:
@@ -20,7 +19,7 @@ def _first_line(e: Exception) -> str:
 
 
 def resolve_model_dir(path: str) -> Path:
-    """A saved model directory, or the best/final model inside a run directory."""
+    """A saved model directory, or the final/best model inside a run directory (for model.init_from)."""
     p = Path(path).expanduser()
     if (p / "config.json").exists():
         return p

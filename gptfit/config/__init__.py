@@ -1,0 +1,114 @@
+"""The configuration schema: one dataclass per config group, registered in Hydra's ConfigStore.
+
+Because the root config extends this schema, Hydra rejects unknown keys and wrong types everywhere,
+experiment files included. Every default is stated here, once; a group file (conf/<group>/<option>.yaml)
+holds only what its option changes. What a type cannot say (ranges, choices) each section checks
+next to its fields (`problems()`); `validate` adds the few rules that join sections, and reports every
+problem at once, one line each.
+
+The rooms: model.py, data.py, train.py, evaluation.py, logger.py (the sections of a training run),
+commands.py (sample and attend), checks.py (the one-line checks they share). The decoding settings'
+schema lives with decoding, in gptfit.core.sampling.settings.
+
+This package imports only the standard library, hydra, omegaconf, the grammar's spec and the decoding
+settings (pure Python), so a bad config is reported before torch and transformers are loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+from gptfit.config.commands import AttendConfig, SampleConfig
+from gptfit.config.data import CanaryConfig, DataConfig, GrammarConfig
+from gptfit.config.evaluation import EvalConfig
+from gptfit.config.logger import LoggerConfig
+from gptfit.config.model import ModelConfig
+from gptfit.config.train import TrainConfig
+from gptfit.core.sampling.settings import DecodingConfig
+
+__all__ = ["AttendConfig", "CanaryConfig", "Config", "ConfigError", "DataConfig", "DecodingConfig", "EvalConfig",
+           "GrammarConfig", "LoggerConfig", "ModelConfig", "SampleConfig", "TrainConfig", "register",
+           "unknown_keys", "validate"]
+
+
+@dataclass
+class Config:
+    # The experiment's name: the run directory and the W&B run are named after it.
+    name: str = "default"
+    # Initialization, data order and sampling.
+    seed: int = 1337
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # Named decoding settings used for samples and generation metrics (conf/decoding/).
+    decoding: Dict[str, DecodingConfig] = field(default_factory=dict)
+    # Where the run writes; set by Hydra to its run directory, or by the caller.
+    run_dir: str = MISSING
+
+    def problems(self) -> list[str]:
+        """Each section's own problems, then the rules that join sections."""
+        problems = [*self.model.problems(), *self.data.problems(), *self.train.problems(), *self.eval.problems(),
+                    *self.logger.problems()]
+        block = self.model.block_size
+        if 0 < self.data.train_tokens < block:
+            problems.append(f"data.train_tokens={self.data.train_tokens}: must be at least model.block_size={block}")
+        problems += self.eval.window_problems(block)
+        for name, setting in self.decoding.items():
+            problems += setting.problems(f"decoding.{name}")
+        return problems
+
+
+def register() -> None:
+    store = ConfigStore.instance()
+    store.store(name="gptfit_schema", node=Config)
+    store.store(name="sample_schema", node=SampleConfig)
+    store.store(name="attend_schema", node=AttendConfig)
+
+
+class ConfigError(ValueError):
+    """Every problem found in a config, one per line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _section(schema: type, key: str) -> Optional[type]:
+    """The dataclass a field of `schema` holds (`Optional[...]` unwrapped), or None for a plain value."""
+    hint = typing.get_type_hints(schema)[key]
+    options = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else (hint,)
+    return next((t for t in options if dataclasses.is_dataclass(t)), None)
+
+
+def unknown_keys(cfg: Any, schema: type = Config, prefix: str = "") -> list[str]:
+    """Keys the schema does not know (Hydra lets `+key=value` add them even to a typed config)."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    problems = []
+    for key in cfg.keys():
+        name = f"{prefix}{key}"
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            problems.append(f"{name}: unknown key; known keys here: {known}")
+        elif (section := _section(schema, key)) is not None and cfg[key] is not None:
+            problems.extend(unknown_keys(cfg[key], section, f"{name}."))
+    return problems
+
+
+def validate(cfg: Any, schema: type = Config) -> Any:
+    """The config as `schema`'s dataclasses, checked: raise ConfigError listing every problem."""
+    problems = unknown_keys(cfg, schema)
+    if problems:
+        raise ConfigError(problems)
+    checked = OmegaConf.to_object(cfg)
+    problems = checked.problems()
+    if problems:
+        raise ConfigError(problems)
+    return checked

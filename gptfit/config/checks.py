@@ -1,0 +1,47 @@
+"""The checks a config section runs on its own fields: each problem is one line, `key=value: what is allowed`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+
+class Checks:
+    """Collects the problems of one section; `prefix` names it (`model`, `train`, ...)."""
+
+    def __init__(self, prefix: str, section: Any):
+        self.prefix, self.section = prefix, section
+        self.problems: list[str] = []
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def need(self, ok: bool, name: str, allowed: str, got: Any = None) -> bool:
+        """Record `prefix.name=value: allowed` unless ok; returns ok."""
+        if not ok:
+            value = getattr(self.section, name) if got is None else got
+            self.problems.append(f"{self.key(name)}={value!r}: {allowed}")
+        return ok
+
+    def line(self, text: str) -> None:
+        """A problem said in words of its own."""
+        self.problems.append(text)
+
+    def positive(self, *names: str) -> None:
+        for name in names:
+            self.need(getattr(self.section, name) > 0, name, "must be > 0")
+
+    def at_least(self, name: str, low: int, why: str = "") -> None:
+        self.need(getattr(self.section, name) >= low, name, f"must be >= {low}{why}")
+
+    def finite(self, name: str) -> bool:
+        value = getattr(self.section, name)
+        return self.need(isinstance(value, (int, float)) and math.isfinite(value), name, "must be a finite number")
+
+    def one_of(self, name: str, choices: Iterable[str]) -> None:
+        choices = tuple(choices)
+        self.need(getattr(self.section, name) in choices, name, f"one of {', '.join(choices)}")
+
+    def seed(self, name: str) -> None:
+        """numpy and torch take seeds in 0 .. 2**32 - 1 and raise a traceback for anything else."""
+        self.need(0 <= getattr(self.section, name) < 2**32, name, "must be in 0 .. 4294967295 (2**32 - 1)")

@@ -1,0 +1,95 @@
+"""`data.*`: the corpus, its held-out split and training size, the tokenizer, planted canaries."""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from omegaconf import MISSING
+
+from gptfit.config.checks import Checks
+from gptfit.data.grammar import GrammarSpec, spec_of
+from gptfit.data.grammar import problems as grammar_problems
+
+DATA_SOURCES = ("python_docs", "text", "hf", "grammar")
+SAMPLE_BY = ("paragraph", "line", "document")
+
+
+@dataclass
+class CanaryConfig:
+    """A secret planted in the training text (exposure is measured at each evaluation)."""
+
+    name: str = MISSING
+    # Every "#" is a secret digit, e.g. "my pin is ####".
+    format: str = MISSING
+    repeats: int = 1
+
+
+@dataclass
+class GrammarConfig(GrammarSpec):
+    """data=grammar: the knobs of the synthetic language (`gptfit.data.grammar.GrammarSpec`, where each is
+    explained), and how many sentences it generates for the corpus, one document each."""
+
+    # Enough for the training pool of a 64k-token training set plus the held-out sentences.
+    n_sentences: int = 10000
+
+
+@dataclass
+class DataConfig:
+    # python_docs (embedded), text (local files), hf (a datasets dataset, hub or saved to disk),
+    # grammar (sentences of a synthetic language, `grammar` below).
+    source: str = "python_docs"
+    # text: a file, a folder or a glob pattern; hf: a hub name or a directory saved with save_to_disk.
+    path: Optional[str] = None
+    # hf only: the dataset configuration, split and text column.
+    hf_config: Optional[str] = None
+    split: str = "train"
+    text_column: str = "text"
+    # text only: one document per paragraph (blank-line separated), line, or whole file (document).
+    sample_by: str = "paragraph"
+    # Training size in tokens: the first train_tokens of the shuffled training pool (nested subsets).
+    train_tokens: int = 16384
+    # Seeds the held-out split and the document order, independent of `seed`.
+    split_seed: int = 0
+    # Share of the corpus's characters held out for validation (whole documents).
+    val_fraction: float = 0.1
+    # Byte-level BPE vocabulary size for models trained from scratch.
+    vocab_size: int = 2048
+    # Where tokenizers and encoded corpora are cached (by content hash).
+    cache_dir: str = "~/.cache/gptfit"
+    # Secrets planted in the training text (kept out of the tokenizer's text and the held-out text).
+    canaries: List[CanaryConfig] = field(default_factory=list)
+    # data=grammar only (conf/data/grammar.yaml sets it).
+    grammar: Optional[GrammarConfig] = None
+
+    def problems(self) -> list[str]:
+        c = Checks("data", self)
+        c.one_of("source", DATA_SOURCES)
+        if self.source in ("text", "hf"):
+            c.need(bool(self.path), "path", f"data={self.source} needs a path (file, folder or dataset name)")
+        if self.source == "text" and self.path:
+            path = os.path.expanduser(self.path)
+            c.need(os.path.exists(path) or bool(glob.glob(path)), "path",
+                   "no such file or folder; give a text file, a folder or a glob pattern")
+        c.one_of("sample_by", SAMPLE_BY)
+        c.positive("train_tokens")
+        if c.finite("val_fraction"):
+            c.need(0.0 < self.val_fraction < 1.0, "val_fraction", "must be in (0, 1)")
+        c.need(self.vocab_size >= 260, "vocab_size", "must be >= 260 (256 bytes plus special tokens)")
+        if self.source == "grammar":
+            if self.grammar is None:
+                c.line("data.grammar=None: data.source=grammar needs the grammar's knobs; use data=grammar")
+            else:
+                c.problems.extend(grammar_problems(spec_of(self.grammar)))
+                c.need(self.grammar.n_sentences >= 2, "grammar.n_sentences", "must be >= 2 (some are held out)",
+                       got=self.grammar.n_sentences)
+        names = [canary.name for canary in self.canaries]
+        for i, canary in enumerate(self.canaries):
+            k = Checks(f"data.canaries[{i}]", canary)
+            k.need("#" in canary.format, "format", 'needs at least one "#" (a secret digit)')
+            k.need(canary.repeats >= 1, "repeats", "must be >= 1")
+            k.need(names.count(canary.name) == 1 and canary.name.isidentifier(), "name", "must be a unique identifier")
+            c.problems.extend(k.problems)
+        return c.problems

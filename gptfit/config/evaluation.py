@@ -1,0 +1,74 @@
+"""`eval.*`: what every evaluation measures, on which fixed windows and prompts, and how often."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List
+
+from gptfit.config.checks import Checks
+
+
+@dataclass
+class EvalConfig:
+    # Fixed windows on which train and validation loss are measured at every evaluation.
+    train_windows: int = 64
+    val_windows: int = 64
+    # Fixed windows for exact-match memorization and membership inference (at least 256 a side, so
+    # that the AUC is not noise; on a small corpus they overlap).
+    mia_windows: int = 256
+    batch_size: int = 64
+    # Extractable memorization: greedy decoding of suffix_tokens from a window's first prefix_tokens.
+    prefix_tokens: int = 32
+    suffix_tokens: int = 32
+    extraction_windows: int = 64
+    # Samples under every decoding setting: from held-out prefixes and from these prompts.
+    prompts: List[str] = field(default_factory=lambda: ["My cute dog is a"])
+    heldout_prompts: int = 8
+    prompt_tokens: int = 16
+    # A sample "copies" when it holds a verbatim training span of at least copy_span tokens.
+    copy_span: int = 16
+    max_ngram: int = 8
+    # Candidates of the same format each canary is ranked among.
+    canary_candidates: int = 255
+    # Memorization metrics (exact match, membership inference, extraction, canaries) and samples with
+    # their generation metrics at every k-th evaluation (1: at each); both always at the last step.
+    memorization_every: int = 1
+    generation_every: int = 1
+    # Attention pictures of a fixed prompt (W&B images) and each head's entropy (attn/l<layer>h<head>/entropy).
+    attention: bool = False
+    attention_prompt: str = "My friend was right about this class. It is so fun!"
+    # data=grammar only, at the evaluations with samples: held-out sentences scored by the model and by
+    # the grammar (grammar/val_nll_model, grammar/val_nll_true). The held-out prompts are the end-of-text
+    # token and the first grammar_prompt_tokens tokens of held-out sentences, all different (1: the
+    # determiner, so the model chooses the rest of the sentence itself; longer prompts force novel starts).
+    grammar_sentences: int = 256
+    grammar_prompt_tokens: int = 1
+
+
+
+    def problems(self) -> list[str]:
+        c = Checks("eval", self)
+        c.positive("train_windows", "val_windows", "batch_size", "prefix_tokens", "suffix_tokens",
+                   "extraction_windows", "prompt_tokens", "copy_span", "max_ngram", "generation_every",
+                   "memorization_every", "mia_windows", "grammar_sentences", "grammar_prompt_tokens",
+                   "canary_candidates")
+        c.at_least("heldout_prompts", 0)
+        for i, prompt in enumerate(self.prompts):
+            c.need(bool(prompt.strip()), f"prompts[{i}]", "must not be empty", got=prompt)
+        return c.problems
+
+    def window_problems(self, block_size: int) -> list[str]:
+        """What does not fit the model's window of `block_size` tokens."""
+        c = Checks("eval", self)
+        if block_size <= 0:
+            return []
+        span = self.prefix_tokens + self.suffix_tokens
+        if span > block_size:
+            c.line(f"eval.prefix_tokens + eval.suffix_tokens = {span}: must fit model.block_size={block_size}; "
+                   "lower them or raise the block size")
+        if self.prompt_tokens >= block_size:
+            c.line(f"eval.prompt_tokens={self.prompt_tokens}: must be below model.block_size={block_size}")
+        if self.grammar_prompt_tokens + 1 >= block_size:
+            c.line(f"eval.grammar_prompt_tokens={self.grammar_prompt_tokens}: must be below model.block_size - 1 "
+                   f"= {block_size - 1} (the prompt also holds the end-of-text token)")
+        return c.problems

@@ -1,0 +1,66 @@
+"""`train.*`: the optimizer, the schedule, checkpoints, resume, device and precision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from gptfit.config.checks import Checks
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    # Sequences per optimizer step over all processes (gradient accumulation included).
+    batch_size: int = 12
+    grad_accum: int = 1
+    lr: float = 1e-3
+    # Linear warm-up, then cosine decay to min_lr_ratio * lr.
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    # Checkpoints every save_every steps (0: at every evaluation); save_total_limit newest are kept.
+    save_every: int = 0
+    save_total_limit: int = 2
+    # "auto": continue from the newest complete checkpoint in this run's own directory if it has one
+    # (a requeued or re-launched job picks up where it stopped); a run directory: continue that run;
+    # null: always start from scratch.
+    resume: Optional[str] = "auto"
+    # auto (CUDA when present, else CPU), cpu, cuda.
+    device: str = "auto"
+    # CPU threads for torch (0: torch's default).
+    threads: int = 0
+    # fp32, or bf16: the training forward and backward run under bf16 autocast, while the weights, the
+    # optimizer and every evaluation stay in fp32. Needs native bf16 (a recent GPU, or a CPU with
+    # AVX512-BF16 or AMX); on this project's CPU it trains the tiny model about 1.5x as fast.
+    precision: str = "fp32"
+
+    def problems(self) -> list[str]:
+        c = Checks("train", self)
+        c.positive("max_steps", "batch_size", "grad_accum", "eval_every", "save_total_limit")
+        if self.batch_size > 0 and self.grad_accum > 0 and self.batch_size % self.grad_accum:
+            c.line(f"train.batch_size={self.batch_size}: must be divisible by train.grad_accum={self.grad_accum}")
+        if c.finite("lr"):
+            c.positive("lr")
+        if c.finite("weight_decay"):
+            c.need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        if c.finite("grad_clip"):
+            c.need(self.grad_clip >= 0, "grad_clip", "must be >= 0 (0 turns clipping off)")
+        if c.finite("min_lr_ratio"):
+            c.need(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "must be in [0, 1]")
+        for key in ("beta1", "beta2"):
+            if c.finite(key):
+                c.need(0.0 <= getattr(self, key) < 1.0, key, "must be in [0, 1)")
+        c.at_least("warmup_steps", 0)
+        c.at_least("save_every", 0, " (0: save at every evaluation)")
+        c.at_least("threads", 0, " (0: torch's default)")
+        c.one_of("device", DEVICES)
+        c.one_of("precision", PRECISIONS)
+        return c.problems
