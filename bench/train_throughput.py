@@ -5,8 +5,6 @@ optimizer the Trainer builds), gradient clipping at 1.0 and the same thread coun
   trainer  gptfit's model through gptfit's own path (GptfitTrainer + training_arguments + RandomWindows)
   bare     gptfit's model in a bare PyTorch loop
   gpt2     transformers' GPT2LMHeadModel of the same shape and vocabulary in the same bare loop
-  bare_no_capture_branch  gptfit's model with the attention-capture branch removed (capture is off the
-           training path when this matches `bare` within noise)
   bare_bf16, gpt2_bf16  the two bare loops with the forward under bf16 autocast (gptfit's
            train.precision=bf16); only where the CPU computes bf16 natively
 They are interleaved in one process: a callback of the running Trainer, every BLOCK steps, times the
@@ -38,7 +36,6 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.utils import logging as hf_logging
 
 from gptfit.config import Config
-from gptfit.core.attention import CausalSelfAttention, fast_attention, short_causal_applies, short_causal_attention
 from gptfit.data.windows import RandomWindows
 from gptfit.model import GPTConfig, GPTForCausalLM
 from gptfit.run.trainer import GptfitTrainer, native_bf16, training_arguments
@@ -62,22 +59,6 @@ def flops_per_token(model) -> float:
     """nanoGPT's estimate: 6 N (every weight matmul, forward and backward) + 12 L T d (attention)."""
     n = sum(p.numel() for name, p in model.named_parameters() if "wpe" not in name)
     return 6 * n + 12 * N_LAYER * BLOCK * N_EMBD
-
-
-class AttentionWithoutCapture(CausalSelfAttention):
-    """The same attention with the capture branch removed: what capturing would cost if it were on the path."""
-
-    def forward(self, x, cache=None, key_padding=None):
-        B, T, C = x.shape
-        qkv = self.c_attn(x)
-        dropout_p = self.dropout if self.training else 0.0
-        if cache is None and short_causal_applies(T, T, x.device, key_padding):
-            return self.resid_dropout(self.c_proj(short_causal_attention(qkv, self.n_head, dropout_p)))
-        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in qkv.split(C, dim=2))
-        if cache is not None:
-            k, v = cache.update(k, v, self.layer_idx)
-        y = fast_attention(q, k, v, key_padding, dropout_p)
-        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
 class BareLoop:
@@ -161,11 +142,7 @@ def main() -> None:
                                           attn_pdrop=0.0, **shape))
 
     def make_loops(like):
-        nocapture = gptfit()
-        for block in nocapture.transformer.h:
-            block.attn.__class__ = AttentionWithoutCapture
-        loops = {"bare": BareLoop(gptfit(), like, stream, 1), "gpt2": BareLoop(gpt2(), like, stream, 1),
-                 "bare_no_capture_branch": BareLoop(nocapture, like, stream, 1)}
+        loops = {"bare": BareLoop(gptfit(), like, stream, 1), "gpt2": BareLoop(gpt2(), like, stream, 1)}
         if bf16:
             loops["bare_bf16"] = BareLoop(gptfit(), like, stream, 1, bf16=True)
             loops["gpt2_bf16"] = BareLoop(gpt2(), like, stream, 1, bf16=True)
@@ -221,7 +198,6 @@ def main() -> None:
         "ratio_model_only_gptfit_vs_gpt2": speedup("bare", "gpt2"),
         "ratio_model_only_gptfit_vs_gpt2_quartiles": quartiles("bare", "gpt2"),
         "loop_overhead_trainer_vs_bare": round(speedup("bare", "trainer") - 1, 4),
-        "capture_switched_off_vs_branch_removed": speedup("bare", "bare_no_capture_branch"),
         # Same work in bf16 autocast (train.precision=bf16), where the CPU has native bf16. The fp32
         # ratios above are the like-for-like comparison; these say what bf16 adds on top.
         **({"bf16_speedup_gptfit": speedup("bare_bf16", "bare"),

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Callable
+
+from hydra._internal import utils as hydra_utils
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 
 # The config folder, by its absolute path: a module path ("../conf") resolves only when run as __main__.
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -46,8 +51,6 @@ def fail(lines: list[str]) -> None:
 
 def _in_hydra_output_setup(e: BaseException) -> bool:
     """Whether an OS error came from Hydra setting up the job's output folder, before any gptfit code ran."""
-    import traceback
-
     files = [f.filename for f in traceback.extract_tb(e.__traceback__)]
     in_hydra = any(f"{os.sep}hydra{os.sep}" in f for f in files)
     in_gptfit = any(f"{os.sep}gptfit{os.sep}" in f and not f.endswith(f"{os.sep}cli.py") for f in files)
@@ -55,10 +58,6 @@ def _in_hydra_output_setup(e: BaseException) -> bool:
 
 
 def _install_hydra_reporter() -> None:
-    from hydra._internal import utils as hydra_utils
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     original = hydra_utils.run_and_report
     if getattr(original, "_gptfit", False):
         return

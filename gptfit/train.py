@@ -6,24 +6,24 @@ The config is validated before torch and transformers are imported, so a typo co
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from gptfit.cli import CONF_DIR, EXIT_STOPPED, fail, hydra_main
 from gptfit.run.folder import discard_unused_run_dir
 from gptfit.config import ConfigError, register, validate
+from gptfit.errors import UserError
+from gptfit.run.signals import TrainingStopped
 
 register()
 
 
 def name_sweep_run(cfg: DictConfig) -> None:
     """In a multirun, put every job in one W&B group named after the sweep, each named by its overrides."""
-    from pathlib import Path
-
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     if not HydraConfig.initialized():
         return
     hc = HydraConfig.get()
@@ -44,9 +44,7 @@ def main(cfg: DictConfig) -> float | None:
         fail(e.problems)
 
     name_sweep_run(cfg)
-    from gptfit.errors import UserError
-    from gptfit.run.signals import TrainingStopped
-    from gptfit.run.training import train
+    from gptfit.run.training import train  # torch and transformers load only once the config is valid
 
     try:
         summary = train(cfg)

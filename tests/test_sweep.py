@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from gptfit.report import read_sweep, report, spearman
+from gptfit.report import report
+from gptfit.show.sweep import read_sweep, spearman
 from tests.conftest import TINY, run_cli
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from gptfit.data.canaries import make_canaries, plant
 from gptfit.data.sources import load_documents
+from gptfit.data.tokenizer import token_byte_lengths, tokenizer_hash, train_bpe
 from gptfit.errors import UserError
 
 
@@ -97,8 +98,6 @@ def encode_stream(tokenizer, docs: list[str], eot_id: int, cache_dir: str, tag: 
 
 def load_corpus(data_cfg, tokenizer=None) -> Corpus:
     """Load, split and tokenize; `tokenizer` is the pretrained model's, or None to train a BPE."""
-    from gptfit.data.tokenizer import token_byte_lengths, tokenizer_hash, train_bpe
-
     docs = load_documents(data_cfg)
     pool, val = split_documents(docs, data_cfg.split_seed, data_cfg.val_fraction)
     dropped = 0

@@ -12,13 +12,14 @@ import glob
 import os
 from pathlib import Path
 
+from pydoc_data.topics import topics
+
+from gptfit.data.grammar import Grammar, spec_of
 from gptfit.errors import UserError
 
 
 def python_docs() -> list[str]:
     """The language-reference topics that ship with CPython (`pydoc_data`), about 465,000 characters."""
-    from pydoc_data.topics import topics
-
     return [topics[name] for name in sorted(topics)]
 
 
@@ -45,7 +46,7 @@ def _text_files(path: str) -> list[str]:
 
 def text_files(path: str, sample_by: str) -> list[str]:
     """Local text files through `datasets.load_dataset("text")`, one document per paragraph/line/file."""
-    import datasets
+    import datasets  # about a second to import: only data=text and data=hf pay it
 
     files = _text_files(path)
     try:
@@ -61,7 +62,7 @@ def text_files(path: str, sample_by: str) -> list[str]:
 
 def hf_dataset(path: str, config_name: str | None, split: str, column: str) -> list[str]:
     """A dataset on the hub, or one saved with `save_to_disk`, through `datasets`."""
-    import datasets
+    import datasets  # about a second to import: only data=text and data=hf pay it
 
     local = Path(path).expanduser()
     try:
@@ -86,8 +87,6 @@ def hf_dataset(path: str, config_name: str | None, split: str, column: str) -> l
 
 def grammar_sentences(grammar_cfg) -> list[str]:
     """`n_sentences` independent draws of the grammar (repeats included), seeded by its seed."""
-    from gptfit.data.grammar import Grammar, spec_of
-
     spec = spec_of(grammar_cfg)
     return Grammar(spec).sentences(grammar_cfg.n_sentences, seed=spec.seed)
 

@@ -12,15 +12,14 @@ import os
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
 
 EOT = "<|endoftext|>"
 
 
 def train_bpe(documents: list[str], vocab_size: int, cache_dir: str):
     """Return a `PreTrainedTokenizerFast` trained on `documents` (loaded from the cache when present)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     digest = hashlib.sha256()
     digest.update(f"bytelevel-bpe-v1:{vocab_size}".encode())
     for doc in documents:
@@ -54,8 +53,6 @@ def tokenizer_hash(tokenizer) -> str:
 
 def token_byte_lengths(tokenizer) -> np.ndarray:
     """UTF-8 bytes each token id stands for (0 for special tokens): the denominator of bits per byte."""
-    from tokenizers import pre_tokenizers
-
     n = len(tokenizer)
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None and isinstance(backend.pre_tokenizer, pre_tokenizers.ByteLevel):

@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from gptfit.data.canaries import Canary
+from gptfit.metrics.scoring import score_sequences
 
 
 def exposure(secret_loss: float, candidate_losses: np.ndarray, space_size: int) -> float:
@@ -24,29 +23,10 @@ def exposure(secret_loss: float, candidate_losses: np.ndarray, space_size: int) 
     return math.log2(space_size) - math.log2(rank)
 
 
-@torch.no_grad()
 def sequence_losses(model, texts: list[str], tokenizer, eot_id: int, batch_size: int = 256) -> np.ndarray:
     """Total next-token loss (nats) of each text, read as a document: after an end-of-text token."""
     encoded = [[eot_id] + tokenizer.encode(t, add_special_tokens=False) for t in texts]
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        for i in range(0, len(encoded), batch_size):
-            chunk = encoded[i : i + batch_size]
-            width = max(map(len, chunk))
-            ids = torch.full((len(chunk), width), eot_id, dtype=torch.long)
-            keep = torch.zeros(len(chunk), width - 1)
-            for r, seq in enumerate(chunk):  # right padding: the padded targets are not counted
-                ids[r, : len(seq)] = torch.tensor(seq)
-                keep[r, : len(seq) - 1] = 1
-            logits = model(input_ids=ids.to(device)).logits[:, :-1].float().cpu()
-            nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-            out.append((nll * keep).sum(1))
-    finally:
-        model.train(was_training)
-    return torch.cat(out).numpy()
+    return score_sequences(model, encoded, batch_size, pad_id=eot_id).total().numpy()
 
 
 def canary_exposures(model, canaries: list[Canary], tokenizer, eot_id: int, candidates: int, seed: int) -> dict:

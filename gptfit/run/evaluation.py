@@ -5,25 +5,23 @@ so two evaluations differ only by the model. Decoding uses its own seeded genera
 so evaluating never moves the random state that training depends on.
 
 On the grammar (data=grammar) the evaluations with samples also set the model against the grammar
-(`GrammarProbe`): the NLL of held-out sentences under each, and every complete sentence of the samples
-classified as copied from training, novel and valid, or invalid.
+(`gptfit.metrics.grammar.GrammarProbe`): the NLL of held-out sentences under each, and every complete
+sentence of the samples classified as copied from training, novel and valid, or invalid.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from gptfit.core.sampling.decode import generate
 from gptfit.data.corpus import Corpus
-from gptfit.data.grammar import Grammar, classify, spec_of
 from gptfit.data.windows import fixed_windows
 from gptfit.metrics.canaries import canary_exposures
+from gptfit.metrics.grammar import GrammarProbe
 from gptfit.metrics.memorization import mia_auc, window_stats
 from gptfit.metrics.ngrams import NgramIndex
 
@@ -62,90 +60,9 @@ def _sampled_windows(stream: np.ndarray, length: int, count: int, seed: int) -> 
     return torch.from_numpy(np.asarray(stream, dtype=np.int64)[np.sort(offsets)[:, None] + np.arange(length)])
 
 
-def complete_sentences(prompt: Sequence[int], new: Sequence[int], eot: int) -> list[list[int]]:
-    """The documents of prompt + new known whole: each starts right after an end-of-text token (in the
-    prompt or the new tokens) and is ended by one among the new tokens. A first stretch whose start the
-    prompt cut off, and the unfinished tail, are left out."""
-    ids = [*prompt, *new]
-    ends = [i for i, t in enumerate(ids) if t == eot]
-    return [ids[a + 1 : b] for a, b in zip(ends, ends[1:]) if b >= len(prompt)]
-
-
-@torch.no_grad()
-def sentence_nll(model, sentences: list[list[int]], eot: int, batch_size: int) -> np.ndarray:
-    """[n] nats: each sentence's tokens and the end-of-text token after it, from a context of one
-    end-of-text token (the start of a document), summed."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    try:
-        for i in range(0, len(sentences), batch_size):
-            batch = sentences[i : i + batch_size]
-            length = max(map(len, batch)) + 2
-            ids = torch.full((len(batch), length), eot, dtype=torch.long)  # [b, time]; right padding
-            scored = torch.zeros(len(batch), length - 1, dtype=torch.bool)  # [b, time - 1]: targets counted
-            for r, tokens in enumerate(batch):
-                ids[r, 1 : len(tokens) + 1] = torch.tensor(tokens)
-                scored[r, : len(tokens) + 1] = True
-            ids = ids.to(device)
-            logits = model(input_ids=ids[:, :-1]).logits.float()  # [b, time - 1, vocab]
-            loss = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # [b, time - 1]
-            out.append((loss * scored.to(device)).sum(1).cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out).numpy()
-
-
-class GrammarProbe:
-    """data=grammar: the model against the grammar that generated its corpus.
-
-    - val_nll_model / val_nll_true: mean NLL (nats) of the first `eval.grammar_sentences` held-out
-      sentences (those that fit one window) under the model and under the grammar. The model's is the
-      NLL of one tokenization of the sentence, an upper bound on its NLL of the string.
-    - per decoding setting: the complete sentences of the samples (`complete_sentences`), as shares
-      copied (verbatim a sentence of the training set actually used), novel and valid, and invalid.
-    """
-
-    def __init__(self, cfg, corpus: Corpus, tokenizer):
-        self.grammar = Grammar(spec_of(cfg.data.grammar))
-        self.training = set(corpus.train_documents)
-        self.eot, self.tokenizer, self.batch_size = corpus.eot_id, tokenizer, cfg.eval.batch_size
-        self.dropped = corpus.val_dropped
-        encoded = tokenizer(corpus.val_documents, add_special_tokens=False)["input_ids"]
-        # The held-out sentences in split order, with their tokens; scored ones fit a window after end-of-text.
-        self.heldout = list(zip(corpus.val_documents, encoded))
-        fit = [(s, ids) for s, ids in self.heldout if len(ids) + 1 <= cfg.model.block_size]
-        fit = fit[: cfg.eval.grammar_sentences]
-        self.nll_sentences = [ids for _, ids in fit]
-        self.nll_true = float(np.mean([-self.grammar.logprob(s) for s, _ in fit])) if fit else None
-
-    def prompts(self, count: int, length: int) -> list[list[int]]:
-        """End-of-text and the first `length` tokens of held-out sentences (longer than that), all different."""
-        out: list[list[int]] = []
-        for _, ids in self.heldout:
-            prompt = [self.eot, *ids[:length]]
-            if len(out) == count:
-                break
-            if len(ids) > length and prompt not in out:
-                out.append(prompt)
-        return out
-
-    def nll(self, model) -> dict:
-        row = {"grammar/val_dropped": self.dropped}
-        if self.nll_sentences:
-            row["grammar/val_nll_model"] = float(sentence_nll(model, self.nll_sentences, self.eot,
-                                                              self.batch_size).mean())
-            row["grammar/val_nll_true"] = self.nll_true
-        return row
-
-    def shares(self, name: str, sentences: list[list[int]]) -> dict:
-        """Shares copied / novel_valid / invalid (left out when no sentence was complete), and the count."""
-        counts = classify([self.tokenizer.decode(ids) for ids in sentences], self.training, self.grammar)
-        row = {f"grammar/{name}/sentences": counts["n"]}
-        if counts["n"]:
-            row.update({f"grammar/{name}/{k}": counts[k] for k in ("copied", "novel_valid", "invalid")})
-        return row
+def _until_eot(tokens: np.ndarray, eot: int) -> np.ndarray:
+    end = np.flatnonzero(tokens == eot)
+    return tokens[: end[0]] if len(end) else tokens
 
 
 class Evaluator:
@@ -163,14 +80,15 @@ class Evaluator:
         self.decoding = dict(cfg.decoding)
         self.index = NgramIndex(corpus.train, e.max_ngram, e.copy_span) if self.decoding else None
         self.grammar = GrammarProbe(cfg, corpus, tokenizer) if cfg.data.source == "grammar" else None
-        # Prompts: held-out prefixes (the same every time), then the configured texts. On the grammar a
-        # held-out prompt is the start of a held-out sentence, so that greedy and beam search vary too.
+        # On the grammar a sample goes on past end-of-text, so that it holds several whole sentences.
+        self.stop_at_eot = self.grammar is None
+        # Prompts: held-out prefixes (the same every time), then the configured texts.
         if self.grammar is not None:
-            self.prompts = [("held-out", p) for p in self.grammar.prompts(e.heldout_prompts, e.grammar_prompt_tokens)]
+            heldout = self.grammar.prompts(e.heldout_prompts, e.grammar_prompt_tokens)
         else:
-            heldout = _sampled_windows(corpus.val, e.prompt_tokens, e.heldout_prompts, seed + 2) \
-                if e.heldout_prompts else torch.zeros(0, e.prompt_tokens, dtype=torch.long)
-            self.prompts = [("held-out", row.tolist()) for row in heldout]
+            heldout = _sampled_windows(corpus.val, e.prompt_tokens, e.heldout_prompts, seed + 2).tolist() \
+                if e.heldout_prompts else []
+        self.prompts = [("held-out", p) for p in heldout]
         self.prompts += [("prompt", tokenizer.encode(p, add_special_tokens=False)) for p in e.prompts]
         self.attention_ids = tokenizer.encode(e.attention_prompt, add_special_tokens=False)[: cfg.model.block_size]
 
@@ -236,30 +154,20 @@ class Evaluator:
             mask[i, longest - len(prompt):] = 1
         row, samples = {}, []
         for name, setting in self.decoding.items():
-            # On the grammar a sample goes on past end-of-text, so that it holds several whole sentences.
             gen = generate(model, ids, setting, attention_mask=mask, seed=self.cfg.seed * 1_000_003 + step,
-                           eos_token_id=[] if self.grammar is not None else eot)
-            new = gen.new_tokens.cpu().numpy()
+                           eos_token_id=eot if self.stop_at_eot else [])
+            new = gen.new_tokens.cpu().numpy()  # [prompts * samples per prompt, new]
             per_prompt = new.shape[0] // len(self.prompts)
-            completions, sentences = [], []
-            for r, tokens in enumerate(new):
-                source, prompt = self.prompts[r // per_prompt]
-                whole = tokens  # [new]; on the grammar it runs on past end-of-text
-                end = np.flatnonzero(tokens == eot)
-                tokens = tokens[: end[0]] if len(end) else tokens
-                completions.append(tokens)
-                length, _ = self.index.longest_copy(tokens)
-                novel = self.index.novelty([tokens], 8)
-                shown = tokens
-                if self.grammar is not None:
-                    sentences += complete_sentences(prompt, whole.tolist(), eot)
-                    shown = whole
+            prompts = [self.prompts[r // per_prompt] for r in range(len(new))]
+            completions = [_until_eot(tokens, eot) for tokens in new]
+            shown = completions if self.stop_at_eot else new
+            for (source, prompt), tokens, text in zip(prompts, completions, shown):
                 samples.append(Sample(step, name, setting_params(setting), source, self.tokenizer.decode(prompt),
-                                      self.tokenizer.decode(shown), novel, length,
-                                      self.index.has_copy(tokens)))
+                                      self.tokenizer.decode(text), self.index.novelty([tokens], 8),
+                                      self.index.longest_copy(tokens)[0], self.index.has_copy(tokens)))
             row.update(self.copy_metrics(name, completions))
             if self.grammar is not None:
-                row.update(self.grammar.shares(name, sentences))
+                row.update(self.grammar.shares(name, [prompt for _, prompt in prompts], new))
         return row, samples
 
     def copy_metrics(self, name: str, completions: list[np.ndarray]) -> dict:

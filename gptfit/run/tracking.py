@@ -18,6 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
+import matplotlib.pyplot as plt
+
 PACKAGES = ("gptfit", "torch", "transformers", "tokenizers", "datasets", "hydra-core", "wandb", "numpy")
 # Keys whose best value is their minimum; every key's last value is kept under "final".
 LOWER_IS_BETTER = ("/loss", "/ppl", "/bpb")
@@ -89,7 +91,7 @@ def start_wandb(logger_cfg, run_dir: Path, name: str, config: dict, resume_id: O
         return None
     if os.environ.get("WANDB_MODE") == "":  # set but empty: W&B would refuse it; it means "not set"
         del os.environ["WANDB_MODE"]
-    import wandb
+    import wandb  # here and below: about a second to import, which logger=none never pays
 
     mode = logger_cfg.mode
     if mode == "auto":
@@ -187,8 +189,6 @@ class Tracker:
 
     def log_figures(self, figures: dict, tokens_seen: int) -> None:
         """Log matplotlib figures to W&B as images (and close them)."""
-        import matplotlib.pyplot as plt
-
         if self.wandb is not None:
             import wandb
 

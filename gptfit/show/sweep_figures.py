@@ -1,0 +1,109 @@
+"""Figures of a sweep: gap, extraction and membership AUC against corpus size, every run's validation
+curve, copy rate per decoding setting, the decoding settings side by side, and the grammar's shares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from gptfit.show.sweep import by_setting, by_values, fmt, grammar_settings, mean_by_size, settings_of, varying
+
+
+def grammar_figure(done: list[dict]):
+    """Novel-valid share against corpus size per decoding setting, and the model's vs the grammar's NLL
+    (a matplotlib figure; None without grammar metrics)."""
+    settings = grammar_settings(done)
+    if not settings:
+        return None
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), dpi=100)
+    for s in settings:
+        axes[0].plot(*mean_by_size(done, f"grammar/{s}/novel_valid"), marker="o", label=s)
+    axes[0].set_ylim(-0.02, 1.02)
+    axes[0].set_ylabel("share of sentences: novel and valid")
+    axes[0].legend(fontsize=7)
+    axes[1].plot(*mean_by_size(done, "grammar/val_nll_model"), marker="o", color="tab:red", label="model")
+    axes[1].plot(*mean_by_size(done, "grammar/val_nll_true"), marker="o", color="black", linestyle="--", label="grammar (true)")
+    axes[1].set_ylabel("held-out NLL per sentence (nats)")
+    axes[1].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("training tokens")
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def sweep_figures(runs: list[dict], sweep: Path) -> list[Path]:
+    """Draw the figures of the finished runs into the sweep folder; return their paths."""
+    done = sorted((r for r in runs if r["status"] == "finished" and r["train_tokens"]), key=lambda r: r["train_tokens"])
+    paths = []
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        paths.append(sweep / name)
+        fig.savefig(paths[-1])
+        plt.close(fig)
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=100)
+    for ax, (key, label) in zip(axes, [("gap", "generalization gap (nats)"),
+                                       ("mem/extraction_rate_train", "extraction rate (train)"),
+                                       ("mem/mia_auc", "membership-inference AUC")]):
+        pts = [(r["train_tokens"], r["final"][key]) for r in done if key in r["final"]]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:red")
+        ax.plot(*mean_by_size(done, key), color="tab:red")
+        ax.set_xscale("log")
+        ax.set_xlabel("training tokens")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    save(fig, "report_gap.png")
+
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
+    cmap = plt.get_cmap("viridis")
+    for i, r in enumerate(done):
+        rows = [x for x in r["rows"] if "val/loss" in x]
+        ax.plot([x["tokens_seen"] for x in rows], [x["val/loss"] for x in rows],
+                color=cmap(i / max(len(done) - 1, 1)), label=f"{r['train_tokens']} tokens (job {r['job']})")
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("validation loss (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    save(fig, "report_val_loss.png")
+
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
+    for s in settings_of(done):
+        ax.plot(*mean_by_size(done, f"gen/{s}/copy_rate"), marker="o", label=s)
+    ax.set_xscale("log")
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("copy rate (samples with a 16-token training span)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    save(fig, "report_copy_rate.png")
+
+    # Each decoding setting side by side: copy rate and held-out-like novelty, one bar per corpus size.
+    swept, _ = varying(done)
+    groups = by_setting(done, swept)
+    settings = sorted({s for g in groups.values() for s in g},
+                      key=lambda s: -np.mean([np.mean(g[s]["copy_rate"]) for g in groups.values() if s in g]))
+    if settings:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), dpi=100)
+        width = 0.8 / len(groups)
+        for i, (values, g) in enumerate(sorted(groups.items(), key=by_values)):
+            label = ", ".join(f"{k}={fmt(v)}" for k, v in zip([k for k in swept if k != "seed"], values)) or "all runs"
+            x = np.arange(len(settings)) + i * width
+            for ax, key in zip(axes, ("copy_rate", "novel_8gram")):
+                ax.bar(x, [np.mean(g[s][key]) if s in g and key in g[s] else np.nan for s in settings], width,
+                       label=label)
+        for ax, title in zip(axes, ("copy rate (samples with a training span)", "novel 8-grams of the samples")):
+            ax.set_xticks(np.arange(len(settings)) + 0.4 - width / 2, settings, rotation=20)
+            ax.set_ylim(0, 1)
+            ax.set_title(title)
+            ax.grid(alpha=0.3, axis="y")
+        axes[0].legend(fontsize=7)
+        save(fig, "report_decoding.png")
+
+    grammar = grammar_figure(done)
+    if grammar is not None:
+        save(grammar, "report_grammar.png")
+    return paths
