@@ -97,7 +97,8 @@ class CausalSelfAttention(nn.Module):
         key_padding: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
-        qkv = self.c_attn(x)  # [batch, time, 3 * n_embd]
+        m = self._modules  # not self.c_attn: a dict read instead of Module.__getattr__ (decoding's hot path)
+        qkv = m["c_attn"](x)  # [batch, time, 3 * n_embd]
         dropout_p = self.dropout if self.training else 0.0
         if cache is None and not self.capture and short_causal_applies(T, T, x.device, key_padding):
             y = short_causal_attention(qkv, self.n_head, dropout_p)
@@ -111,8 +112,8 @@ class CausalSelfAttention(nn.Module):
             else:
                 y = fast_attention(q, k, v, key_padding, dropout_p)
             y = y.transpose(1, 2).reshape(B, T, C)
-        y = self.c_proj(y)
-        return self.resid_dropout(y) if self.training else y
+        y = m["c_proj"](y)
+        return m["resid_dropout"](y) if self.training else y
 
 
 # ----------------------------------------------------------------------------------------------------

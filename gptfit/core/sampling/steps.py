@@ -75,7 +75,7 @@ class CachedSteps:
         if mask is not None:
             mask, positions = mask[:, -length:], self.next_position
             self.next_position = positions + 1
-        return self._forward(tokens[:, -1:], mask, positions)
+        return self._forward(tokens.narrow(1, tokens.shape[1] - 1, 1), mask, positions)  # the newest: [rows, 1]
 
     def reorder(self, parents: torch.LongTensor) -> None:
         """Row i now extends old row parents[i]."""
