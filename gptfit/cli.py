@@ -15,7 +15,11 @@ from typing import Callable
 
 from hydra._internal import utils as hydra_utils
 from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
 from omegaconf.errors import OmegaConfBaseException
+
+from gptfit.errors import UserError
+from gptfit.run.folder import lock_run_dir
 
 # The config folder, by its absolute path: a module path ("../conf") resolves only when run as __main__.
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -80,6 +84,21 @@ def _install_hydra_reporter() -> None:
 
     run_and_report._gptfit = True
     hydra_utils.run_and_report = run_and_report
+
+
+class RunFolderLock(Callback):
+    """Takes the run folder's lock before Hydra writes its record and log into it (conf/config.yaml
+    names it under hydra.callbacks): a second process started into a busy folder stops with one line,
+    exit status 2, and leaves every file of the running run as it was. Under torchrun only rank 0 locks;
+    the other ranks follow its folder."""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        if os.environ.get("RANK", "0") != "0":
+            return
+        try:
+            lock_run_dir(Path(config.hydra.run.dir))
+        except UserError as e:
+            fail([str(e)])
 
 
 def hydra_main(task: Callable) -> Callable:

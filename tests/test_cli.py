@@ -35,6 +35,9 @@ BAD_INPUTS = [
     (["train.batch_size=0"], "train.batch_size=0: must be > 0"),
     (["eval.prefix_tokens=40", "eval.suffix_tokens=40"], "must fit model.block_size=48"),
     (["seed=abc"], "seed"),
+    (["seed=-1"], "seed=-1: must be in 0 .. 4294967295 (2**32 - 1)"),
+    (["data.split_seed=4294967296"], "data.split_seed=4294967296: must be in 0 .. 4294967295"),
+    (["train.threads=100000"], "train.threads=100000: must be in 0 .. "),
 ]
 
 

@@ -62,6 +62,19 @@ def test_text_files_through_datasets(tmp_path, cache_dir):
     assert "quick brown fox" in corpus.tokenizer.decode(corpus.train[:200].tolist())
 
 
+def test_paragraphs_split_at_lines_that_hold_only_whitespace(tmp_path, cache_dir):
+    # As the common word-level benchmark files are written: a paragraph, then a line of spaces.
+    paragraphs = [f" = Section {j} = \n The fox number {j} jumps over the lazy dog {j} times ." for j in range(40)]
+    path = tmp_path / "wiki.train.tokens"
+    path.write_text(" \n".join(p + "\n" for p in paragraphs) + " \n")
+    from gptfit.data.sources import text_files
+
+    docs = [d for d in text_files(str(path), "paragraph") if d.strip()]
+    assert docs == paragraphs
+    corpus = load_corpus(data_cfg(cache_dir, source="text", path=str(path), train_tokens=300, val_fraction=0.1))
+    assert corpus.n_train_docs + corpus.n_val_docs == 40
+
+
 def test_hf_dataset_saved_to_disk(tmp_path, cache_dir):
     import datasets
 

@@ -19,46 +19,7 @@ import torch
 
 from gptfit.run.tracking import read_jsonl
 from gptfit.run.checkpoints import COMPLETE, find_checkpoint
-from tests.conftest import ROOT, TINY, run_cli
-
-# Long enough to be killed in the middle: a checkpoint and an evaluation every 5 steps.
-LONG = [*TINY, "train.max_steps=40", "train.save_every=5", "train.save_total_limit=10", "eval.memorization_every=2",
-        "eval.generation_every=2"]
-
-
-def launch(args: list[str], env: dict | None = None) -> subprocess.Popen:
-    full_env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "gptfit.train", *args], cwd=ROOT, env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while not path.exists():
-        assert proc.poll() is None, f"the run ended before {path} appeared: {proc.communicate()[1][-2000:]}"
-        assert time.time() < deadline, f"{path} did not appear"
-        time.sleep(0.02)
-
-
-def error_lines(stderr: str) -> list[str]:
-    # The progress bar ends its lines with carriage returns; the error follows on the same terminal line.
-    return [part.strip() for line in stderr.splitlines() for part in line.split("\r") if part.startswith("error:")]
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, cache_dir) -> list[dict]:
-    run_dir = tmp_path_factory.mktemp("uninterrupted")
-    result = run_cli(*LONG, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    return read_jsonl(run_dir / "metrics.jsonl")
-
-
-def assert_same_rows(resumed: list[dict], reference: list[dict]) -> None:
-    """Every logged value equal, exactly: same windows, same RNG state, same operations in the same order."""
-    assert [r["step"] for r in resumed] == [r["step"] for r in reference]  # no duplicated or missing rows
-    for a, b in zip(resumed, reference):
-        assert a == b, (a["step"], {k: (a.get(k), b.get(k)) for k in {*a, *b} if a.get(k) != b.get(k)})
-
+from tests.conftest import LONG, ROOT, TINY, assert_same_rows, error_lines, launch, run_cli, wait_for
 
 def test_sigkill_at_a_random_step_then_resume_ends_with_the_same_metrics(uninterrupted, tmp_path, cache_dir):
     step = random.Random().choice(range(5, 40, 5))  # which checkpoint the kill follows

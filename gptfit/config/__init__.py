@@ -24,6 +24,7 @@ from typing import Any, Dict, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from gptfit.config.checks import Checks
 from gptfit.config.commands import AttendConfig, SampleConfig
 from gptfit.config.data import CanaryConfig, DataConfig, GrammarConfig
 from gptfit.config.evaluation import EvalConfig
@@ -55,8 +56,10 @@ class Config:
 
     def problems(self) -> list[str]:
         """Each section's own problems, then the rules that join sections."""
-        problems = [*self.model.problems(), *self.data.problems(), *self.train.problems(), *self.eval.problems(),
-                    *self.logger.problems()]
+        own = Checks("", self)
+        own.seed("seed")
+        problems = [*own.problems, *self.model.problems(), *self.data.problems(), *self.train.problems(),
+                    *self.eval.problems(), *self.logger.problems()]
         block = self.model.block_size
         if 0 < self.data.train_tokens < block:
             problems.append(f"data.train_tokens={self.data.train_tokens}: must be at least model.block_size={block}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Iterable
 
 
@@ -41,6 +42,12 @@ class Checks:
     def one_of(self, name: str, choices: Iterable[str]) -> None:
         choices = tuple(choices)
         self.need(getattr(self.section, name) in choices, name, f"one of {', '.join(choices)}")
+
+    def threads(self, name: str) -> None:
+        """0 (torch's default) up to the CPUs there are: torch would start as many OpenMP threads as asked."""
+        cpus = os.cpu_count() or 1
+        self.need(0 <= getattr(self.section, name) <= cpus, name,
+                  f"must be in 0 .. {cpus} (0: torch's default; this machine has {cpus} CPUs)")
 
     def seed(self, name: str) -> None:
         """numpy and torch take seeds in 0 .. 2**32 - 1 and raise a traceback for anything else."""

@@ -51,7 +51,7 @@ class SampleConfig:
         if self.seed is not None:
             c.seed("seed")
         c.at_least("top", 1)
-        c.at_least("threads", 0, " (0: torch's default)")
+        c.threads("threads")
         if not self.decoding:
             c.line("decoding={}: holds no setting; choose one, e.g. decoding=all or decoding=[greedy,beam]")
         for name, setting in self.decoding.items():

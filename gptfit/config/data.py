@@ -75,6 +75,7 @@ class DataConfig:
                    "no such file or folder; give a text file, a folder or a glob pattern")
         c.one_of("sample_by", SAMPLE_BY)
         c.positive("train_tokens")
+        c.seed("split_seed")
         if c.finite("val_fraction"):
             c.need(0.0 < self.val_fraction < 1.0, "val_fraction", "must be in (0, 1)")
         c.need(self.vocab_size >= 260, "vocab_size", "must be >= 260 (256 bytes plus special tokens)")

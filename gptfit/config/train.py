@@ -60,7 +60,7 @@ class TrainConfig:
                 c.need(0.0 <= getattr(self, key) < 1.0, key, "must be in [0, 1)")
         c.at_least("warmup_steps", 0)
         c.at_least("save_every", 0, " (0: save at every evaluation)")
-        c.at_least("threads", 0, " (0: torch's default)")
+        c.threads("threads")
         c.one_of("device", DEVICES)
         c.one_of("precision", PRECISIONS)
         return c.problems

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from pathlib import Path
 
 from pydoc_data.topics import topics
 
 from gptfit.data.grammar import Grammar, spec_of
 from gptfit.errors import UserError
+
+BLANK_LINE = re.compile(r"\n(?:[^\S\n]*\n)+")  # a line break, then lines of nothing but whitespace
 
 
 def python_docs() -> list[str]:
@@ -57,6 +60,10 @@ def text_files(path: str, sample_by: str) -> list[str]:
         if isinstance(e.__cause__ or e.__context__, UnicodeDecodeError):
             raise UserError(f"data.path={path!r}: not UTF-8 text; convert the files to UTF-8") from None
         raise
+    if sample_by == "paragraph":
+        # datasets cuts paragraphs at "\n\n" only; a line holding nothing but whitespace is a blank line too
+        # (corpora such as WikiText separate their paragraphs with " \n").
+        return [part for text in ds["text"] for part in BLANK_LINE.split(text)]
     return list(ds["text"])
 
 

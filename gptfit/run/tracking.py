@@ -7,6 +7,7 @@ stands: `status` is `running` until the run ends `finished` or `failed` (with th
 from __future__ import annotations
 
 import json
+import logging
 import math
 import netrc
 import os
@@ -20,6 +21,7 @@ from typing import Any, Optional
 
 import matplotlib.pyplot as plt
 
+log = logging.getLogger(__name__)
 PACKAGES = ("gptfit", "torch", "transformers", "tokenizers", "datasets", "hydra-core", "wandb", "numpy")
 # Keys whose best value is their minimum; every key's last value is kept under "final".
 LOWER_IS_BETTER = ("/loss", "/ppl", "/bpb")
@@ -32,24 +34,35 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", "⏎ ")
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """A temporary file, then a rename: a kill leaves the old file or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def read_rows(path: Path) -> tuple[list[dict], int]:
+    """(the rows of a JSON-lines file, how many lines were dropped): a line cut by a kill ends the file,
+    so it and anything after it are dropped."""
     if not path.exists():
-        return []
+        return [], 0
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    lines = [line for line in lines if line]
     rows = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a kill: everything after it is dropped
-                break
-    return rows
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows, len(lines) - len(rows)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return read_rows(path)[0]
 
 
 def git_commit() -> Optional[str]:
@@ -133,9 +146,14 @@ class Tracker:
         self.start = time.time()
         self.rows: list[dict] = []
         if resume_step is not None:
-            # Rows after the checkpoint we resume from would be written again: cut them.
-            self.rows = [r for r in read_jsonl(self.metrics_path) if r.get("step", 0) <= resume_step]
-            self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+            # Rows after the checkpoint we resume from would be written again: cut them, so that every
+            # evaluated step appears once. The file is rewritten atomically.
+            rows, torn = read_rows(self.metrics_path)
+            if torn:
+                log.warning("metrics.jsonl: dropped %d torn line(s) at its end, cut by the kill that stopped the "
+                            "run; the resumed run evaluates those steps again", torn)
+            self.rows = [r for r in rows if r.get("step", 0) <= resume_step]
+            write_text_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in self.rows))
         else:
             self.metrics_path.write_text("")
         self.summary: dict[str, Any] = {

@@ -24,8 +24,8 @@ from gptfit.model.loading import build_model, load_tokenizer, model_context, pre
 from gptfit.plots.curves import loss_curves, memorization_curves
 from gptfit.run import distributed as dist
 from gptfit.run.callback import Run, RunCallback
-from gptfit.run.checkpoints import Resume, check_resume, read_marker, save_model_atomic
-from gptfit.run.folder import make_writable_run_dir
+from gptfit.run.checkpoints import Resume, check_resume, find_checkpoint, read_marker, save_model_atomic
+from gptfit.run.folder import disk_full, lock_run_dir, make_writable_run_dir
 from gptfit.run.signals import StopSignals, TrainingStopped
 from gptfit.run.tracking import Tracker
 from gptfit.run.trainer import (GptfitTrainer, check_precision, close_progress_bar, out_of_memory, resolve_device,
@@ -51,6 +51,8 @@ def _train(cfg, device: str, stop: StopSignals) -> dict:
     cfg.run_dir = dist.follow_main_run_dir(cfg.run_dir)  # one run directory for all ranks: rank 0's
     run_dir, ckpt = check_resume(cfg, Path(cfg.run_dir))
     make_writable_run_dir(run_dir)
+    if dist.is_main():
+        lock_run_dir(run_dir)  # one writer per run folder (the command took it already; train() alone did not)
     quiet_libraries(cfg.train.threads)
     corpus = prepare_corpus(cfg)
     model = prepare_model(cfg, corpus.tokenizer)
@@ -75,11 +77,28 @@ def _train(cfg, device: str, stop: StopSignals) -> dict:
     except BaseException as e:
         if trainer is not None:
             close_progress_bar(trainer)  # so that the error line starts a line of its own
+        full = no_space_error(run_dir) if disk_full(e) else None
         if tracker is not None:
-            error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            tracker.finish("failed", error=f"{type(e).__name__}: {error}")
+            mark_failed(tracker, full or e)
+        if full is not None:
+            raise full from None
         raise
     return tracker.summary if tracker is not None else {}
+
+
+def no_space_error(run_dir: Path) -> UserError:
+    kept = find_checkpoint(run_dir)
+    return UserError(f"the disk is full: a write into {run_dir} failed; free some space (or lower "
+                     f"train.save_total_limit) and run the same command again: it resumes from "
+                     f"{kept if kept is not None else 'the start (no complete checkpoint yet)'}")
+
+
+def mark_failed(tracker: Tracker, e: BaseException) -> None:
+    error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    try:
+        tracker.finish("failed", error=f"{type(e).__name__}: {error}")
+    except OSError:
+        pass  # the disk that failed the run may refuse the summary too; the error line still says what happened
 
 
 def quiet_libraries(threads: int) -> None:
