@@ -31,11 +31,10 @@ TINY = [
     "train.lr=5e-3",
     "eval.train_windows=16",
     "eval.val_windows=16",
-    "eval.mia_windows=16",
+    "eval.sequences=16",
     "eval.batch_size=16",
     "eval.prefix_tokens=8",
     "eval.suffix_tokens=8",
-    "eval.extraction_windows=8",
     "eval.heldout_prompts=2",
     "eval.prompt_tokens=4",
     "eval.copy_span=6",
@@ -108,13 +107,19 @@ def error_lines(stderr: str) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def uninterrupted(tmp_path_factory, cache_dir) -> list[dict]:
+def uninterrupted_run(tmp_path_factory, cache_dir) -> Path:
+    """The folder of a LONG run that nothing interrupted: what every killed and resumed run must equal."""
     run_dir = tmp_path_factory.mktemp("uninterrupted")
     result = run_cli(*LONG, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(uninterrupted_run) -> list[dict]:
     from gptfit.run.tracking import read_jsonl
 
-    return read_jsonl(run_dir / "metrics.jsonl")
+    return read_jsonl(uninterrupted_run / "metrics.jsonl")
 
 
 def assert_same_rows(resumed: list[dict], reference: list[dict]) -> None:

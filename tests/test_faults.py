@@ -16,6 +16,7 @@ from gptfit.run.checkpoints import COMPLETE, find_checkpoint, unreadable
 from gptfit.run.folder import LOCK_NAME, discard_unused_run_dir
 from gptfit.run.tracking import read_jsonl
 from tests.conftest import LONG, ROOT, assert_same_rows, error_lines, launch, run_cli, wait_for
+from tests.test_reliability import assert_same_ledger_and_table
 
 # `python -m gptfit.train` with a fault injected into the running process: FAULT is run first, then the
 # command itself, with the arguments given.
@@ -105,7 +106,8 @@ def test_a_lock_left_by_a_killed_run_never_blocks(uninterrupted, tmp_path, cache
     assert_same_rows(read_jsonl(run_dir / "metrics.jsonl"), uninterrupted)
 
 
-def test_kill_between_the_files_of_a_checkpoint_resumes_from_the_previous_one(uninterrupted, tmp_path, cache_dir):
+def test_kill_between_the_files_of_a_checkpoint_resumes_from_the_previous_one(uninterrupted, uninterrupted_run,
+                                                                              tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     args = [*LONG, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
     killed = train_with(KILL_BETWEEN_FILES.format(step=20), args)
@@ -117,6 +119,7 @@ def test_kill_between_the_files_of_a_checkpoint_resumes_from_the_previous_one(un
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((run_dir / "summary.json").read_text())["resumed_from_step"] == 15
     assert_same_rows(read_jsonl(run_dir / "metrics.jsonl"), uninterrupted)
+    assert_same_ledger_and_table(run_dir, uninterrupted_run)  # the ledger continues from checkpoint-15 exactly
 
 
 def test_a_disk_that_fills_up_during_a_checkpoint_is_one_line_and_the_rerun_resumes(uninterrupted, tmp_path,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+
+import numpy as np
+import pandas as pd
 import math
 
 import numpy as np
@@ -19,18 +22,24 @@ from gptfit.model.loading import build_model
 from gptfit.run.training import train
 from tests.conftest import TINY
 
-# 512 tokens, seen ~300 times. A 16-token prefix locates a window in the training text without ambiguity.
-MEMORIZE = [*TINY, "model.n_embd=128", "data.train_tokens=512", "train.max_steps=400", "train.eval_every=100",
-            "train.lr=5e-3", "train.warmup_steps=10", "eval.mia_windows=256",
-            "eval.extraction_windows=32", "eval.prefix_tokens=16", "eval.suffix_tokens=16"]
+# 512 tokens, each seen ~450 times (the last ones, which fewer windows hold, less). A 16-token prefix locates a window in the training text without ambiguity.
+MEMORIZE = [*TINY, "model.n_embd=128", "data.train_tokens=512", "train.max_steps=600", "train.eval_every=150",
+            "train.lr=5e-3", "train.warmup_steps=10", "eval.sequences=256",
+            "eval.prefix_tokens=16", "eval.suffix_tokens=16"]
 
 
 @pytest.fixture(scope="module")
-def memorized(compose_cfg, tmp_path_factory):
-    """A tiny model trained to near-zero loss on 512 tokens: its metrics.jsonl rows."""
+def memorized_run(compose_cfg, tmp_path_factory):
+    """A tiny model trained to near-zero loss on 512 tokens: its run folder."""
     run_dir = tmp_path_factory.mktemp("memorized")
     train(compose_cfg(MEMORIZE, run_dir))
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def memorized(memorized_run):
+    """The memorizing run's metrics.jsonl rows."""
+    return [json.loads(line) for line in (memorized_run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_a_memorizing_model_scores_as_memorized(memorized):
@@ -43,14 +52,47 @@ def test_a_memorizing_model_scores_as_memorized(memorized):
 
 
 def test_an_untrained_model_does_not(compose_cfg, cache_dir):
-    cfg = compose_cfg([*TINY, "data.train_tokens=16384", "eval.mia_windows=256", "eval.extraction_windows=64"])
+    cfg = compose_cfg([*TINY, "data.train_tokens=16384", "eval.sequences=256"])
     corpus = load_corpus(cfg.data)
     evaluator = Evaluator(cfg, corpus, corpus.tokenizer)
     for seed in range(3):
         torch.manual_seed(seed)
-        row = evaluator.memorization(build_model(cfg, corpus.tokenizer))
+        row, _ = evaluator.memorization(build_model(cfg, corpus.tokenizer))
         assert row["mem/extraction_rate_train"] <= 0.05
         assert 0.4 <= row["mem/mia_auc"] <= 0.6
+
+
+def test_a_memorizing_model_extracts_more_than_an_untrained_one_under_every_setting(memorized, compose_cfg):
+    cfg = compose_cfg(MEMORIZE)
+    corpus = load_corpus(cfg.data)
+    torch.manual_seed(0)
+    untrained, _ = Evaluator(cfg, corpus, corpus.tokenizer).memorization(build_model(cfg, corpus.tokenizer))
+    final = memorized[-1]
+    for name in cfg.decoding:
+        for key in (f"mem/{name}/extraction_rate", f"mem/{name}/extraction_any"):
+            assert final[key] > untrained[key] + 0.3, (key, final[key], untrained[key])
+            assert final[key] <= 1.0
+    assert final["mem/temp_high/extraction_rate"] < final["mem/greedy/extraction_rate"]  # sampling loses some
+    assert final["mem/temp_high/extraction_any"] >= final["mem/temp_high/extraction_rate"]
+
+
+def test_sampled_completions_extract_as_often_as_the_exact_probability_says(memorized_run):
+    # Draw real samples under T = 1.3 from every training sequence's prefix: the share of exact suffixes
+    # must match the mean teacher-forced probability within its sampling error.
+    from gptfit.core.sampling import generate
+    from gptfit.model.loading import load_model
+
+    table = pd.read_parquet(memorized_run / "sequences.parquet")
+    final = table[(table.step == table.step.max()) & (table.split == "train")]
+    tokens = torch.tensor(np.stack(final.tokens.to_numpy()))  # [n, 32]
+    p = final["extraction/temp_high"].to_numpy()
+    model, draws = load_model(str(memorized_run / "final")), 40
+    setting = dict(do_sample=True, temperature=1.3, max_new_tokens=16, num_return_sequences=draws)
+    new = generate(model, tokens[:, :16], setting, eos_token_id=[], seed=7).new_tokens.view(len(p), draws, 16)
+    hits = (new == tokens[:, None, 16:]).all(-1).sum().item()
+    expected, spread = draws * p.sum(), np.sqrt(draws * (p * (1 - p)).sum())
+    assert 0.05 < p.mean() < 0.95  # a setting where sampling is neither sure to copy nor sure not to
+    assert abs(hits - expected) <= 4 * spread + 1, (hits, expected, spread)
 
 
 def test_generation_metrics_are_logged_for_every_decoding_setting(memorized, compose_cfg):

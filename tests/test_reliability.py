@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -21,7 +23,8 @@ from gptfit.run.tracking import read_jsonl
 from gptfit.run.checkpoints import COMPLETE, find_checkpoint
 from tests.conftest import LONG, ROOT, TINY, assert_same_rows, error_lines, launch, run_cli, wait_for
 
-def test_sigkill_at_a_random_step_then_resume_ends_with_the_same_metrics(uninterrupted, tmp_path, cache_dir):
+def test_sigkill_at_a_random_step_then_resume_ends_with_the_same_metrics(uninterrupted, uninterrupted_run, tmp_path,
+                                                                         cache_dir):
     step = random.Random().choice(range(5, 40, 5))  # which checkpoint the kill follows
     print(f"killing after checkpoint-{step}")
     run_dir = tmp_path / "run"
@@ -37,6 +40,15 @@ def test_sigkill_at_a_random_step_then_resume_ends_with_the_same_metrics(uninter
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["resumed_from_step"] >= step
     assert_same_rows(read_jsonl(run_dir / "metrics.jsonl"), uninterrupted)
+    assert_same_ledger_and_table(run_dir, uninterrupted_run)
+
+
+def assert_same_ledger_and_table(run_dir: Path, reference: Path) -> None:
+    """The exposure ledger and the per-sequence table of a resumed run equal an uninterrupted run's."""
+    with np.load(run_dir / "exposure.npz") as a, np.load(reference / "exposure.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in ("starts", "last_seen", "counts"))
+    resumed, whole = pd.read_parquet(run_dir / "sequences.parquet"), pd.read_parquet(reference / "sequences.parquet")
+    pd.testing.assert_frame_equal(resumed.drop(columns="tokens"), whole.drop(columns="tokens"))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGTERM], ids=["SIGUSR2", "SIGTERM"])
@@ -211,6 +223,10 @@ def test_two_processes_train_one_run_like_one_process(tmp_path, cache_dir):
         for key in ("train/loss", "val/loss", "train/running_loss"):
             if key in b:
                 assert a[key] == pytest.approx(b[key], rel=1e-4), (b["step"], key)
+    # Each rank counted the windows it fetched; rank 0 summed them: the ledger of one process.
+    with np.load(run_dir / "exposure.npz") as two_ledger, np.load(single / "exposure.npz") as one_ledger:
+        assert np.array_equal(two_ledger["starts"], one_ledger["starts"])
+        assert np.array_equal(two_ledger["last_seen"], one_ledger["last_seen"])
 
 
 def submitit_tasks(folder: Path) -> list[int]:

@@ -13,14 +13,17 @@ class EvalConfig:
     # Fixed windows on which train and validation loss are measured at every evaluation.
     train_windows: int = 64
     val_windows: int = 64
-    # Fixed windows for exact-match memorization and membership inference (at least 256 a side, so
-    # that the AUC is not noise; on a small corpus they overlap).
-    mia_windows: int = 256
     batch_size: int = 64
-    # Extractable memorization: greedy decoding of suffix_tokens from a window's first prefix_tokens.
+    # The per-sequence table (sequences.parquet) behind every mem/ key: sequences of prefix_tokens +
+    # suffix_tokens tokens at offsets that are multiples of that length, this many a side (training and
+    # held-out, the same number; as many as both have when fewer). Extraction: the suffix_tokens after
+    # a sequence's prefix_tokens prefix (Pythia's 32 + 32).
+    sequences: int = 1024
     prefix_tokens: int = 32
     suffix_tokens: int = 32
-    extraction_windows: int = 64
+    # mem/<setting>/extraction_any: the share of sequences a sampled setting extracts at least once in
+    # this many tries.
+    extraction_samples: int = 8
     # Samples under every decoding setting: from held-out prefixes and from these prompts.
     prompts: List[str] = field(default_factory=lambda: ["My cute dog is a"])
     heldout_prompts: int = 8
@@ -49,8 +52,8 @@ class EvalConfig:
     def problems(self) -> list[str]:
         c = Checks("eval", self)
         c.positive("train_windows", "val_windows", "batch_size", "prefix_tokens", "suffix_tokens",
-                   "extraction_windows", "prompt_tokens", "copy_span", "max_ngram", "generation_every",
-                   "memorization_every", "mia_windows", "grammar_sentences", "grammar_prompt_tokens",
+                   "sequences", "extraction_samples", "prompt_tokens", "copy_span", "max_ngram",
+                   "generation_every", "memorization_every", "grammar_sentences", "grammar_prompt_tokens",
                    "canary_candidates")
         c.at_least("heldout_prompts", 0)
         for i, prompt in enumerate(self.prompts):

@@ -8,12 +8,17 @@ from typing import Optional
 from gptfit.config.checks import Checks
 
 DEVICES = ("auto", "cpu", "cuda")
+SAMPLING = ("random", "epochs")
 PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
 class TrainConfig:
     max_steps: int = 1000
+    # How training windows are drawn: "random" offsets (with replacement), or "epochs": the training set
+    # cut into non-overlapping windows of model.block_size, each seen exactly once per epoch (shuffled
+    # anew each epoch, seeded by `seed` and the epoch).
+    sampling: str = "random"
     # Sequences per optimizer step over all processes (gradient accumulation included).
     batch_size: int = 12
     grad_accum: int = 1
@@ -61,6 +66,7 @@ class TrainConfig:
         c.at_least("warmup_steps", 0)
         c.at_least("save_every", 0, " (0: save at every evaluation)")
         c.threads("threads")
+        c.one_of("sampling", SAMPLING)
         c.one_of("device", DEVICES)
         c.one_of("precision", PRECISIONS)
         return c.problems

@@ -1,8 +1,11 @@
 """Windows of `model.block_size` tokens cut from a token stream.
 
-Training draws windows at random offsets; sample i's offset depends only on (seed, i), so the order
-is reproducible and a resumed run sees the same windows as an uninterrupted one. Evaluation uses
-fixed windows spread evenly over a stream, the same at every evaluation.
+Training takes sample i at `offset(i)`, a function of (seed, i) alone, so the order is reproducible and
+a resumed run sees the same windows as an uninterrupted one:
+- `RandomWindows` (train.sampling=random): offsets drawn at random, with replacement;
+- `EpochWindows` (train.sampling=epochs): the stream cut into non-overlapping windows, shuffled anew each
+  epoch without replacement, so every window is seen exactly once per epoch.
+Evaluation uses fixed windows spread evenly over a stream, the same at every evaluation.
 """
 
 from __future__ import annotations
@@ -12,21 +15,50 @@ import torch
 from torch.utils.data import Dataset
 
 
-class RandomWindows(Dataset):
-    """`num_samples` windows at offsets drawn from (seed, index)."""
+class Windows(Dataset):
+    """`num_samples` training windows; subclasses say where sample i starts."""
 
     def __init__(self, stream: np.ndarray, block_size: int, num_samples: int, seed: int):
         self.stream = torch.from_numpy(np.asarray(stream, dtype=np.int64))
         self.block_size, self.num_samples, self.seed = block_size, num_samples, seed
-        self.max_offset = len(stream) - block_size  # inclusive
+
+    def offset(self, i: int) -> int:
+        raise NotImplementedError
 
     def __len__(self) -> int:
         return self.num_samples
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        offset = int(np.random.default_rng((self.seed, i)).integers(0, self.max_offset + 1))
+        offset = self.offset(i)
         window = self.stream[offset : offset + self.block_size]  # [block_size]
         return {"input_ids": window, "labels": window}
+
+
+class RandomWindows(Windows):
+    """Offsets drawn from (seed, index): any window may come twice, or never."""
+
+    def offset(self, i: int) -> int:
+        return int(np.random.default_rng((self.seed, i)).integers(0, len(self.stream) - self.block_size + 1))
+
+
+class EpochWindows(Windows):
+    """The windows at offsets 0, block, 2 block, ... in an order drawn from (seed, epoch) each epoch."""
+
+    def __init__(self, stream: np.ndarray, block_size: int, num_samples: int, seed: int):
+        super().__init__(stream, block_size, num_samples, seed)
+        self.per_epoch = len(self.stream) // block_size
+        if self.per_epoch == 0:
+            raise ValueError(f"stream of {len(self.stream)} tokens is shorter than one window of {block_size}")
+        self._order: tuple[int, np.ndarray] | None = None  # (epoch, its permutation), the last one drawn
+
+    def order(self, epoch: int) -> np.ndarray:
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, np.random.default_rng((self.seed, epoch)).permutation(self.per_epoch))
+        return self._order[1]
+
+    def offset(self, i: int) -> int:
+        epoch, k = divmod(i, self.per_epoch)
+        return int(self.order(epoch)[k]) * self.block_size
 
 
 def fixed_windows(stream: np.ndarray, block_size: int, count: int) -> torch.Tensor:

@@ -16,6 +16,8 @@ from gptfit.errors import UserError
 from gptfit.run import distributed as dist
 from gptfit.run.checkpoints import find_checkpoint, save_model_atomic, write_marker
 from gptfit.run.evaluation import Evaluator
+from gptfit.run.exposure import FILE as LEDGER_FILE
+from gptfit.run.exposure import ExposureLedger, write_ledger
 from gptfit.run.signals import StopSignals
 from gptfit.run.tracking import Tracker
 from gptfit.run.trainer import GptfitTrainer
@@ -24,8 +26,8 @@ from gptfit.run.trainer import GptfitTrainer
 class Run:
     """Everything one run measures and writes; the Trainer drives it through `RunCallback`."""
 
-    def __init__(self, cfg, run_dir: Path, corpus: Corpus, model, tokenizer, tracker: Tracker):
-        self.cfg, self.run_dir, self.corpus = cfg, run_dir, corpus
+    def __init__(self, cfg, run_dir: Path, corpus: Corpus, model, tokenizer, tracker: Tracker, ledger: ExposureLedger):
+        self.cfg, self.run_dir, self.corpus, self.ledger = cfg, run_dir, corpus, ledger
         self.model, self.tokenizer, self.tracker = model, tokenizer, tracker
         # Only rank 0 evaluates and writes (tracker is None on the other ranks of a multi-process run).
         self.evaluator = Evaluator(cfg, corpus, tokenizer) if tracker is not None else None
@@ -37,12 +39,14 @@ class Run:
         self.start = time.time()
         self.eval_seconds = 0.0
 
-    def evaluate(self, model, step: int, lr: Optional[float] = None, running: Optional[float] = None) -> dict:
+    def evaluate(self, model, step: int, exposure, lr: Optional[float] = None, running: Optional[float] = None) -> dict:
+        """exposure: the ledger's (starts, last_seen) over every rank, up to this step."""
         started = time.time()
         cfg = self.cfg
         tokens_seen = step * self.tokens_per_step
         row = {"step": step, "tokens_seen": tokens_seen, "epoch": tokens_seen / len(self.corpus.train)}
-        measured, samples = self.evaluator(model, step, final=step >= cfg.train.max_steps)
+        final = step >= cfg.train.max_steps
+        measured, samples, table = self.evaluator(model, step, final=final, exposure=exposure)
         row.update(measured)
         if cfg.eval.attention:
             attn_row, figures = self.evaluator.attention(model)
@@ -54,6 +58,8 @@ class Run:
             row["train/running_loss"] = running
         self.tracker.log(row)
         self.tracker.log_samples(samples)
+        if table is not None:
+            self.tracker.log_sequences(table, final)
         if row["val/loss"] < self.best_val:
             self.best_val = row["val/loss"]
             save_model_atomic(model, self.tokenizer, self.run_dir / "best")
@@ -74,7 +80,7 @@ class RunCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if state.global_step == 0 and self.run.tracker is not None:
-            self.run.evaluate(model, 0)
+            self.run.evaluate(model, 0, (self.run.ledger.base_starts, self.run.ledger.base_last_seen))
 
     def on_step_end(self, args, state, control, model=None, lr_scheduler=None, **kwargs):
         step, run = state.global_step, self.run
@@ -85,11 +91,13 @@ class RunCallback(TrainerCallback):
             raise UserError(f"train/loss is not finite at step {step} (learning rate {lr:.3g}): training diverged; "
                             f"lower train.lr={run.cfg.train.lr:g} or raise train.warmup_steps; last good checkpoint: "
                             f"{kept or 'none'}")
+        run.ledger.settle(step)  # the windows of this step count from now on
         if step % run.cfg.train.eval_every == 0 or step >= state.max_steps:
-            running = run.trainer.pop_running_loss()  # a collective: every rank takes part
+            running = run.trainer.pop_running_loss()  # collectives: every rank takes part
+            exposure = run.ledger.totals()
             if run.tracker is not None:
                 lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else None
-                run.evaluate(model, step, lr, running)
+                run.evaluate(model, step, exposure, lr, running)
         if stop:
             control.should_save = True
             control.should_training_stop = True
@@ -97,7 +105,10 @@ class RunCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        starts, last_seen = self.run.ledger.totals()  # a collective: every rank takes part
         if ckpt.is_dir() and state.is_world_process_zero:
+            # The ledger before the marker: a checkpoint that counts holds the exposures of its steps.
+            write_ledger(ckpt / LEDGER_FILE, starts, last_seen, self.run.ledger.block_size)
             trainer = self.run.trainer
             write_marker(ckpt, state.global_step, self.run.tracker.summary.get("wandb_id"), float(trainer.loss_sum),
                          trainer.loss_steps)

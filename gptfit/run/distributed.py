@@ -61,6 +61,19 @@ def mean(value: float) -> float:
     return float(t) / dist.get_world_size()
 
 
+def reduce_tensor(t: torch.Tensor, op: str) -> None:
+    """Sum ("sum") or maximum ("max") of a CPU tensor over all ranks, in place."""
+    if not dist.is_initialized():
+        return
+    reduce_op = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op]
+    if dist.get_backend() == "nccl":  # NCCL reduces CUDA tensors only
+        on_gpu = t.cuda()
+        dist.all_reduce(on_gpu, op=reduce_op)
+        t.copy_(on_gpu.cpu())
+    else:
+        dist.all_reduce(t, op=reduce_op)
+
+
 def any_rank(*flags: bool) -> tuple[bool, ...]:
     """Each flag, true on every rank when it is true on any (every rank must call it at the same point)."""
     if not dist.is_initialized():

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from gptfit.core.sampling.decode import generate
@@ -22,7 +23,9 @@ from gptfit.data.corpus import Corpus
 from gptfit.data.windows import fixed_windows
 from gptfit.metrics.canaries import canary_exposures
 from gptfit.metrics.grammar import GrammarProbe
-from gptfit.metrics.memorization import mia_auc, window_stats
+from gptfit.metrics import sequences
+from gptfit.metrics.memorization import window_stats
+from gptfit.metrics.sequences import both_sides
 from gptfit.metrics.ngrams import NgramIndex
 
 
@@ -71,12 +74,9 @@ class Evaluator:
         self.cfg, self.corpus, self.tokenizer = cfg, corpus, tokenizer
         self.train_windows = fixed_windows(corpus.train, block, e.train_windows)
         self.val_windows = fixed_windows(corpus.val, block, e.val_windows)
-        self.mia_train = fixed_windows(corpus.train, block, e.mia_windows)
-        self.mia_val = fixed_windows(corpus.val, block, e.mia_windows)
-        span = e.prefix_tokens + e.suffix_tokens
+        self.span = e.prefix_tokens + e.suffix_tokens
+        self.sides = both_sides(corpus.train, corpus.val, corpus.eot_id, self.span, e.sequences)
         seed = cfg.data.split_seed
-        self.extract_train = _sampled_windows(corpus.train, span, e.extraction_windows, seed)
-        self.extract_val = _sampled_windows(corpus.val, span, e.extraction_windows, seed + 1)
         self.decoding = dict(cfg.decoding)
         self.index = NgramIndex(corpus.train, e.max_ngram, e.copy_span) if self.decoding else None
         self.grammar = GrammarProbe(cfg, corpus, tokenizer) if cfg.data.source == "grammar" else None
@@ -105,18 +105,6 @@ class Evaluator:
             f"{prefix}/bpb": nats / (math.log(2) * max(n_bytes, 1)),
         }
 
-    def extraction(self, model, windows: torch.Tensor) -> tuple[float, float]:
-        """(share of windows whose greedy suffix is exact, mean share of suffix tokens matched)."""
-        p, n = self.cfg.eval.prefix_tokens, self.cfg.eval.suffix_tokens
-        greedy = dict(do_sample=False, num_beams=1, max_new_tokens=n)
-        out = []
-        for batch in windows.split(self.cfg.eval.batch_size):
-            # eos_token_id=[]: decode all n tokens; the true suffix may contain end-of-text too.
-            new = generate(model, batch[:, :p], greedy, eos_token_id=[]).new_tokens.cpu()
-            out.append(new == batch[:, p:])
-        match = torch.cat(out).float()  # [windows, suffix]
-        return float((match.mean(1) == 1).float().mean()), float(match.mean())
-
     def losses(self, model) -> dict:
         bs = self.cfg.eval.batch_size
         row = self._loss_keys("train", window_stats(model, self.train_windows, bs)[0], self.train_windows)
@@ -124,20 +112,21 @@ class Evaluator:
         row["gap"] = row["val/loss"] - row["train/loss"]
         return row
 
-    def memorization(self, model) -> dict:
-        bs = self.cfg.eval.batch_size
-        train_loss, train_hits = window_stats(model, self.mia_train, bs)
-        val_loss, val_hits = window_stats(model, self.mia_val, bs)
-        row = {
-            "mem/exact_match_train": float(train_hits.mean()),
-            "mem/exact_match_val": float(val_hits.mean()),
-            "mem/mia_auc": mia_auc(train_loss.numpy(), val_loss.numpy()),
-        }
-        row["mem/extraction_rate_train"], row["mem/suffix_match_train"] = self.extraction(model, self.extract_train)
-        row["mem/extraction_rate_val"], row["mem/suffix_match_val"] = self.extraction(model, self.extract_val)
+    def memorization(self, model, step: int = 0, exposure=None) -> tuple[dict, pa.Table]:
+        """The per-sequence table of this evaluation and the mem/ keys taken from it, and the canaries.
+        exposure: the ledger's (starts, last_seen) so far; None: nothing seen yet."""
+        e = self.cfg.eval
+        table = sequences.score(model, self.sides, e.prefix_tokens, self.decoding, e.batch_size, step,
+                                self.cfg.seed * 1_000_003 + step)
+        if exposure is None:
+            exposure = (np.zeros(len(self.corpus.train), np.int64), np.full(len(self.corpus.train), -1, np.int64))
+        columns = sequences.exposure_columns(self.sides, *exposure, self.span, self.cfg.model.block_size)
+        for key, values in columns.items():
+            table = table.append_column(key, pa.array(values))
+        row = sequences.aggregates(table, e.extraction_samples)
         row.update(canary_exposures(model, self.corpus.canaries, self.tokenizer, self.corpus.eot_id,
-                                    self.cfg.eval.canary_candidates, self.cfg.data.split_seed))
-        return row
+                                    e.canary_candidates, self.cfg.data.split_seed))
+        return row, table
 
     # -- samples and how much of them is copied ------------------------------------------------------
 
@@ -197,17 +186,20 @@ class Evaluator:
                    "attention/lines": line_diagram(maps, labels, layer=maps.shape[0] - 1)}
         return row, figures
 
-    def __call__(self, model, step: int, final: bool = False) -> tuple[dict, list[Sample]]:
-        """One evaluation's metrics row and samples; the costly parts only every k-th time and at the end."""
+    def __call__(self, model, step: int, final: bool = False, exposure=None) -> tuple[dict, list[Sample], pa.Table]:
+        """One evaluation's metrics row, samples and per-sequence table (None when not measured); the costly
+        parts only every k-th time and at the end."""
         row = self.losses(model)
         samples: list[Sample] = []
+        table = None
         # The k-th evaluation by step, not by count, so that a resumed run keeps the same cadence.
         index = step // self.cfg.train.eval_every
         if final or index % self.cfg.eval.memorization_every == 0:
-            row.update(self.memorization(model))
+            measured, table = self.memorization(model, step, exposure)
+            row.update(measured)
         if final or index % self.cfg.eval.generation_every == 0:
             if self.grammar is not None:
                 row.update(self.grammar.nll(model))
             gen_row, samples = self.samples(model, step)
             row.update(gen_row)
-        return row, samples
+        return row, samples, table

@@ -21,6 +21,8 @@ from typing import Any, Optional
 
 import matplotlib.pyplot as plt
 
+from gptfit.run.sequence_log import SequenceLog
+
 log = logging.getLogger(__name__)
 PACKAGES = ("gptfit", "torch", "transformers", "tokenizers", "datasets", "hydra-core", "wandb", "numpy")
 # Keys whose best value is their minimum; every key's last value is kept under "final".
@@ -168,6 +170,7 @@ class Tracker:
         started = time.time()
         self.wandb = start_wandb(logger_cfg, run_dir, name, config, resume_id=wandb_id, resume_step=resume_step)
         self._table = None
+        self.sequences = SequenceLog(run_dir, resume_step)
         if self.wandb is not None:
             self.summary["wandb_init_s"] = round(time.time() - started, 2)  # a stalled network shows here
             self.summary["wandb_id"] = self.wandb.id
@@ -183,6 +186,15 @@ class Tracker:
         if self.wandb is not None:
             self.wandb.log(row)
         self._write_summary()
+
+    def log_sequences(self, table, final: bool) -> None:
+        """One evaluation's per-sequence table into sequences.parquet; at the last one, to W&B as a Table."""
+        self.sequences.append(table)
+        if final and self.wandb is not None:
+            import wandb
+
+            shown = table.drop_columns(["tokens"]).to_pandas()  # the token ids are in the parquet file
+            self.wandb.log({"sequences": wandb.Table(dataframe=shown), "tokens_seen": self.rows[-1]["tokens_seen"]})
 
     def log_samples(self, samples: list) -> None:
         """Append samples to samples.md and to the run's W&B table (one incremental table, no new versions)."""

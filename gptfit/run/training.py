@@ -18,13 +18,15 @@ from omegaconf import OmegaConf
 from transformers.utils import logging as hf_logging
 
 from gptfit.data.corpus import Corpus, load_corpus, ngram_overlap
-from gptfit.data.windows import RandomWindows
+from gptfit.data.windows import EpochWindows, RandomWindows, Windows
 from gptfit.errors import UserError
 from gptfit.model.loading import build_model, load_tokenizer, model_context, pretrained_path
 from gptfit.plots.curves import loss_curves, memorization_curves
 from gptfit.run import distributed as dist
 from gptfit.run.callback import Run, RunCallback
 from gptfit.run.checkpoints import Resume, check_resume, find_checkpoint, read_marker, save_model_atomic
+from gptfit.run.exposure import FILE as LEDGER_FILE
+from gptfit.run.exposure import CountedWindows, ExposureLedger, write_ledger
 from gptfit.run.folder import disk_full, lock_run_dir, make_writable_run_dir
 from gptfit.run.signals import StopSignals, TrainingStopped
 from gptfit.run.tracking import Tracker
@@ -65,12 +67,18 @@ def _train(cfg, device: str, stop: StopSignals) -> dict:
     try:
         if tracker is not None:
             record_overlap(tracker, corpus)
-        run = Run(cfg, run_dir, corpus, model, corpus.tokenizer, tracker)
+        ledger = ExposureLedger(len(corpus.train), cfg.model.block_size, cfg.train.batch_size)
+        if resume is not None:
+            load_ledger(ledger, resume)
+        run = Run(cfg, run_dir, corpus, model, corpus.tokenizer, tracker, ledger)
         trainer = make_trainer(cfg, run, model, device, stop, resume)
         fit(cfg, trainer, ckpt)
         if run.stopped_at is not None:
             raise stopped(run, stop)
+        ledger.settle(cfg.train.max_steps)
+        exposure = ledger.totals()  # a collective: every rank takes part
         if tracker is not None:
+            write_ledger(run_dir / LEDGER_FILE, *exposure, cfg.model.block_size)
             write_final_files(cfg, run, trainer)
     except TrainingStopped:
         raise
@@ -161,9 +169,22 @@ def record_overlap(tracker: Tracker, corpus: Corpus) -> None:
         tracker.wandb.summary["data/val_overlap_8gram"] = overlap
 
 
+def load_ledger(ledger: ExposureLedger, resume: Resume) -> None:
+    path = resume.checkpoint / LEDGER_FILE
+    if path.exists():
+        ledger.load(path)
+    else:  # a checkpoint written before gptfit kept a ledger: the counts start at the resume
+        log.warning("%s has no exposure ledger: exposures count from step %d on", resume.checkpoint, resume.step)
+
+
+def training_windows(cfg, train_tokens) -> Windows:
+    """train.sampling: windows at random offsets, or every non-overlapping window once per epoch."""
+    kind = EpochWindows if cfg.train.sampling == "epochs" else RandomWindows
+    return kind(train_tokens, cfg.model.block_size, cfg.train.max_steps * cfg.train.batch_size, cfg.seed)
+
+
 def make_trainer(cfg, run: Run, model, device: str, stop: StopSignals, resume: Optional[Resume]) -> GptfitTrainer:
-    dataset = RandomWindows(run.corpus.train, cfg.model.block_size, cfg.train.max_steps * cfg.train.batch_size,
-                            cfg.seed)
+    dataset = CountedWindows(training_windows(cfg, run.corpus.train), run.ledger)
     trainer = GptfitTrainer(
         model=model,
         args=training_arguments(cfg, run.run_dir, device),

@@ -1,0 +1,167 @@
+"""Memorization per sequence: the table behind every `mem/` key.
+
+A sequence is a window of L = eval.prefix_tokens + eval.suffix_tokens tokens at an offset that is a
+multiple of L, in the training set or in the held-out text, so sequences never overlap. The table
+scores `eval.sequences` of them a side, the same number of training and held-out ones (as many as both
+sides have when fewer), evenly spread over each stream. For each, at each memorization evaluation:
+- `loss`: the mean next-token loss over its L - 1 predictions; `exact_match`: the share of them whose
+  argmax is the true token (Tirumala et al. 2022);
+- `suffix_match`: the share of the suffix_tokens greedy tokens after its prefix_tokens prefix that
+  match (Pythia's score; Carlini et al. 2022); `extracted`: that share is 1;
+- `extraction/<setting>` for every decoding setting of the run, on training sequences (null on held-out
+  ones, whose baseline is `extracted`): for greedy and beam search, 1 when the decoded suffix is exact;
+  for sampling, the probability that one sampled completion is the suffix: the product over the suffix
+  of each true token's probability under the setting's transformed distribution, teacher-forced, zero
+  where a transform cuts it (Hayes et al. 2024). It is computed exactly, not sampled.
+The aggregates (`aggregates`) are means over the table's `kind == "sample"` rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+
+from gptfit.core.eval_mode import eval_mode
+from gptfit.core.sampling.decode import generate
+from gptfit.core.sampling.settings import as_setting, strategy_of
+from gptfit.core.sampling.transforms import transform
+from gptfit.data.exposure import sequence_exposures
+from gptfit.metrics.memorization import mia_auc
+from gptfit.metrics.scoring import score_sequences
+
+
+@dataclass
+class Sequences:
+    """The table's sequences of one side."""
+
+    split: str  # train | val
+    offsets: np.ndarray  # [n] where each starts in its stream
+    doc_ids: np.ndarray  # [n] the document of its first token
+    tokens: torch.Tensor  # [n, L]
+
+
+def pick(stream: np.ndarray, eot_id: int, length: int, count: int, split: str) -> Sequences:
+    """`count` of the non-overlapping sequences of `length` tokens of `stream`, evenly spread."""
+    available = len(stream) // length
+    chosen = np.unique(np.linspace(0, available - 1, num=min(count, available)).round().astype(np.int64))
+    offsets = chosen * length
+    documents = np.concatenate([[0], np.cumsum(stream == eot_id)])  # [tokens + 1]: documents ended before t
+    index = offsets[:, None] + np.arange(length)[None, :]  # [n, L]
+    tokens = torch.from_numpy(np.asarray(stream, dtype=np.int64)[index])
+    return Sequences(split, offsets, documents[offsets], tokens)
+
+
+def both_sides(train: np.ndarray, val: np.ndarray, eot_id: int, length: int, count: int) -> list[Sequences]:
+    count = min(count, len(train) // length, len(val) // length)
+    return [pick(train, eot_id, length, count, "train"), pick(val, eot_id, length, count, "val")]
+
+
+def decoded_matches(model, tokens: torch.Tensor, prefix: int, setting, batch_size: int, seed: int) -> torch.Tensor:
+    """[n, suffix] whether each decoded token equals the true suffix token."""
+    options = as_setting(setting, max_new_tokens=tokens.shape[1] - prefix, num_return_sequences=1)
+    out = []
+    for batch in tokens.split(batch_size):
+        # eos_token_id=[]: decode every suffix token; the true suffix may hold end-of-text too.
+        new = generate(model, batch[:, :prefix], options, eos_token_id=[], seed=seed).new_tokens.cpu()
+        out.append(new == batch[:, prefix:])
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def sampled_extraction(model, tokens: torch.Tensor, prefix: int, settings: dict, batch_size: int) -> dict:
+    """{setting: [n] probability that one sampled completion of the prefix is exactly the true suffix}."""
+    device = next(model.parameters()).device
+    log_p = {name: [] for name in settings}
+    with eval_mode(model):
+        for batch in tokens.split(batch_size):
+            batch = batch.to(device)
+            logits = model(input_ids=batch[:, :-1]).logits[:, prefix - 1 :].float()  # [b, suffix, vocab]
+            b, suffix, vocab = logits.shape
+            truth = batch[:, prefix:].reshape(-1, 1)  # [b * suffix, 1]
+            for name, setting in settings.items():
+                scores = transform(logits.reshape(-1, vocab), setting)  # temperature, top-k, top-p; cut = -inf
+                chosen = F.log_softmax(scores, dim=-1).gather(1, truth).view(b, suffix)
+                log_p[name].append(chosen.double().sum(1).cpu())
+    return {name: torch.cat(v).exp().numpy() for name, v in log_p.items()}
+
+
+def score(model, sides: list[Sequences], prefix: int, decoding: dict, batch_size: int, step: int,
+          seed: int) -> pa.Table:
+    """One evaluation's rows: every sequence of both sides with its scores (the columns of the module doc)."""
+    columns: dict[str, list] = {}
+    for side in sides:
+        scores = score_sequences(model, side.tokens, batch_size)
+        greedy = decoded_matches(model, side.tokens, prefix, dict(do_sample=False, num_beams=1), batch_size, seed)
+        n = len(side.offsets)
+        part = {
+            "step": [step] * n, "split": [side.split] * n, "sequence_id": list(range(n)),
+            "doc_id": side.doc_ids.tolist(), "offset": side.offsets.tolist(), "tokens": side.tokens.tolist(),
+            "loss": scores.mean().tolist(), "suffix_match": greedy.float().mean(1).tolist(),
+            "extracted": (greedy.all(1)).tolist(), "exact_match": scores.hit_rate().tolist(),
+            "kind": ["sample"] * n, "copies": [0] * n,
+        }
+        if side.split != "train":  # held-out text: the greedy baseline only (the other settings' cells are null)
+            part.update({f"extraction/{name}": [None] * n for name in decoding})
+            _extend(columns, part)
+            continue
+        sampled = {k: v for k, v in decoding.items() if strategy_of(v) == "sample"}
+        probs = sampled_extraction(model, side.tokens, prefix, sampled, batch_size) if sampled else {}
+        for name, setting in decoding.items():
+            if name in probs:
+                part[f"extraction/{name}"] = probs[name].tolist()
+            elif strategy_of(setting) == "greedy":
+                part[f"extraction/{name}"] = greedy.all(1).double().tolist()
+            else:  # beam search (and beam sampling, drawn once): decoded
+                matches = decoded_matches(model, side.tokens, prefix, setting, batch_size, seed)
+                part[f"extraction/{name}"] = matches.all(1).double().tolist()
+        _extend(columns, part)
+    return pa.table({k: pa.array(v, type=pa.float64() if k.startswith("extraction/") else None)
+                     for k, v in columns.items()})
+
+
+def _extend(columns: dict[str, list], part: dict[str, list]) -> None:
+    for key, values in part.items():
+        columns.setdefault(key, []).extend(values)
+
+
+def exposure_columns(sides: list[Sequences], starts: np.ndarray, last_seen: np.ndarray, length: int,
+                     block_size: int) -> dict[str, np.ndarray]:
+    """`exposures`, `token_exposures`, `last_seen_step` of every row: from the ledger for training
+    sequences; 0, 0 and -1 for held-out ones, which no training window holds."""
+    parts = []
+    for side in sides:
+        if side.split == "train":
+            parts.append(sequence_exposures(starts, last_seen, side.offsets, length, block_size))
+        else:
+            n = len(side.offsets)
+            parts.append({"exposures": np.zeros(n, np.int64), "token_exposures": np.zeros(n),
+                          "last_seen_step": np.full(n, -1, np.int64)})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def aggregates(table: pa.Table, extraction_samples: int) -> dict:
+    """The `mem/` keys: means over the table's `kind == "sample"` rows of one evaluation."""
+    rows = table.filter(pa.compute.equal(table["kind"], "sample"))
+    side = {s: rows.filter(pa.compute.equal(rows["split"], s)) for s in ("train", "val")}
+    out = {}
+    for s, part in side.items():
+        out[f"mem/extraction_rate_{s}"] = _mean(part["extracted"])
+        out[f"mem/suffix_match_{s}"] = _mean(part["suffix_match"])
+        out[f"mem/exact_match_{s}"] = _mean(part["exact_match"])
+    out["mem/mia_auc"] = mia_auc(np.asarray(side["train"]["loss"]), np.asarray(side["val"]["loss"]))
+    for name in (c for c in table.column_names if c.startswith("extraction/")):
+        p = np.asarray(side["train"][name], dtype=np.float64)
+        setting = name.split("/", 1)[1]
+        out[f"mem/{setting}/extraction_rate"] = float(p.mean())
+        out[f"mem/{setting}/extraction_any"] = float((1 - (1 - p) ** extraction_samples).mean())
+    return out
+
+
+def _mean(column) -> float:
+    values = np.asarray(column, dtype=np.float64)
+    return float(values.mean()) if len(values) else math.nan

@@ -1,0 +1,95 @@
+"""Memorization per sequence: the exposure ledger against a brute-force count, epoch sampling, and the
+per-sequence table (sequences.parquet) against the model it scores and the mem/ keys taken from it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from gptfit.data.corpus import load_corpus
+from gptfit.data.exposure import sequence_exposures, token_counts
+from gptfit.data.windows import EpochWindows, RandomWindows
+from gptfit.metrics.scoring import score_sequences
+from gptfit.model.loading import load_model
+from gptfit.run.tracking import read_jsonl
+from tests.conftest import TINY
+
+
+def brute_force_ledger(windows, steps: int, batch: int, n_tokens: int, block: int):
+    """Every token position: how many of the first steps x batch windows held it, the last step that did."""
+    counts, last = np.zeros(n_tokens, np.int64), np.full(n_tokens, -1, np.int64)
+    for i in range(steps * batch):
+        for t in range(windows.offset(i), windows.offset(i) + block):
+            counts[t] += 1
+            last[t] = i // batch + 1
+    return counts, last
+
+
+def test_the_ledger_equals_a_brute_force_count(tiny_run):
+    run_dir, _ = tiny_run
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    corpus = load_corpus(cfg.data)
+    block, batch = cfg.model.block_size, cfg.train.batch_size
+    windows = RandomWindows(corpus.train, block, cfg.train.max_steps * batch, cfg.seed)
+    counts, last = brute_force_ledger(windows, cfg.train.max_steps, batch, len(corpus.train), block)
+    with np.load(run_dir / "exposure.npz") as ledger:
+        assert np.array_equal(ledger["counts"], counts)
+        assert np.array_equal(ledger["last_seen"], last)
+        assert ledger["starts"].sum() == cfg.train.max_steps * batch
+        starts = ledger["starts"]
+    # A sequence held whole: brute force over the windows, against the ledger's arithmetic.
+    offsets, length = np.array([0, 16, 400, 1000 - 16]), 16
+    whole = [sum(windows.offset(i) <= a and windows.offset(i) + block >= a + length
+                 for i in range(cfg.train.max_steps * batch)) for a in offsets]
+    got = sequence_exposures(starts, last, offsets, length, block)
+    assert got["exposures"].tolist() == whole
+    assert np.allclose(got["token_exposures"], [counts[a : a + length].mean() for a in offsets])
+    assert np.array_equal(token_counts(starts, block), counts)
+
+
+def test_epoch_sampling_shows_every_window_exactly_once_per_epoch():
+    stream = np.arange(1000)
+    windows = EpochWindows(stream, 48, 5 * 20 + 7, seed=3)
+    assert windows.per_epoch == 20
+    for epoch in range(5):
+        offsets = sorted(windows.offset(i) for i in range(epoch * 20, (epoch + 1) * 20))
+        assert offsets == list(range(0, 20 * 48, 48))  # each window once, none overlapping
+    first, second = [windows.offset(i) for i in range(20)], [windows.offset(i) for i in range(20, 40)]
+    assert first != second  # shuffled anew each epoch
+    assert [EpochWindows(stream, 48, 40, seed=3).offset(i) for i in range(40)] == first + second  # seeded
+
+
+def test_an_epoch_run_counts_whole_windows_in_its_ledger(compose_cfg, tmp_path):
+    from gptfit.run.training import train
+
+    steps, batch, block = 21, 8, 48  # 1024 tokens: 21 windows an epoch; 168 windows = 8 epochs
+    train(compose_cfg([*TINY, "train.sampling=epochs", f"train.max_steps={steps}", "decoding=none"], tmp_path))
+    with np.load(tmp_path / "exposure.npz") as ledger:
+        starts = ledger["starts"]
+    assert set(np.flatnonzero(starts)) == set(range(0, 21 * block, block))
+    assert (starts[::block][:21] == steps * batch // 21).all()
+
+
+def test_the_table_holds_the_models_losses_and_the_mem_keys_are_its_means(tiny_run):
+    run_dir, _ = tiny_run
+    table = pd.read_parquet(run_dir / "sequences.parquet")
+    final = read_jsonl(run_dir / "metrics.jsonl")[-1]
+    last = table[table.step == final["step"]]
+    assert set(last.split) == {"train", "val"} and (last.split == "train").sum() == (last.split == "val").sum()
+    model = load_model(str(run_dir / "final"))
+    tokens = torch.tensor(np.stack(last.tokens.to_numpy()))
+    assert np.allclose(score_sequences(model, tokens, 64).mean().numpy(), last.loss, atol=1e-5)
+    samples = last[last.kind == "sample"]
+    for split in ("train", "val"):
+        side = samples[samples.split == split]
+        assert final[f"mem/exact_match_{split}"] == pytest.approx(side.exact_match.mean())
+        assert final[f"mem/suffix_match_{split}"] == pytest.approx(side.suffix_match.mean())
+        assert final[f"mem/extraction_rate_{split}"] == pytest.approx(side.extracted.mean())
+    train = samples[samples.split == "train"]
+    assert final["mem/greedy/extraction_rate"] == final["mem/extraction_rate_train"]
+    assert final["mem/temp_high/extraction_rate"] == pytest.approx(train["extraction/temp_high"].mean())
+    assert (train.exposures >= 0).all() and (train.token_exposures > 0).any()
+    assert (samples[samples.split == "val"].last_seen_step == -1).all()  # held-out text is never trained on
