@@ -38,6 +38,8 @@ BAD_INPUTS = [
     (["seed=-1"], "seed=-1: must be in 0 .. 4294967295 (2**32 - 1)"),
     (["data.split_seed=4294967296"], "data.split_seed=4294967296: must be in 0 .. 4294967295"),
     (["train.threads=100000"], "train.threads=100000: must be in 0 .. "),
+    (["+data/duplicates=ladder", "data.duplicates.counts=[0,2]"], "data.duplicates.counts=[0, 2]: every count must be >= 1"),
+    (["+data/duplicates=ladder", "data.duplicates.per_count=100000"], "data.duplicates: 800000 sequences of 16 tokens are needed"),
 ]
 
 

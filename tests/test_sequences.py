@@ -93,3 +93,37 @@ def test_the_table_holds_the_models_losses_and_the_mem_keys_are_its_means(tiny_r
     assert final["mem/temp_high/extraction_rate"] == pytest.approx(train["extraction/temp_high"].mean())
     assert (train.exposures >= 0).all() and (train.token_exposures > 0).any()
     assert (samples[samples.split == "val"].last_seen_step == -1).all()  # held-out text is never trained on
+
+
+def test_planted_sequences_occur_as_often_as_asked_and_the_baseline_never(compose_cfg):
+    cfg = compose_cfg([*TINY, "+data/duplicates=ladder", "data.duplicates.counts=[1,3,5]", "data.duplicates.per_count=2"])
+    corpus = load_corpus(cfg.data, sequence_length=16)
+    windows = np.lib.stride_tricks.sliding_window_view(corpus.train, 16)  # [positions, 16]
+    for group in corpus.planted:
+        for tokens, positions in zip(group.tokens, group.positions):
+            found = np.flatnonzero((windows == tokens).all(1))
+            assert found.tolist() == sorted(positions) and len(found) == group.copies
+    val = np.lib.stride_tricks.sliding_window_view(corpus.val, 16)
+    for tokens in corpus.aside:  # held aside: in neither stream
+        assert not (windows == tokens).all(1).any() and not (val == tokens).all(1).any()
+    planted = sum(len(g.tokens) * 17 * g.copies for g in corpus.planted)
+    assert len(corpus.train) == cfg.data.train_tokens + planted  # on top of the ordinary text
+
+
+def test_a_sequence_planted_often_is_memorized_and_one_planted_once_is_not(compose_cfg, tmp_path):
+    from gptfit.run.training import train
+
+    overrides = [*TINY, "model.n_embd=64", "data.train_tokens=4096", "+data/duplicates=ladder", "data.duplicates.counts=[1,48]",
+                 "data.duplicates.per_count=4",
+                 "train.max_steps=400", "train.eval_every=200", "decoding=none"]
+    summary = train(compose_cfg(overrides, tmp_path))
+    final = summary["final"]
+    assert final["dup/48/extraction_rate"] >= 0.75 and final["dup/1/extraction_rate"] <= 0.25
+    assert final["dup/0/extraction_rate"] == 0.0
+    assert final["dup/48/loss"] < final["dup/1/loss"] < final["dup/0/loss"]
+    assert summary["data"]["planted_tokens"] == 4 * 17 * 49
+    assert (tmp_path / "duplication.png").stat().st_size > 10_000
+    table = pd.read_parquet(tmp_path / "sequences.parquet")
+    planted = table[(table.step == 400) & (table.kind == "duplicate")]
+    assert sorted(planted.copies.unique()) == [0, 1, 48]
+    assert (planted[planted.copies == 48].exposures > planted[planted.copies == 1].exposures.max()).all()

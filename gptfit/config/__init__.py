@@ -26,14 +26,15 @@ from omegaconf import MISSING, OmegaConf
 
 from gptfit.config.checks import Checks
 from gptfit.config.commands import AttendConfig, SampleConfig
-from gptfit.config.data import CanaryConfig, DataConfig, GrammarConfig
+from gptfit.config.data import CanaryConfig, DataConfig, DuplicatesConfig, GrammarConfig
 from gptfit.config.evaluation import EvalConfig
 from gptfit.config.logger import LoggerConfig
 from gptfit.config.model import ModelConfig
 from gptfit.config.train import TrainConfig
 from gptfit.core.sampling.settings import DecodingConfig
 
-__all__ = ["AttendConfig", "CanaryConfig", "Config", "ConfigError", "DataConfig", "DecodingConfig", "EvalConfig",
+__all__ = ["AttendConfig", "CanaryConfig", "Config", "ConfigError", "DataConfig", "DecodingConfig", "DuplicatesConfig",
+           "EvalConfig",
            "GrammarConfig", "LoggerConfig", "ModelConfig", "SampleConfig", "TrainConfig", "register",
            "unknown_keys", "validate"]
 

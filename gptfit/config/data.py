@@ -37,6 +37,16 @@ class GrammarConfig(GrammarSpec):
 
 
 @dataclass
+class DuplicatesConfig:
+    """data.duplicates: sequences of held-aside text planted `count` times each (gptfit.data.duplicates).
+    Chosen with +data/duplicates=ladder, whose file (conf/data/duplicates/ladder.yaml) holds the defaults."""
+
+    counts: List[int] = MISSING
+    # Sequences per count (and as many never planted: the count-0 baseline).
+    per_count: int = MISSING
+
+
+@dataclass
 class DataConfig:
     # python_docs (embedded), text (local files), hf (a datasets dataset, hub or saved to disk),
     # grammar (sentences of a synthetic language, `grammar` below).
@@ -63,6 +73,8 @@ class DataConfig:
     canaries: List[CanaryConfig] = field(default_factory=list)
     # data=grammar only (conf/data/grammar.yaml sets it).
     grammar: Optional[GrammarConfig] = None
+    # The duplication ladder (off: null): +data/duplicates=ladder, e.g. with data.duplicates.per_count=8.
+    duplicates: Optional[DuplicatesConfig] = None
 
     def problems(self) -> list[str]:
         c = Checks("data", self)
@@ -86,6 +98,15 @@ class DataConfig:
                 c.problems.extend(grammar_problems(spec_of(self.grammar)))
                 c.need(self.grammar.n_sentences >= 2, "grammar.n_sentences", "must be >= 2 (some are held out)",
                        got=self.grammar.n_sentences)
+        if self.duplicates is not None:
+            d = Checks("data.duplicates", self.duplicates)
+            d.need(len(self.duplicates.counts) > 0 and all(n >= 1 for n in self.duplicates.counts), "counts",
+                   "every count must be >= 1 (count 0, never planted, is the baseline: always measured)",
+                   got=list(self.duplicates.counts))
+            d.need(len(set(self.duplicates.counts)) == len(self.duplicates.counts), "counts", "must not repeat",
+                   got=list(self.duplicates.counts))
+            d.at_least("per_count", 1)
+            c.problems.extend(d.problems)
         names = [canary.name for canary in self.canaries]
         for i, canary in enumerate(self.canaries):
             k = Checks(f"data.canaries[{i}]", canary)

@@ -19,10 +19,13 @@ import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from gptfit.data.canaries import make_canaries, plant
+from gptfit.data.duplicates import cut, hold_aside
+from gptfit.data.duplicates import plant as plant_duplicates
 from gptfit.data.sources import load_documents
 from gptfit.data.tokenizer import token_byte_lengths, tokenizer_hash, train_bpe
 from gptfit.errors import UserError
@@ -44,6 +47,8 @@ class Corpus:
     train_documents: list = field(default_factory=list)  # the documents wholly inside `train`, in order
     val_documents: list = field(default_factory=list)  # the held-out documents, in the order of `val`
     val_dropped: int = 0  # grammar: held-out sentences dropped because they also occur in the training pool
+    planted: list = field(default_factory=list)  # data.duplicates: gptfit.data.duplicates.Planted, one per count
+    aside: Optional[np.ndarray] = None  # data.duplicates: [n, L] held-aside sequences never planted (count 0)
 
 
 def split_documents(docs: list[str], split_seed: int, val_fraction: float) -> tuple[list[str], list[str]]:
@@ -96,10 +101,16 @@ def encode_stream(tokenizer, docs: list[str], eot_id: int, cache_dir: str, tag: 
     return stream
 
 
-def load_corpus(data_cfg, tokenizer=None) -> Corpus:
-    """Load, split and tokenize; `tokenizer` is the pretrained model's, or None to train a BPE."""
+def load_corpus(data_cfg, tokenizer=None, sequence_length: int = 64) -> Corpus:
+    """Load, split and tokenize; `tokenizer` is the pretrained model's, or None to train a BPE.
+    sequence_length: the length of the duplication ladder's sequences (eval.prefix_tokens + suffix_tokens)."""
     docs = load_documents(data_cfg)
     pool, val = split_documents(docs, data_cfg.split_seed, data_cfg.val_fraction)
+    dup = getattr(data_cfg, "duplicates", None)
+    aside_docs: list[str] = []
+    if dup is not None:
+        needed = (len(dup.counts) + 1) * dup.per_count * sequence_length
+        pool, aside_docs = hold_aside(pool, data_cfg.split_seed, needed)
     dropped = 0
     if data_cfg.source == "grammar":
         val, dropped = drop_seen(pool, val)
@@ -113,6 +124,8 @@ def load_corpus(data_cfg, tokenizer=None) -> Corpus:
         raise UserError("model: the tokenizer has no end-of-text (eos) token to join documents with")
     c_hash, t_hash = corpus_hash(docs), tokenizer_hash(tokenizer)
     key = f"{c_hash}-{t_hash}-{data_cfg.split_seed}-{data_cfg.val_fraction}"
+    if aside_docs:  # the pool is smaller by the held-aside text
+        key += f"-aside{len(aside_docs)}"
     pool_stream = encode_stream(tokenizer, pool, eot_id, data_cfg.cache_dir, f"{key}-train")
     val_tag = f"{key}-val" + ("-unseen" if dropped else "")
     val_stream = encode_stream(tokenizer, val, eot_id, data_cfg.cache_dir, val_tag)
@@ -128,6 +141,12 @@ def load_corpus(data_cfg, tokenizer=None) -> Corpus:
     canaries = make_canaries(data_cfg.canaries, data_cfg.split_seed)
     if canaries:
         train = plant(train, canaries, tokenizer, eot_id, data_cfg.split_seed)
+    planted, aside = [], None
+    if dup is not None:
+        groups = cut(encode_stream(tokenizer, aside_docs, eot_id, data_cfg.cache_dir, f"{key}-aside"),
+                     sequence_length, list(dup.counts), dup.per_count)
+        train, planted = plant_duplicates(train, groups, eot_id, data_cfg.split_seed)
+        aside = groups[0]
     return Corpus(
         train=train,
         val=val_stream,
@@ -143,6 +162,8 @@ def load_corpus(data_cfg, tokenizer=None) -> Corpus:
         train_documents=pool[:n_complete],
         val_documents=val,
         val_dropped=dropped,
+        planted=planted,
+        aside=aside,
     )
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -39,10 +40,26 @@ from gptfit.metrics.scoring import score_sequences
 class Sequences:
     """The table's sequences of one side."""
 
-    split: str  # train | val
-    offsets: np.ndarray  # [n] where each starts in its stream
-    doc_ids: np.ndarray  # [n] the document of its first token
+    split: str  # train | val | aside (held-aside text, never trained on)
+    offsets: np.ndarray  # [n] where each starts in its stream (-1: in none)
+    doc_ids: np.ndarray  # [n] the document of its first token (-1: its own, outside the streams)
     tokens: torch.Tensor  # [n, L]
+    kind: str = "sample"  # sample | duplicate
+    copies: Optional[np.ndarray] = None  # [n] how many times each was planted (None: 0)
+    positions: Optional[list[list[int]]] = None  # duplicates: where each copy starts in the training stream
+
+
+def duplicate_sides(train: np.ndarray, eot_id: int, planted: list, aside: np.ndarray) -> list[Sequences]:
+    """The planted sequences of the duplication ladder, and the held-aside ones never planted (count 0)."""
+    documents = np.concatenate([[0], np.cumsum(train == eot_id)])
+    firsts = np.array([p[0] for group in planted for p in group.positions], dtype=np.int64)
+    tokens = torch.from_numpy(np.concatenate([group.tokens for group in planted]))
+    copies = np.concatenate([np.full(len(group.tokens), group.copies) for group in planted])
+    positions = [p for group in planted for p in group.positions]
+    n0 = len(aside)
+    return [Sequences("train", firsts, documents[firsts], tokens, "duplicate", copies, positions),
+            Sequences("aside", np.full(n0, -1), np.full(n0, -1), torch.from_numpy(aside), "duplicate",
+                      np.zeros(n0, np.int64))]
 
 
 def pick(stream: np.ndarray, eot_id: int, length: int, count: int, split: str) -> Sequences:
@@ -103,9 +120,9 @@ def score(model, sides: list[Sequences], prefix: int, decoding: dict, batch_size
             "doc_id": side.doc_ids.tolist(), "offset": side.offsets.tolist(), "tokens": side.tokens.tolist(),
             "loss": scores.mean().tolist(), "suffix_match": greedy.float().mean(1).tolist(),
             "extracted": (greedy.all(1)).tolist(), "exact_match": scores.hit_rate().tolist(),
-            "kind": ["sample"] * n, "copies": [0] * n,
+            "kind": [side.kind] * n, "copies": (side.copies.tolist() if side.copies is not None else [0] * n),
         }
-        if side.split != "train":  # held-out text: the greedy baseline only (the other settings' cells are null)
+        if side.split != "train" or side.kind != "sample":  # the greedy baseline only; other settings' cells null
             part.update({f"extraction/{name}": [None] * n for name in decoding})
             _extend(columns, part)
             continue
@@ -135,7 +152,12 @@ def exposure_columns(sides: list[Sequences], starts: np.ndarray, last_seen: np.n
     sequences; 0, 0 and -1 for held-out ones, which no training window holds."""
     parts = []
     for side in sides:
-        if side.split == "train":
+        if side.positions is not None:  # planted copies: the exposures of every copy, summed
+            copies = [sequence_exposures(starts, last_seen, np.asarray(p), length, block_size) for p in side.positions]
+            parts.append({"exposures": np.array([c["exposures"].sum() for c in copies]),
+                          "token_exposures": np.array([c["token_exposures"].sum() for c in copies]),
+                          "last_seen_step": np.array([c["last_seen_step"].max() for c in copies])})
+        elif side.split == "train":
             parts.append(sequence_exposures(starts, last_seen, side.offsets, length, block_size))
         else:
             n = len(side.offsets)
@@ -154,6 +176,12 @@ def aggregates(table: pa.Table, extraction_samples: int) -> dict:
         out[f"mem/suffix_match_{s}"] = _mean(part["suffix_match"])
         out[f"mem/exact_match_{s}"] = _mean(part["exact_match"])
     out["mem/mia_auc"] = mia_auc(np.asarray(side["train"]["loss"]), np.asarray(side["val"]["loss"]))
+    planted = table.filter(pa.compute.equal(table["kind"], "duplicate"))
+    for copies in sorted(set(planted["copies"].to_pylist())):
+        group = planted.filter(pa.compute.equal(planted["copies"], copies))
+        out[f"dup/{copies}/extraction_rate"] = _mean(group["extracted"])
+        out[f"dup/{copies}/suffix_match"] = _mean(group["suffix_match"])
+        out[f"dup/{copies}/loss"] = _mean(group["loss"])
     for name in (c for c in table.column_names if c.startswith("extraction/")):
         p = np.asarray(side["train"][name], dtype=np.float64)
         setting = name.split("/", 1)[1]

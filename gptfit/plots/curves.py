@@ -61,3 +61,27 @@ def memorization_curves(rows: list[dict], path: Path, title: str = "") -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def duplication_curve(rows: list[dict], path: Path, title: str = "") -> Path:
+    """Extraction and loss of the planted sequences against their number of copies (log x), at the last
+    evaluation that measured them; the held-aside sequences never planted (count 0) as dashed lines."""
+    row = next(r for r in reversed(rows) if any(k.startswith("dup/") for k in r))
+    counts = sorted(int(k.split("/")[1]) for k in row if k.startswith("dup/") and k.endswith("/loss"))
+    planted = [c for c in counts if c > 0]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
+    for ax, key, label in ((left, "extraction_rate", "extraction rate"), (right, "loss", "loss (nats)")):
+        ax.plot(planted, [row[f"dup/{c}/{key}"] for c in planted], marker="o", color="tab:red", label="planted")
+        if 0 in counts:
+            ax.axhline(row[f"dup/0/{key}"], color="gray", linestyle="--", label="never planted (0 copies)")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("copies in the training set")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    left.set_ylim(-0.02, 1.02)
+    left.legend(fontsize=8)
+    fig.suptitle(title or f"memorization against duplication (step {row['step']})")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

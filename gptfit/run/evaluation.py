@@ -25,7 +25,7 @@ from gptfit.metrics.canaries import canary_exposures
 from gptfit.metrics.grammar import GrammarProbe
 from gptfit.metrics import sequences
 from gptfit.metrics.memorization import window_stats
-from gptfit.metrics.sequences import both_sides
+from gptfit.metrics.sequences import both_sides, duplicate_sides
 from gptfit.metrics.ngrams import NgramIndex
 
 
@@ -76,6 +76,8 @@ class Evaluator:
         self.val_windows = fixed_windows(corpus.val, block, e.val_windows)
         self.span = e.prefix_tokens + e.suffix_tokens
         self.sides = both_sides(corpus.train, corpus.val, corpus.eot_id, self.span, e.sequences)
+        if corpus.planted:
+            self.sides += duplicate_sides(corpus.train, corpus.eot_id, corpus.planted, corpus.aside)
         seed = cfg.data.split_seed
         self.decoding = dict(cfg.decoding)
         self.index = NgramIndex(corpus.train, e.max_ngram, e.copy_span) if self.decoding else None

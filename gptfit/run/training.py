@@ -21,7 +21,7 @@ from gptfit.data.corpus import Corpus, load_corpus, ngram_overlap
 from gptfit.data.windows import EpochWindows, RandomWindows, Windows
 from gptfit.errors import UserError
 from gptfit.model.loading import build_model, load_tokenizer, model_context, pretrained_path
-from gptfit.plots.curves import loss_curves, memorization_curves
+from gptfit.plots.curves import duplication_curve, loss_curves, memorization_curves
 from gptfit.run import distributed as dist
 from gptfit.run.callback import Run, RunCallback
 from gptfit.run.checkpoints import Resume, check_resume, find_checkpoint, read_marker, save_model_atomic
@@ -120,7 +120,8 @@ def prepare_corpus(cfg) -> Corpus:
     """The corpus, tokenized by the pretrained model's tokenizer, or by one trained on it (rank 0 first)."""
     path = pretrained_path(cfg)
     tokenizer = load_tokenizer(path, cfg.model.trust_remote_code) if path else None
-    corpus = dist.rank0_first(lambda: load_corpus(cfg.data, tokenizer))
+    length = cfg.eval.prefix_tokens + cfg.eval.suffix_tokens
+    corpus = dist.rank0_first(lambda: load_corpus(cfg.data, tokenizer, length))
     if len(corpus.val) < cfg.model.block_size:
         raise UserError(f"data.val_fraction={cfg.data.val_fraction}: the held-out text has {len(corpus.val)} tokens, "
                         f"less than one window of model.block_size={cfg.model.block_size}; raise it")
@@ -148,7 +149,8 @@ def start_tracker(cfg, run_dir: Path, corpus: Corpus, model, device: str, resume
         "n_params": sum(p.numel() for p in model.parameters()),
         "data": {"train_tokens": len(corpus.train), "val_tokens": len(corpus.val),
                  "pool_tokens": corpus.pool_tokens, "train_docs": corpus.n_train_docs,
-                 "val_docs": corpus.n_val_docs, "val_dropped": corpus.val_dropped},
+                 "val_docs": corpus.n_val_docs, "val_dropped": corpus.val_dropped,
+                 "planted_tokens": sum(p.tokens.shape[0] * (p.tokens.shape[1] + 1) * p.copies for p in corpus.planted)},
         "device": device,
         "precision": cfg.train.precision,
         "world_size": dist.world_size(),
@@ -229,5 +231,7 @@ def write_final_files(cfg, run: Run, trainer: GptfitTrainer) -> None:
     title = f"{cfg.name}: {len(run.corpus.train)} training tokens"
     loss_curves(run.tracker.rows, run.run_dir / "loss.png", title=title)
     memorization_curves(run.tracker.rows, run.run_dir / "memorization.png", title=title)
+    if cfg.data.duplicates is not None:
+        duplication_curve(run.tracker.rows, run.run_dir / "duplication.png")
     run.tracker.update(eval_time_s=round(run.eval_seconds, 2))
     run.tracker.finish("finished")
