@@ -9,8 +9,6 @@ top-p), the greedy path and the beam-search tree. A mistake is one `error:` line
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig, OmegaConf
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, TINY, run_cli
+from tests.conftest import TINY, run_cli
 
 # (overrides, what the one line must say)
 BAD_INPUTS = [

@@ -15,7 +15,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 from transformers.utils import logging as hf_logging
 
-from gptfit.core.sampling import KVCache, TransformProcessor, apply_temperature, as_setting, generate, top_k_filter, top_p_filter
+from gptfit.core.sampling import TransformProcessor, apply_temperature, as_setting, generate, top_k_filter, top_p_filter
 from gptfit.core.sampling.steps import CachedSteps
 from gptfit.errors import UserError
 from gptfit.model import GPTConfig, GPTForCausalLM

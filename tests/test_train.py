@@ -6,7 +6,6 @@ import json
 import shutil
 
 import pytest
-import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
 from gptfit.data.sources import python_docs

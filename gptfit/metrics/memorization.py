@@ -1,11 +1,6 @@
-"""How much of its training text a model has memorized, measured the ways the literature does.
-
-- Exact-match memorization (Tirumala et al. 2022): the share of positions whose most probable next
-  token is the true one, on training text and on held-out text.
-- Loss-based membership inference (Yeom et al. 2018): the ROC-AUC of minus the per-window loss at
-  telling training windows from held-out ones; 0.5 means no leak, 1.0 perfectly separable.
-- Extractable memorization (Carlini et al. 2022; Pythia's 32 + 32 tokens): greedy decoding from a
-  window's prefix reproduces its suffix exactly.
+"""Window losses, and the loss-based membership-inference AUC (Yeom et al. 2018): the ROC-AUC of minus
+the loss at telling training sequences from held-out ones; 0.5 means no leak, 1.0 perfectly separable.
+The per-sequence measures (exact match, extraction) are in gptfit.metrics.sequences.
 """
 
 from __future__ import annotations

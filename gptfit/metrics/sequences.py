@@ -62,20 +62,41 @@ def duplicate_sides(train: np.ndarray, eot_id: int, planted: list, aside: np.nda
                       np.zeros(n0, np.int64))]
 
 
-def pick(stream: np.ndarray, eot_id: int, length: int, count: int, split: str) -> Sequences:
-    """`count` of the non-overlapping sequences of `length` tokens of `stream`, evenly spread."""
-    available = len(stream) // length
+def pick(stream: np.ndarray, eot_id: int, length: int, count: int, split: str,
+         planted: Optional[np.ndarray] = None) -> Sequences:
+    """`count` of the non-overlapping sequences of `length` tokens of `stream`, evenly spread; none that
+    touches a token marked in `planted` ([tokens] bool: planted text is not ordinary text)."""
+    starts = np.arange(len(stream) // length) * length
+    if planted is not None:
+        touched = np.add.reduceat(planted.astype(np.int64), starts) if len(starts) else starts
+        starts = starts[touched == 0]
+    available = len(starts)
     chosen = np.unique(np.linspace(0, available - 1, num=min(count, available)).round().astype(np.int64))
-    offsets = chosen * length
+    offsets = starts[chosen] if available else starts
     documents = np.concatenate([[0], np.cumsum(stream == eot_id)])  # [tokens + 1]: documents ended before t
     index = offsets[:, None] + np.arange(length)[None, :]  # [n, L]
     tokens = torch.from_numpy(np.asarray(stream, dtype=np.int64)[index])
     return Sequences(split, offsets, documents[offsets], tokens)
 
 
-def both_sides(train: np.ndarray, val: np.ndarray, eot_id: int, length: int, count: int) -> list[Sequences]:
-    count = min(count, len(train) // length, len(val) // length)
-    return [pick(train, eot_id, length, count, "train"), pick(val, eot_id, length, count, "val")]
+def both_sides(train: np.ndarray, val: np.ndarray, eot_id: int, length: int, count: int,
+               planted: Optional[np.ndarray] = None) -> list[Sequences]:
+    """The same number of training and held-out sequences (`planted`: the training tokens to avoid)."""
+    train_side = pick(train, eot_id, length, count, "train", planted)
+    val_side = pick(val, eot_id, length, min(count, len(train_side.offsets)), "val")
+    if len(val_side.offsets) < len(train_side.offsets):
+        train_side = pick(train, eot_id, length, len(val_side.offsets), "train", planted)
+    return [train_side, val_side]
+
+
+def planted_mask(n_tokens: int, planted: list, length: int) -> np.ndarray:
+    """[tokens] True where a planted copy (and its end-of-text) lies in the training stream."""
+    mask = np.zeros(n_tokens, dtype=bool)
+    for group in planted:
+        for positions in group.positions:
+            for p in positions:
+                mask[p : p + length + 1] = True
+    return mask
 
 
 def decoded_matches(model, tokens: torch.Tensor, prefix: int, setting, batch_size: int, seed: int) -> torch.Tensor:

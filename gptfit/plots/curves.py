@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import matplotlib.pyplot as plt
 
@@ -63,10 +64,12 @@ def memorization_curves(rows: list[dict], path: Path, title: str = "") -> Path:
     return path
 
 
-def duplication_curve(rows: list[dict], path: Path, title: str = "") -> Path:
+def duplication_curve(rows: list[dict], path: Path, title: str = "") -> Optional[Path]:
     """Extraction and loss of the planted sequences against their number of copies (log x), at the last
     evaluation that measured them; the held-aside sequences never planted (count 0) as dashed lines."""
-    row = next(r for r in reversed(rows) if any(k.startswith("dup/") for k in r))
+    row = next((r for r in reversed(rows) if any(k.startswith("dup/") for k in r)), None)
+    if row is None:
+        return None  # no evaluation measured the ladder (a run resumed at its last step)
     counts = sorted(int(k.split("/")[1]) for k in row if k.startswith("dup/") and k.endswith("/loss"))
     planted = [c for c in counts if c > 0]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)

@@ -25,7 +25,7 @@ from gptfit.metrics.canaries import canary_exposures
 from gptfit.metrics.grammar import GrammarProbe
 from gptfit.metrics import sequences
 from gptfit.metrics.memorization import window_stats
-from gptfit.metrics.sequences import both_sides, duplicate_sides
+from gptfit.metrics.sequences import both_sides, duplicate_sides, planted_mask
 from gptfit.metrics.ngrams import NgramIndex
 
 
@@ -75,7 +75,8 @@ class Evaluator:
         self.train_windows = fixed_windows(corpus.train, block, e.train_windows)
         self.val_windows = fixed_windows(corpus.val, block, e.val_windows)
         self.span = e.prefix_tokens + e.suffix_tokens
-        self.sides = both_sides(corpus.train, corpus.val, corpus.eot_id, self.span, e.sequences)
+        planted = planted_mask(len(corpus.train), corpus.planted, self.span) if corpus.planted else None
+        self.sides = both_sides(corpus.train, corpus.val, corpus.eot_id, self.span, e.sequences, planted)
         if corpus.planted:
             self.sides += duplicate_sides(corpus.train, corpus.eot_id, corpus.planted, corpus.aside)
         seed = cfg.data.split_seed

@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 
 from gptfit.data.exposure import token_counts
 from gptfit.data.windows import Windows
+from gptfit.errors import UserError
 from gptfit.run import distributed as dist
 
 FILE = "exposure.npz"
@@ -71,7 +72,12 @@ class ExposureLedger:
 
     def load(self, path: Path) -> None:
         with np.load(path) as saved:
-            self.base_starts, self.base_last_seen = saved["starts"].copy(), saved["last_seen"].copy()
+            starts, last_seen = saved["starts"].copy(), saved["last_seen"].copy()
+        if len(starts) != len(self.starts):
+            raise UserError(f"train.resume: {path} counts {len(starts)} training tokens, this run has "
+                            f"{len(self.starts)} (eval.prefix_tokens or eval.suffix_tokens changed the planted "
+                            "duplicates?); resume with the settings of the run, or start a new one")
+        self.base_starts, self.base_last_seen = starts, last_seen
 
 
 def write_ledger(path: Path, starts: np.ndarray, last_seen: np.ndarray, block_size: int) -> None:

@@ -32,5 +32,6 @@ class SequenceLog:
 
     def _write(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
-        pq.write_table(pa.concat_tables(self.tables), tmp)
+        # promote: a resumed run with other decoding settings adds columns (null in the older rows)
+        pq.write_table(pa.concat_tables(self.tables, promote_options="default"), tmp)
         os.replace(tmp, self.path)

@@ -3,7 +3,8 @@ Trainer; then training, and the final files.
 
 Each step is a function of its own below; the rooms they call: checkpoints.py (resume, atomic saves),
 trainer.py (the Trainer and its arguments), callback.py (what happens at step boundaries),
-evaluation.py (what is measured), tracking.py (where it goes), signals.py, distributed.py, folder.py.
+exposure.py (which windows the model saw), evaluation.py (what is measured), tracking.py and
+sequence_log.py (where it goes), signals.py, distributed.py, folder.py.
 """
 
 from __future__ import annotations

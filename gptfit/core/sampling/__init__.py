@@ -2,6 +2,7 @@
 
 One implementation of each transform serves every model. The rooms:
 - settings.py    DecodingConfig (the schema of conf/decoding/), its checks, the strategy of a setting
+- results.py     Generation and Step: what decoding returns, with its trace
 - transforms.py  temperature, top-k, top-p as pure functions of [batch, vocab] scores
 - cache.py       a preallocated key/value cache
 - steps.py       "the next-token logits given the tokens so far": over a model's own cache, or a window

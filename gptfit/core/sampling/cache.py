@@ -11,8 +11,8 @@ class KVCache:
 
     `update` writes the new positions in place and returns views of everything so far, so a decoding
     step allocates nothing here (transformers' DynamicCache concatenates: it copies the whole cache at
-    every step). One buffer also makes the beam reorder a single `index_select`, written into a spare
-    buffer that then takes the first one's place (in place it would cost a second copy).
+    every step). Beam search moves rows with `copy_row` (steps.CachedSteps); `reorder` (one
+    `index_select` into a spare buffer) is transformers' reorder, kept for callers of that protocol.
     """
 
     def __init__(self, n_layer: int, batch: int, n_head: int, head_dim: int, capacity: int,
