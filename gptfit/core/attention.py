@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gptfit.core.attention_cpu import short_causal, short_causal_applies, short_causal_attention
+from gptfit.core.eval_mode import eval_mode
 from gptfit.core.masks import causal_mask, full_mask
 
 
@@ -139,11 +140,9 @@ def attention_maps(model, input_ids: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def attention_maps_batch(model, input_ids: torch.Tensor) -> torch.Tensor:
     """[batch, layers, heads, query, key] for equal-length sequences."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     input_ids = input_ids.to(device)
-    try:
+    with eval_mode(model):  # attention dropout would make rows not sum to 1
         if hasattr(model, "set_capture"):
             model.set_capture(True)
             try:
@@ -157,8 +156,6 @@ def attention_maps_batch(model, input_ids: torch.Tensor) -> torch.Tensor:
             maps = list(model(input_ids=input_ids, output_attentions=True).attentions or [])
             if not maps:
                 raise ValueError("the model returned no attention weights; load it with attn_implementation='eager'")
-    finally:
-        model.train(was_training)
     return torch.stack(maps, dim=1).float().cpu()
 
 

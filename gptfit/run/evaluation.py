@@ -18,15 +18,16 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from gptfit.core.attention import attention_maps, head_entropy
 from gptfit.core.sampling.decode import generate
 from gptfit.data.corpus import Corpus
 from gptfit.data.windows import fixed_windows
 from gptfit.metrics.canaries import canary_exposures
-from gptfit.metrics.grammar import GrammarProbe
 from gptfit.metrics import sequences
+from gptfit.metrics.grammar import GrammarProbe
 from gptfit.metrics.memorization import window_stats
-from gptfit.metrics.sequences import both_sides, duplicate_sides, planted_mask
 from gptfit.metrics.ngrams import NgramIndex
+from gptfit.plots.attention import heatmap_grid, line_diagram
 
 
 @dataclass
@@ -75,10 +76,10 @@ class Evaluator:
         self.train_windows = fixed_windows(corpus.train, block, e.train_windows)
         self.val_windows = fixed_windows(corpus.val, block, e.val_windows)
         self.span = e.prefix_tokens + e.suffix_tokens
-        planted = planted_mask(len(corpus.train), corpus.planted, self.span) if corpus.planted else None
-        self.sides = both_sides(corpus.train, corpus.val, corpus.eot_id, self.span, e.sequences, planted)
+        planted = sequences.planted_mask(len(corpus.train), corpus.planted, self.span) if corpus.planted else None
+        self.sides = sequences.both_sides(corpus.train, corpus.val, corpus.eot_id, self.span, e.sequences, planted)
         if corpus.planted:
-            self.sides += duplicate_sides(corpus.train, corpus.eot_id, corpus.planted, corpus.aside)
+            self.sides += sequences.duplicate_sides(corpus.train, corpus.eot_id, corpus.planted, corpus.aside)
         seed = cfg.data.split_seed
         self.decoding = dict(cfg.decoding)
         self.index = NgramIndex(corpus.train, e.max_ngram, e.copy_span) if self.decoding else None
@@ -178,9 +179,6 @@ class Evaluator:
 
     def attention(self, model) -> tuple[dict, dict]:
         """Per-head entropy of the fixed prompt's attention, and its pictures (matplotlib figures)."""
-        from gptfit.plots.attention import heatmap_grid, line_diagram
-        from gptfit.core.attention import attention_maps, head_entropy
-
         maps = attention_maps(model, torch.tensor(self.attention_ids))
         entropy = head_entropy(maps)
         row = {f"attn/l{l}h{h}/entropy": float(entropy[l, h]) for l in range(maps.shape[0]) for h in range(maps.shape[1])}
