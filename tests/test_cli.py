@@ -40,6 +40,8 @@ BAD_INPUTS = [
     (["train.threads=100000"], "train.threads=100000: must be in 0 .. "),
     (["+data/duplicates=ladder", "data.duplicates.counts=[0,2]"], "data.duplicates.counts=[0, 2]: every count must be >= 1"),
     (["+data/duplicates=ladder", "data.duplicates.per_count=100000"], "data.duplicates: 800000 sequences of 16 tokens are needed"),
+    (["+data/forget=default", "data.forget.until_step=20"], "data.forget.until_step=20: must be below train.max_steps=20"),
+    (["+data/forget=default", "data.forget.until_step=10", "train.sampling=epochs"], "data.forget: works with train.sampling=random only"),
 ]
 
 

@@ -127,3 +127,25 @@ def test_a_sequence_planted_often_is_memorized_and_one_planted_once_is_not(compo
     planted = table[(table.step == 400) & (table.kind == "duplicate")]
     assert sorted(planted.copies.unique()) == [0, 1, 48]
     assert (planted[planted.copies == 48].exposures > planted[planted.copies == 1].exposures.max()).all()
+
+
+def test_a_forgotten_set_is_never_seen_after_its_last_step_and_is_forgotten(compose_cfg, tmp_path):
+    from gptfit.run.training import train
+
+    until = 80
+    overrides = [*TINY, "model.n_embd=64", "+data/forget=default", "data.forget.sequences=8",
+                 "data.forget.copies=16", f"data.forget.until_step={until}", "train.max_steps=200",
+                 "train.eval_every=40", "decoding=none"]
+    summary = train(compose_cfg(overrides, tmp_path))
+    rows = {r["step"]: r for r in read_jsonl(tmp_path / "metrics.jsonl")}
+    assert summary["data"]["planted_tokens"] == 8 * 17 * 16
+    table = pd.read_parquet(tmp_path / "sequences.parquet")
+    forgotten = table[table.kind == "forget"]
+    assert len(forgotten[forgotten.step == 200]) == 8 and (forgotten.copies == 16).all()
+    assert (forgotten.last_seen_step <= until).all()  # the ledger shows no exposure after until_step
+    assert rows[200]["forget/steps_since_seen"] >= 200 - until
+    assert rows[40]["forget/steps_since_seen"] == 0
+    # Memorized while seen, forgotten after: the loss rises and the suffix match falls.
+    assert rows[200]["forget/loss"] > rows[until]["forget/loss"] + 0.5
+    assert rows[200]["forget/suffix_match"] < rows[until]["forget/suffix_match"]
+    assert (tmp_path / "forgetting.png").stat().st_size > 10_000

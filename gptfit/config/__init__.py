@@ -26,7 +26,7 @@ from omegaconf import MISSING, OmegaConf
 
 from gptfit.config.checks import Checks
 from gptfit.config.commands import AttendConfig, SampleConfig
-from gptfit.config.data import CanaryConfig, DataConfig, DuplicatesConfig, GrammarConfig
+from gptfit.config.data import CanaryConfig, DataConfig, DuplicatesConfig, ForgetConfig, GrammarConfig
 from gptfit.config.evaluation import EvalConfig
 from gptfit.config.logger import LoggerConfig
 from gptfit.config.model import ModelConfig
@@ -34,7 +34,7 @@ from gptfit.config.train import TrainConfig
 from gptfit.core.sampling.settings import DecodingConfig
 
 __all__ = ["AttendConfig", "CanaryConfig", "Config", "ConfigError", "DataConfig", "DecodingConfig", "DuplicatesConfig",
-           "EvalConfig",
+           "EvalConfig", "ForgetConfig",
            "GrammarConfig", "LoggerConfig", "ModelConfig", "SampleConfig", "TrainConfig", "register",
            "unknown_keys", "validate"]
 
@@ -65,6 +65,13 @@ class Config:
         if 0 < self.data.train_tokens < block:
             problems.append(f"data.train_tokens={self.data.train_tokens}: must be at least model.block_size={block}")
         problems += self.eval.window_problems(block)
+        forget = self.data.forget
+        if forget is not None and forget.until_step >= self.train.max_steps:
+            problems.append(f"data.forget.until_step={forget.until_step}: must be below train.max_steps="
+                            f"{self.train.max_steps}, or nothing is left to forget in")
+        if forget is not None and self.train.sampling == "epochs":
+            problems.append("data.forget: works with train.sampling=random only (epochs would need a new cut of "
+                            "the windows at until_step); use train.sampling=random")
         for name, setting in self.decoding.items():
             problems += setting.problems(f"decoding.{name}")
         return problems

@@ -47,6 +47,17 @@ class DuplicatesConfig:
 
 
 @dataclass
+class ForgetConfig:
+    """data.forget: held-aside sequences planted `copies` times, in the training text of the steps up to
+    `until_step` only (gptfit.data.duplicates). Chosen with +data/forget=default, whose file
+    (conf/data/forget/default.yaml) holds the defaults."""
+
+    sequences: int = MISSING
+    copies: int = MISSING
+    until_step: int = MISSING
+
+
+@dataclass
 class DataConfig:
     # python_docs (embedded), text (local files), hf (a datasets dataset, hub or saved to disk),
     # grammar (sentences of a synthetic language, `grammar` below).
@@ -75,6 +86,8 @@ class DataConfig:
     grammar: Optional[GrammarConfig] = None
     # The duplication ladder (off: null): +data/duplicates=ladder, e.g. with data.duplicates.per_count=8.
     duplicates: Optional[DuplicatesConfig] = None
+    # Forgetting (off: null): +data/forget=default, e.g. with data.forget.until_step=400.
+    forget: Optional[ForgetConfig] = None
 
     def problems(self) -> list[str]:
         c = Checks("data", self)
@@ -107,6 +120,12 @@ class DataConfig:
                    got=list(self.duplicates.counts))
             d.at_least("per_count", 1)
             c.problems.extend(d.problems)
+        if self.forget is not None:
+            f = Checks("data.forget", self.forget)
+            f.at_least("sequences", 1)
+            f.at_least("copies", 1)
+            f.at_least("until_step", 1)
+            c.problems.extend(f.problems)
         names = [canary.name for canary in self.canaries]
         for i, canary in enumerate(self.canaries):
             k = Checks(f"data.canaries[{i}]", canary)

@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 
 from gptfit.data.canaries import make_canaries, plant
-from gptfit.data.duplicates import cut, hold_aside
+from gptfit.data.duplicates import cut, hold_aside, take
 from gptfit.data.duplicates import plant as plant_duplicates
 from gptfit.data.sources import load_documents
 from gptfit.data.tokenizer import token_byte_lengths, tokenizer_hash, train_bpe
@@ -49,6 +49,7 @@ class Corpus:
     val_dropped: int = 0  # grammar: held-out sentences dropped because they also occur in the training pool
     planted: list = field(default_factory=list)  # data.duplicates: gptfit.data.duplicates.Planted, one per count
     aside: Optional[np.ndarray] = None  # data.duplicates: [n, L] held-aside sequences never planted (count 0)
+    forgotten: Optional[object] = None  # data.forget: the Planted group seen only up to data.forget.until_step
 
 
 def split_documents(docs: list[str], split_seed: int, val_fraction: float) -> tuple[list[str], list[str]]:
@@ -106,10 +107,11 @@ def load_corpus(data_cfg, tokenizer=None, sequence_length: int = 64) -> Corpus:
     sequence_length: the length of the duplication ladder's sequences (eval.prefix_tokens + suffix_tokens)."""
     docs = load_documents(data_cfg)
     pool, val = split_documents(docs, data_cfg.split_seed, data_cfg.val_fraction)
-    dup = getattr(data_cfg, "duplicates", None)
+    dup, forget = getattr(data_cfg, "duplicates", None), getattr(data_cfg, "forget", None)
+    n_dup = (len(dup.counts) + 1) * dup.per_count if dup is not None else 0
     aside_docs: list[str] = []
-    if dup is not None:
-        needed = (len(dup.counts) + 1) * dup.per_count * sequence_length
+    if dup is not None or forget is not None:
+        needed = (n_dup + (forget.sequences if forget is not None else 0)) * sequence_length
         pool, aside_docs = hold_aside(pool, data_cfg.split_seed, needed)
     dropped = 0
     if data_cfg.source == "grammar":
@@ -141,12 +143,21 @@ def load_corpus(data_cfg, tokenizer=None, sequence_length: int = 64) -> Corpus:
     canaries = make_canaries(data_cfg.canaries, data_cfg.split_seed)
     if canaries:
         train = plant(train, canaries, tokenizer, eot_id, data_cfg.split_seed)
-    planted, aside = [], None
+    planted, aside, forgotten = [], None, None
+    if aside_docs:
+        aside_stream = encode_stream(tokenizer, aside_docs, eot_id, data_cfg.cache_dir, f"{key}-aside")
+    groups = []  # (copies, sequences): the ladder's counts, then the forgotten set, planted in one pass
     if dup is not None:
-        groups = cut(encode_stream(tokenizer, aside_docs, eot_id, data_cfg.cache_dir, f"{key}-aside"),
-                     sequence_length, list(dup.counts), dup.per_count)
+        ladder = cut(aside_stream, sequence_length, list(dup.counts), dup.per_count)
+        groups += [(count, ladder[count]) for count in dup.counts]
+        aside = ladder[0]
+    if forget is not None:
+        groups.append((forget.copies, take(aside_stream, sequence_length, n_dup, forget.sequences,
+                                           "data.forget.sequences")))
+    if groups:
         train, planted = plant_duplicates(train, groups, eot_id, data_cfg.split_seed)
-        aside = groups[0]
+        if forget is not None:
+            forgotten = planted.pop()
     return Corpus(
         train=train,
         val=val_stream,
@@ -164,6 +175,7 @@ def load_corpus(data_cfg, tokenizer=None, sequence_length: int = 64) -> Corpus:
         val_dropped=dropped,
         planted=planted,
         aside=aside,
+        forgotten=forgotten,
     )
 
 

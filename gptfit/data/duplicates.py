@@ -1,6 +1,8 @@
-"""The duplication ladder: sequences of held-aside text planted into the training text a chosen number of
-times each (data.duplicates), to measure memorization against the number of copies (Carlini et al. 2022;
-Kandpal et al. 2022).
+"""Planted text: sequences of held-aside text inserted into the training text a chosen number of times.
+- The duplication ladder (data.duplicates): memorization against the number of copies (Carlini et al.
+  2022; Kandpal et al. 2022).
+- Forgetting (data.forget): sequences seen only up to a step, then never again (Tirumala et al. 2022);
+  the training windows of later steps avoid their copies (gptfit.data.windows).
 
 The held-aside text is a share of the training pool's documents, taken away before the tokenizer is
 trained (by `data.split_seed`), so it is never in the tokenizer's text, the training text or the
@@ -62,25 +64,46 @@ def cut(stream: np.ndarray, length: int, counts: list[int], per_count: int) -> d
     return {count: windows[g * per_count : (g + 1) * per_count] for g, count in enumerate(groups)}
 
 
-def plant(train: np.ndarray, groups: dict[int, np.ndarray], eot_id: int, seed: int) -> tuple[np.ndarray, list[Planted]]:
-    """The training stream with every sequence of count c inserted c times; where each copy landed."""
+def take(stream: np.ndarray, length: int, first: int, n: int, what: str) -> np.ndarray:
+    """[n, length]: the held-aside sequences `first` .. `first + n - 1` (those before went to other uses)."""
+    available = len(stream) // length - first
+    if available < n:
+        raise UserError(f"{what}: {n} sequences of {length} tokens are needed, but the held-aside text holds "
+                        f"{max(available, 0)} more; lower it or use a larger corpus")
+    return np.asarray(stream[first * length : (first + n) * length], dtype=np.int64).reshape(n, length)
+
+
+def spans(n_tokens: int, groups: list[Planted], length: int) -> np.ndarray:
+    """[tokens] True where a planted copy (and its end-of-text) lies in the training stream."""
+    mask = np.zeros(n_tokens, dtype=bool)
+    for group in groups:
+        for positions in group.positions:
+            for p in positions:
+                mask[p : p + length + 1] = True
+    return mask
+
+
+def plant(train: np.ndarray, groups: list[tuple[int, np.ndarray]], eot_id: int,
+          seed: int) -> tuple[np.ndarray, list[Planted]]:
+    """The training stream with every sequence of each (copies, [n, L] sequences) group inserted `copies`
+    times, all in one pass; where each copy landed, a Planted per group in the order given."""
     boundaries = np.flatnonzero(train == eot_id) + 1
     if len(boundaries) == 0:
         boundaries = np.array([0])
     rng = np.random.default_rng(zlib.crc32(f"duplicates:{seed}".encode()))
-    inserts = []  # (position in the original stream, group count, sequence index)
-    for count, sequences in groups.items():
-        for j in range(len(sequences) if count else 0):
-            inserts += [(int(pos), count, j) for pos in rng.choice(boundaries, size=count)]
+    inserts = []  # (position in the original stream, group, sequence)
+    for g, (copies, sequences) in enumerate(groups):
+        for j in range(len(sequences)):
+            inserts += [(int(pos), g, j) for pos in rng.choice(boundaries, size=copies)]
     inserts.sort()
-    length = next(iter(groups.values())).shape[1] + 1  # the sequence and its end-of-text
     pieces, last, shift = [], 0, 0
-    positions = {(c, j): [] for c, seqs in groups.items() if c for j in range(len(seqs))}
-    for pos, count, j in inserts:
-        pieces += [train[last:pos], np.append(groups[count][j], eot_id)]
-        positions[(count, j)].append(pos + shift)
-        shift += length
+    positions = [[[] for _ in sequences] for _, sequences in groups]
+    for pos, g, j in inserts:
+        copy = np.append(groups[g][1][j], eot_id)  # the sequence and its end-of-text
+        pieces += [train[last:pos], copy]
+        positions[g][j].append(pos + shift)
+        shift += len(copy)
         last = pos
     pieces.append(train[last:])
-    planted = [Planted(c, seqs, [positions[(c, j)] for j in range(len(seqs))]) for c, seqs in groups.items() if c]
+    planted = [Planted(copies, sequences, positions[g]) for g, (copies, sequences) in enumerate(groups)]
     return np.concatenate(pieces), planted

@@ -10,6 +10,8 @@ Evaluation uses fixed windows spread evenly over a stream, the same at every eva
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -21,6 +23,18 @@ class Windows(Dataset):
     def __init__(self, stream: np.ndarray, block_size: int, num_samples: int, seed: int):
         self.stream = torch.from_numpy(np.asarray(stream, dtype=np.int64))
         self.block_size, self.num_samples, self.seed = block_size, num_samples, seed
+        self.avoided: Optional[tuple[int, int, np.ndarray]] = None  # (after sample, from step, cumulative mask)
+
+    def avoid(self, mask: np.ndarray, after_step: int, batch_size: int) -> None:
+        """From the step after `after_step` on, no window holds a token marked in `mask` ([tokens] bool):
+        the text under it is gone from the training set (data.forget)."""
+        self.avoided = (after_step * batch_size, after_step, np.concatenate([[0], np.cumsum(mask)]))
+
+    def touches_avoided(self, i: int, offset: int) -> bool:
+        if self.avoided is None or i < self.avoided[0]:
+            return False
+        cumulative = self.avoided[2]
+        return bool(cumulative[offset + self.block_size] - cumulative[offset] > 0)
 
     def offset(self, i: int) -> int:
         raise NotImplementedError
@@ -38,7 +52,11 @@ class RandomWindows(Windows):
     """Offsets drawn from (seed, index): any window may come twice, or never."""
 
     def offset(self, i: int) -> int:
-        return int(np.random.default_rng((self.seed, i)).integers(0, len(self.stream) - self.block_size + 1))
+        rng = np.random.default_rng((self.seed, i))
+        offset = int(rng.integers(0, len(self.stream) - self.block_size + 1))
+        while self.touches_avoided(i, offset):  # drawn again from the same generator: still a function of (seed, i)
+            offset = int(rng.integers(0, len(self.stream) - self.block_size + 1))
+        return offset
 
 
 class EpochWindows(Windows):

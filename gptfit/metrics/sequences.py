@@ -51,13 +51,8 @@ class Sequences:
 
 def duplicate_sides(train: np.ndarray, eot_id: int, planted: list, aside: np.ndarray) -> list[Sequences]:
     """The planted sequences of the duplication ladder, and the held-aside ones never planted (count 0)."""
-    documents = np.concatenate([[0], np.cumsum(train == eot_id)])
-    firsts = np.array([p[0] for group in planted for p in group.positions], dtype=np.int64)
-    tokens = torch.from_numpy(np.concatenate([group.tokens for group in planted]))
-    copies = np.concatenate([np.full(len(group.tokens), group.copies) for group in planted])
-    positions = [p for group in planted for p in group.positions]
     n0 = len(aside)
-    return [Sequences("train", firsts, documents[firsts], tokens, "duplicate", copies, positions),
+    return [planted_side(train, eot_id, planted, "duplicate"),
             Sequences("aside", np.full(n0, -1), np.full(n0, -1), torch.from_numpy(aside), "duplicate",
                       np.zeros(n0, np.int64))]
 
@@ -89,14 +84,14 @@ def both_sides(train: np.ndarray, val: np.ndarray, eot_id: int, length: int, cou
     return [train_side, val_side]
 
 
-def planted_mask(n_tokens: int, planted: list, length: int) -> np.ndarray:
-    """[tokens] True where a planted copy (and its end-of-text) lies in the training stream."""
-    mask = np.zeros(n_tokens, dtype=bool)
-    for group in planted:
-        for positions in group.positions:
-            for p in positions:
-                mask[p : p + length + 1] = True
-    return mask
+def planted_side(train: np.ndarray, eot_id: int, groups: list, kind: str) -> Sequences:
+    """The planted sequences of `groups` (gptfit.data.duplicates.Planted), each row at its first copy."""
+    documents = np.concatenate([[0], np.cumsum(train == eot_id)])
+    firsts = np.array([p[0] for group in groups for p in group.positions], dtype=np.int64)
+    tokens = torch.from_numpy(np.concatenate([group.tokens for group in groups]))
+    copies = np.concatenate([np.full(len(group.tokens), group.copies) for group in groups])
+    positions = [p for group in groups for p in group.positions]
+    return Sequences("train", firsts, documents[firsts], tokens, kind, copies, positions)
 
 
 def decoded_matches(model, tokens: torch.Tensor, prefix: int, setting, batch_size: int, seed: int) -> torch.Tensor:
@@ -203,6 +198,15 @@ def aggregates(table: pa.Table, extraction_samples: int) -> dict:
         out[f"dup/{copies}/extraction_rate"] = _mean(group["extracted"])
         out[f"dup/{copies}/suffix_match"] = _mean(group["suffix_match"])
         out[f"dup/{copies}/loss"] = _mean(group["loss"])
+    forgotten = table.filter(pa.compute.equal(table["kind"], "forget"))
+    if forgotten.num_rows:
+        out["forget/extraction_rate"] = _mean(forgotten["extracted"])
+        out["forget/suffix_match"] = _mean(forgotten["suffix_match"])
+        out["forget/loss"] = _mean(forgotten["loss"])
+        step = int(forgotten["step"][0].as_py())
+        last = max(forgotten["last_seen_step"].to_pylist())
+        if last >= 0:  # left out before the first step that held them
+            out["forget/steps_since_seen"] = step - last
     for name in (c for c in table.column_names if c.startswith("extraction/")):
         p = np.asarray(side["train"][name], dtype=np.float64)
         setting = name.split("/", 1)[1]

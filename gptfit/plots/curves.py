@@ -88,3 +88,29 @@ def duplication_curve(rows: list[dict], path: Path, title: str = "") -> Optional
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def forgetting_curve(rows: list[dict], until_step: int, path: Path, title: str = "") -> Optional[Path]:
+    """The forgotten set's extraction, suffix match and loss against the step, with its last step marked."""
+    rows = [r for r in rows if "forget/loss" in r]
+    if not rows:
+        return None
+    steps = [r["step"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
+    left.plot(steps, [r["forget/extraction_rate"] for r in rows], marker="o", color="tab:red", label="extraction rate")
+    left.plot(steps, [r["forget/suffix_match"] for r in rows], marker=".", color="tab:orange", label="suffix match")
+    left.set_ylim(-0.02, 1.02)
+    left.legend(fontsize=8)
+    right.plot(steps, [r["forget/loss"] for r in rows], marker="o", color="tab:purple", label="forgotten set")
+    right.plot(steps, [r["val/loss"] for r in rows], color="tab:gray", linestyle=":", label="held-out text")
+    right.set_ylabel("loss (nats)")
+    right.legend(fontsize=8)
+    for ax in (left, right):
+        ax.axvline(until_step, color="black", linestyle="--", linewidth=1)
+        ax.set_xlabel("step (dashed: the last one that held them)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or "forgetting after the last exposure")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -21,6 +21,7 @@ import torch
 from gptfit.core.attention import attention_maps, head_entropy
 from gptfit.core.sampling.decode import generate
 from gptfit.data.corpus import Corpus
+from gptfit.data.duplicates import spans
 from gptfit.data.windows import fixed_windows
 from gptfit.metrics.canaries import canary_exposures
 from gptfit.metrics import sequences
@@ -76,10 +77,13 @@ class Evaluator:
         self.train_windows = fixed_windows(corpus.train, block, e.train_windows)
         self.val_windows = fixed_windows(corpus.val, block, e.val_windows)
         self.span = e.prefix_tokens + e.suffix_tokens
-        planted = sequences.planted_mask(len(corpus.train), corpus.planted, self.span) if corpus.planted else None
+        groups = corpus.planted + ([corpus.forgotten] if corpus.forgotten is not None else [])
+        planted = spans(len(corpus.train), groups, self.span) if groups else None
         self.sides = sequences.both_sides(corpus.train, corpus.val, corpus.eot_id, self.span, e.sequences, planted)
         if corpus.planted:
             self.sides += sequences.duplicate_sides(corpus.train, corpus.eot_id, corpus.planted, corpus.aside)
+        if corpus.forgotten is not None:
+            self.sides.append(sequences.planted_side(corpus.train, corpus.eot_id, [corpus.forgotten], "forget"))
         seed = cfg.data.split_seed
         self.decoding = dict(cfg.decoding)
         self.index = NgramIndex(corpus.train, e.max_ngram, e.copy_span) if self.decoding else None

@@ -19,10 +19,11 @@ from omegaconf import OmegaConf
 from transformers.utils import logging as hf_logging
 
 from gptfit.data.corpus import Corpus, load_corpus, ngram_overlap
+from gptfit.data.duplicates import spans
 from gptfit.data.windows import EpochWindows, RandomWindows, Windows
 from gptfit.errors import UserError
 from gptfit.model.loading import build_model, load_tokenizer, model_context, pretrained_path
-from gptfit.plots.curves import duplication_curve, loss_curves, memorization_curves
+from gptfit.plots.curves import duplication_curve, forgetting_curve, loss_curves, memorization_curves
 from gptfit.run import distributed as dist
 from gptfit.run.callback import Run, RunCallback
 from gptfit.run.checkpoints import Resume, check_resume, find_checkpoint, read_marker, save_model_atomic
@@ -151,7 +152,7 @@ def start_tracker(cfg, run_dir: Path, corpus: Corpus, model, device: str, resume
         "data": {"train_tokens": len(corpus.train), "val_tokens": len(corpus.val),
                  "pool_tokens": corpus.pool_tokens, "train_docs": corpus.n_train_docs,
                  "val_docs": corpus.n_val_docs, "val_dropped": corpus.val_dropped,
-                 "planted_tokens": sum(p.tokens.shape[0] * (p.tokens.shape[1] + 1) * p.copies for p in corpus.planted)},
+                 "planted_tokens": planted_tokens(corpus)},
         "device": device,
         "precision": cfg.train.precision,
         "world_size": dist.world_size(),
@@ -162,6 +163,12 @@ def start_tracker(cfg, run_dir: Path, corpus: Corpus, model, device: str, resume
     run_name = cfg.logger.run_name or f"{cfg.name}-{run_dir.name}"
     return Tracker(run_dir, cfg.logger, run_name, config, info, resume.step if resume else None,
                    resume.wandb_id if resume else None)
+
+
+def planted_tokens(corpus: Corpus) -> int:
+    """Tokens that data.duplicates and data.forget put into the training set, on top of data.train_tokens."""
+    groups = corpus.planted + ([corpus.forgotten] if corpus.forgotten is not None else [])
+    return sum(len(g.tokens) * (g.tokens.shape[1] + 1) * g.copies for g in groups)
 
 
 def record_overlap(tracker: Tracker, corpus: Corpus) -> None:
@@ -186,8 +193,17 @@ def training_windows(cfg, train_tokens) -> Windows:
     return kind(train_tokens, cfg.model.block_size, cfg.train.max_steps * cfg.train.batch_size, cfg.seed)
 
 
+def make_windows(cfg, corpus: Corpus) -> Windows:
+    windows = training_windows(cfg, corpus.train)
+    if corpus.forgotten is not None:  # gone from the training set after data.forget.until_step
+        length = cfg.eval.prefix_tokens + cfg.eval.suffix_tokens
+        windows.avoid(spans(len(corpus.train), [corpus.forgotten], length), cfg.data.forget.until_step,
+                      cfg.train.batch_size)
+    return windows
+
+
 def make_trainer(cfg, run: Run, model, device: str, stop: StopSignals, resume: Optional[Resume]) -> GptfitTrainer:
-    dataset = CountedWindows(training_windows(cfg, run.corpus.train), run.ledger)
+    dataset = CountedWindows(make_windows(cfg, run.corpus), run.ledger)
     trainer = GptfitTrainer(
         model=model,
         args=training_arguments(cfg, run.run_dir, device),
@@ -234,5 +250,7 @@ def write_final_files(cfg, run: Run, trainer: GptfitTrainer) -> None:
     memorization_curves(run.tracker.rows, run.run_dir / "memorization.png", title=title)
     if cfg.data.duplicates is not None:
         duplication_curve(run.tracker.rows, run.run_dir / "duplication.png")
+    if cfg.data.forget is not None:
+        forgetting_curve(run.tracker.rows, cfg.data.forget.until_step, run.run_dir / "forgetting.png")
     run.tracker.update(eval_time_s=round(run.eval_seconds, 2))
     run.tracker.finish("finished")
