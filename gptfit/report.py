@@ -25,6 +25,7 @@ from pathlib import Path
 from gptfit.cli import fail
 from gptfit.errors import UserError
 from gptfit.show.sweep_figures import sweep_figures
+from gptfit.show.sweep_sequences import duplication_table, exposure_table, forgetting_table
 from gptfit.run.tracking import has_wandb_key
 from gptfit.show.sweep import (COLUMNS, decoding_table, fmt, grammar_settings, grammar_tables, read_sweep, seed_table,
                                settings_of, table, trends, varying)
@@ -47,6 +48,7 @@ def report(sweep: Path, to_wandb: bool = False) -> Path:
     if grammar is not None:
         lines += ["## Grammar: held-out NLL per sentence (nats) and the sentences of the samples (mean over seeds)",
                   "", grammar, ""]
+    lines += sequence_sections(runs, sweep)
     lines += ["## Trends with corpus size (Spearman rank correlation)", ""]
     lines += [f"- {label}: {fmt(value)}" for label, value in corr.items()]
     not_done = [r for r in runs if r["status"] != "finished"]
@@ -68,6 +70,22 @@ def report(sweep: Path, to_wandb: bool = False) -> Path:
     if to_wandb:
         log_to_wandb(sweep, runs, paths)
     return out
+
+
+def sequence_sections(runs: list[dict], sweep: Path) -> list[str]:
+    """The sections read from the runs' per-sequence tables and planted text, where they have them."""
+    lines = []
+    exposure = exposure_table(runs, sweep)
+    if exposure is not None:
+        lines += ["## Extraction against exposures (ordinary training sequences at the last evaluation; "
+                  "columns: token exposures, cells: extraction rate (sequences))", "", exposure, ""]
+    duplication = duplication_table(runs)
+    if duplication is not None:
+        lines += ["## Duplication ladder: extraction rate by number of copies (final)", "", duplication, ""]
+    forgetting = forgetting_table(runs)
+    if forgetting is not None:
+        lines += ["## Forgetting: the forgotten set when last seen and at the end", "", forgetting, ""]
+    return lines
 
 
 def log_to_wandb(sweep: Path, runs: list[dict], paths: list[Path]) -> None:

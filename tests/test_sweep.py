@@ -92,3 +92,11 @@ def test_the_submitit_local_launcher_runs_a_job(tmp_path, cache_dir):
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((sweep / "0" / "summary.json").read_text())
     assert summary["status"] == "finished"
+
+
+def test_the_report_reads_the_per_sequence_tables(mini_ladder):
+    text = report(mini_ladder).read_text()
+    section = text.split("## Extraction against exposures")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| data.train_tokens=")]
+    assert len(rows) == 3  # one per run, binned by token exposures
+    assert (mini_ladder / "report_exposure.png").stat().st_size > 5000

@@ -4,11 +4,14 @@ curve, copy rate per decoding setting, the decoding settings side by side, and t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from gptfit.show.sweep import by_setting, by_values, fmt, grammar_settings, mean_by_size, settings_of, varying
+from gptfit.show.sweep_sequences import LABELS, extraction_by_exposure
+from gptfit.show.sweep_sequences import label as run_label
 
 
 def grammar_figure(done: list[dict]):
@@ -106,4 +109,31 @@ def sweep_figures(runs: list[dict], sweep: Path) -> list[Path]:
     grammar = grammar_figure(done)
     if grammar is not None:
         save(grammar, "report_grammar.png")
+    exposure = exposure_figure(runs, sweep)
+    if exposure is not None:
+        paths.append(exposure)
     return paths
+
+
+def exposure_figure(runs: list[dict], sweep: Path) -> Optional[Path]:
+    """Extraction against token exposures (binned), one line per finished run with a per-sequence table."""
+    measured = [(r, extraction_by_exposure(sweep / r["job"])) for r in runs if r["status"] == "finished"]
+    measured = [(r, bins) for r, bins in measured if bins is not None]
+    if not measured:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    cmap = plt.get_cmap("viridis")
+    for i, (run, bins) in enumerate(measured):
+        points = [(b, value[0]) for b, value in enumerate(bins) if value is not None]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=run_label(run),
+                color=cmap(i / max(len(measured) - 1, 1)))
+    ax.set_xticks(range(len(LABELS)), LABELS, rotation=20)
+    ax.set_xlabel("token exposures (training windows that held each token, mean over the sequence)")
+    ax.set_ylabel("extraction rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # run labels can be long: beside the axes
+    path = sweep / "report_exposure.png"
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
