@@ -57,6 +57,11 @@ def duplicate_sides(train: np.ndarray, eot_id: int, planted: list, aside: np.nda
                       np.zeros(n0, np.int64))]
 
 
+def document_index(stream: np.ndarray, eot_id: int) -> np.ndarray:
+    """[tokens + 1]: how many documents (each ended by end-of-text) end before position t: t's document."""
+    return np.concatenate([[0], np.cumsum(stream == eot_id)])
+
+
 def pick(stream: np.ndarray, eot_id: int, length: int, count: int, split: str,
          planted: Optional[np.ndarray] = None) -> Sequences:
     """`count` of the non-overlapping sequences of `length` tokens of `stream`, evenly spread; none that
@@ -68,7 +73,7 @@ def pick(stream: np.ndarray, eot_id: int, length: int, count: int, split: str,
     available = len(starts)
     chosen = np.unique(np.linspace(0, available - 1, num=min(count, available)).round().astype(np.int64))
     offsets = starts[chosen] if available else starts
-    documents = np.concatenate([[0], np.cumsum(stream == eot_id)])  # [tokens + 1]: documents ended before t
+    documents = document_index(stream, eot_id)
     index = offsets[:, None] + np.arange(length)[None, :]  # [n, L]
     tokens = torch.from_numpy(np.asarray(stream, dtype=np.int64)[index])
     return Sequences(split, offsets, documents[offsets], tokens)
@@ -86,7 +91,7 @@ def both_sides(train: np.ndarray, val: np.ndarray, eot_id: int, length: int, cou
 
 def planted_side(train: np.ndarray, eot_id: int, groups: list, kind: str) -> Sequences:
     """The planted sequences of `groups` (gptfit.data.duplicates.Planted), each row at its first copy."""
-    documents = np.concatenate([[0], np.cumsum(train == eot_id)])
+    documents = document_index(train, eot_id)
     firsts = np.array([p[0] for group in groups for p in group.positions], dtype=np.int64)
     tokens = torch.from_numpy(np.concatenate([group.tokens for group in groups]))
     copies = np.concatenate([np.full(len(group.tokens), group.copies) for group in groups])
