@@ -15,7 +15,6 @@ from gptfit.data.canaries import make_canaries
 from gptfit.data.corpus import load_corpus
 from gptfit.run.evaluation import Evaluator
 from gptfit.metrics.canaries import exposure
-from gptfit.metrics.memorization import roc_auc
 from gptfit.metrics.ngrams import NgramIndex
 from gptfit.model.loading import build_model
 from gptfit.run.training import train
@@ -130,14 +129,6 @@ def test_longest_copy_finds_a_planted_span_exactly():
         sample = np.concatenate([noise(10), train_tokens[5000 : 5000 + length], noise(10)])
         assert index.longest_copy(sample) == (length, 10)
         assert index.has_copy(sample) == (length >= 16)
-
-
-def test_roc_auc_matches_counting_pairs_with_ties():
-    rng = np.random.default_rng(2)
-    pos, neg = rng.integers(0, 5, 40).astype(float), rng.integers(0, 4, 30).astype(float)
-    pairs = [(p > n) + 0.5 * (p == n) for p in pos for n in neg]
-    assert roc_auc(pos, neg) == pytest.approx(np.mean(pairs))
-    assert roc_auc([2, 3], [0, 1]) == 1.0 and roc_auc([0, 1], [2, 3]) == 0.0
 
 
 def test_exposure_of_a_hand_built_ranking_equals_the_formula():

@@ -58,6 +58,16 @@ class ForgetConfig:
 
 
 @dataclass
+class SubsetConfig:
+    """data.subset: train on a seeded random share of the candidate sequences (gptfit.data.subset), for
+    shadow models. Chosen with +data/subset=half, whose file (conf/data/subset/half.yaml) holds the
+    defaults; a sweep over data.subset.seed gives every candidate models with it and without it."""
+
+    fraction: float = MISSING
+    seed: int = MISSING
+
+
+@dataclass
 class DataConfig:
     # python_docs (embedded), text (local files), hf (a datasets dataset, hub or saved to disk),
     # grammar (sentences of a synthetic language, `grammar` below).
@@ -72,6 +82,10 @@ class DataConfig:
     sample_by: str = "paragraph"
     # Training size in tokens: the first train_tokens of the shuffled training pool (nested subsets).
     train_tokens: int = 16384
+    # Where the training set starts in the pool (0: at its start, so every smaller set is inside every
+    # larger one). A later start trains on text that the sets of a corpus-size sweep do not hold: a
+    # reference model for membership inference (eval.mia.reference).
+    train_offset: int = 0
     # Seeds the held-out split and the document order, independent of `seed`.
     split_seed: int = 0
     # Share of the corpus's characters held out for validation (whole documents).
@@ -88,6 +102,8 @@ class DataConfig:
     duplicates: Optional[DuplicatesConfig] = None
     # Forgetting (off: null): +data/forget=default, e.g. with data.forget.until_step=400.
     forget: Optional[ForgetConfig] = None
+    # Shadow models (off: null): +data/subset=half, e.g. with data.subset.seed=3.
+    subset: Optional[SubsetConfig] = None
 
     def problems(self) -> list[str]:
         c = Checks("data", self)
@@ -100,6 +116,7 @@ class DataConfig:
                    "no such file or folder; give a text file, a folder or a glob pattern")
         c.one_of("sample_by", SAMPLE_BY)
         c.positive("train_tokens")
+        c.at_least("train_offset", 0)
         c.seed("split_seed")
         if c.finite("val_fraction"):
             c.need(0.0 < self.val_fraction < 1.0, "val_fraction", "must be in (0, 1)")
@@ -126,6 +143,8 @@ class DataConfig:
             f.at_least("copies", 1)
             f.at_least("until_step", 1)
             c.problems.extend(f.problems)
+        if self.subset is not None:
+            c.problems.extend(self.subset_problems())
         names = [canary.name for canary in self.canaries]
         for i, canary in enumerate(self.canaries):
             k = Checks(f"data.canaries[{i}]", canary)
@@ -133,4 +152,18 @@ class DataConfig:
             k.need(canary.repeats >= 1, "repeats", "must be >= 1")
             k.need(names.count(canary.name) == 1 and canary.name.isidentifier(), "name", "must be a unique identifier")
             c.problems.extend(k.problems)
+        return c.problems
+
+    def subset_problems(self) -> list[str]:
+        c = Checks("data.subset", self.subset)
+        if c.finite("fraction"):
+            c.need(0.0 < self.subset.fraction < 1.0, "fraction", "must be in (0, 1): the share of the candidates "
+                   "each shadow model trains on (0.5 for LiRA)")
+        c.seed("seed")
+        others = [name for name, on in (("data.canaries", bool(self.canaries)), ("data.duplicates", self.duplicates),
+                                        ("data.forget", self.forget), ("data=grammar", self.source == "grammar"))
+                  if on]
+        if others:
+            c.line(f"data.subset: cannot be combined with {', '.join(others)}; a shadow model trains on candidate "
+                   "sequences of a text corpus only")
         return c.problems

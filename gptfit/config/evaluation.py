@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 
 from gptfit.config.checks import Checks
+
+
+@dataclass
+class MiaConfig:
+    """eval.mia: the membership-inference scores of the per-sequence table (gptfit.metrics.membership)."""
+
+    # Min-K% and Min-K%++ average the lowest share k of a sequence's token scores (Shi et al. 2023).
+    k: float = 0.2
+    # The `reference` score's model: a run directory (its final/ or best/ model) or a saved model
+    # directory with the same tokenizer; without one the score is left out.
+    reference: Optional[str] = None
+    # Resamples of whole documents behind the 95% intervals (`_lo`, `_hi`) of every figure, at the last
+    # evaluation (0: none). Each costs one ROC per score (about 0.5 ms on 100 sequences).
+    bootstrap: int = 200
+
+    def problems(self) -> list[str]:
+        c = Checks("eval.mia", self)
+        if c.finite("k"):
+            c.need(0.0 < self.k <= 1.0, "k", "must be in (0, 1]: the share of a sequence's tokens Min-K% averages")
+        c.at_least("bootstrap", 0)
+        if self.reference and self.reference.startswith(("/", ".", "~")):
+            c.need(os.path.exists(os.path.expanduser(self.reference)), "reference",
+                   "no such directory; give a run directory or a saved model directory")
+        return c.problems
 
 
 @dataclass
@@ -46,8 +71,7 @@ class EvalConfig:
     # determiner, so the model chooses the rest of the sentence itself; longer prompts force novel starts).
     grammar_sentences: int = 256
     grammar_prompt_tokens: int = 1
-
-
+    mia: MiaConfig = field(default_factory=MiaConfig)
 
     def problems(self) -> list[str]:
         c = Checks("eval", self)
@@ -58,7 +82,7 @@ class EvalConfig:
         c.at_least("heldout_prompts", 0)
         for i, prompt in enumerate(self.prompts):
             c.need(bool(prompt.strip()), f"prompts[{i}]", "must not be empty", got=prompt)
-        return c.problems
+        return c.problems + self.mia.problems()
 
     def window_problems(self, block_size: int) -> list[str]:
         """What does not fit the model's window of `block_size` tokens."""

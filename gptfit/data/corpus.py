@@ -5,7 +5,8 @@ The rule, fixed per corpus by `data.split_seed` (never by `seed`):
 2. walking that order, whole documents go to validation until it holds `data.val_fraction` of the
    corpus's characters; every other document is in the training pool, in that same order;
 3. each document is followed by the end-of-text token; the training set of size N is the first N
-   tokens of the training pool's stream.
+   tokens of the training pool's stream (or, with `data.train_offset`, the N after that many: text that
+   no training set of a corpus-size sweep holds, for a reference model).
 So validation is the same for every training size, and a smaller training set is a prefix of a larger
 one (the 4k-token set is inside the 16k-token set).
 
@@ -27,6 +28,7 @@ from gptfit.data.canaries import make_canaries, plant
 from gptfit.data.duplicates import cut, hold_aside, take
 from gptfit.data.duplicates import plant as plant_duplicates
 from gptfit.data.sources import load_documents
+from gptfit.data.subset import Subset, draw
 from gptfit.data.tokenizer import token_byte_lengths, tokenizer_hash, train_bpe
 from gptfit.errors import UserError
 
@@ -50,6 +52,7 @@ class Corpus:
     planted: list = field(default_factory=list)  # data.duplicates: gptfit.data.duplicates.Planted, one per count
     aside: Optional[np.ndarray] = None  # data.duplicates: [n, L] held-aside sequences never planted (count 0)
     forgotten: Optional[object] = None  # data.forget: the Planted group seen only up to data.forget.until_step
+    subset: Optional[Subset] = None  # data.subset: the candidate sequences and which of them are trained on
 
 
 def split_documents(docs: list[str], split_seed: int, val_fraction: float) -> tuple[list[str], list[str]]:
@@ -104,7 +107,8 @@ def encode_stream(tokenizer, docs: list[str], eot_id: int, cache_dir: str, tag: 
 
 def load_corpus(data_cfg, tokenizer=None, sequence_length: int = 64) -> Corpus:
     """Load, split and tokenize; `tokenizer` is the pretrained model's, or None to train a BPE.
-    sequence_length: the length of the duplication ladder's sequences (eval.prefix_tokens + suffix_tokens)."""
+    sequence_length: the length of the duplication ladder's and data.subset's sequences (eval.prefix_tokens
+    + suffix_tokens)."""
     docs = load_documents(data_cfg)
     pool, val = split_documents(docs, data_cfg.split_seed, data_cfg.val_fraction)
     dup, forget = getattr(data_cfg, "duplicates", None), getattr(data_cfg, "forget", None)
@@ -131,33 +135,30 @@ def load_corpus(data_cfg, tokenizer=None, sequence_length: int = 64) -> Corpus:
     pool_stream = encode_stream(tokenizer, pool, eot_id, data_cfg.cache_dir, f"{key}-train")
     val_tag = f"{key}-val" + ("-unseen" if dropped else "")
     val_stream = encode_stream(tokenizer, val, eot_id, data_cfg.cache_dir, val_tag)
-    if data_cfg.train_tokens > len(pool_stream):
+    start = getattr(data_cfg, "train_offset", 0)
+    if start + data_cfg.train_tokens > len(pool_stream):
         larger = "raise data.grammar.n_sentences" if data_cfg.source == "grammar" else "use a larger corpus"
+        skipped = f", {start} of them skipped by data.train_offset," if start else ""
         raise UserError(
-            f"data.train_tokens={data_cfg.train_tokens}: the corpus has only {len(pool_stream)} training tokens "
-            f"after holding out {len(val_stream)}; lower data.train_tokens or {larger}"
+            f"data.train_tokens={data_cfg.train_tokens}: the corpus has only {len(pool_stream)} training tokens"
+            f"{skipped} after holding out {len(val_stream)}; lower data.train_tokens or {larger}"
         )
-    train = pool_stream[: data_cfg.train_tokens]
+    train = pool_stream[start : start + data_cfg.train_tokens]
     # Each document is followed by an end-of-text token: the complete documents of the training set.
-    n_complete = int(np.count_nonzero(train == eot_id))
+    ended_before = int(np.count_nonzero(pool_stream[:start] == eot_id))
+    first = ended_before if start == 0 or pool_stream[start - 1] == eot_id else ended_before + 1
+    complete = slice(first, ended_before + int(np.count_nonzero(train == eot_id)))
+    subset = None
+    if getattr(data_cfg, "subset", None) is not None:  # the candidates, each trained on as a document of its own
+        train, subset = draw(train, eot_id, sequence_length, data_cfg.subset.fraction, data_cfg.subset.seed)
+        complete = slice(0, 0)
     canaries = make_canaries(data_cfg.canaries, data_cfg.split_seed)
     if canaries:
         train = plant(train, canaries, tokenizer, eot_id, data_cfg.split_seed)
     planted, aside, forgotten = [], None, None
     if aside_docs:
         aside_stream = encode_stream(tokenizer, aside_docs, eot_id, data_cfg.cache_dir, f"{key}-aside")
-    groups = []  # (copies, sequences): the ladder's counts, then the forgotten set, planted in one pass
-    if dup is not None:
-        ladder = cut(aside_stream, sequence_length, list(dup.counts), dup.per_count)
-        groups += [(count, ladder[count]) for count in dup.counts]
-        aside = ladder[0]
-    if forget is not None:
-        groups.append((forget.copies, take(aside_stream, sequence_length, n_dup, forget.sequences,
-                                           "data.forget.sequences")))
-    if groups:
-        train, planted = plant_duplicates(train, groups, eot_id, data_cfg.split_seed)
-        if forget is not None:
-            forgotten = planted.pop()
+        train, planted, aside, forgotten = plant_aside(train, aside_stream, data_cfg, eot_id, sequence_length)
     return Corpus(
         train=train,
         val=val_stream,
@@ -170,13 +171,32 @@ def load_corpus(data_cfg, tokenizer=None, sequence_length: int = 64) -> Corpus:
         n_train_docs=len(pool),
         n_val_docs=len(val),
         canaries=canaries,
-        train_documents=pool[:n_complete],
+        train_documents=pool[complete],
         val_documents=val,
         val_dropped=dropped,
         planted=planted,
         aside=aside,
         forgotten=forgotten,
+        subset=subset,
     )
+
+
+def plant_aside(train: np.ndarray, aside: np.ndarray, data_cfg, eot_id: int, length: int) -> tuple:
+    """(the training stream with the held-aside sequences planted, the ladder's Planted groups, the
+    never-planted count-0 sequences, the forgotten Planted group): all planted in one pass."""
+    dup, forget = data_cfg.duplicates, data_cfg.forget
+    n_dup = (len(dup.counts) + 1) * dup.per_count if dup is not None else 0
+    groups, baseline, forgotten = [], None, None  # (copies, sequences): the ladder's counts, then the forgotten set
+    if dup is not None:
+        ladder = cut(aside, length, list(dup.counts), dup.per_count)
+        groups += [(count, ladder[count]) for count in dup.counts]
+        baseline = ladder[0]
+    if forget is not None:
+        groups.append((forget.copies, take(aside, length, n_dup, forget.sequences, "data.forget.sequences")))
+    train, planted = plant_duplicates(train, groups, eot_id, data_cfg.split_seed)
+    if forget is not None:
+        forgotten = planted.pop()
+    return train, planted, baseline, forgotten
 
 
 def ngram_overlap(train: np.ndarray, val: np.ndarray, n: int = 8) -> float:

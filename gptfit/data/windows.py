@@ -17,6 +17,11 @@ import torch
 from torch.utils.data import Dataset
 
 
+def document_index(stream: np.ndarray, eot_id: int) -> np.ndarray:
+    """[tokens + 1]: how many documents (each ended by end-of-text) end before position t: t's document."""
+    return np.concatenate([[0], np.cumsum(stream == eot_id)])
+
+
 class Windows(Dataset):
     """`num_samples` training windows; subclasses say where sample i starts."""
 

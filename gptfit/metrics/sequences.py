@@ -12,8 +12,11 @@ sides have when fewer), evenly spread over each stream. For each, at each memori
   ones, whose baseline is `extracted`): for greedy and beam search, 1 when the decoded suffix is exact;
   for sampling, the probability that one sampled completion is the suffix: the product over the suffix
   of each true token's probability under the setting's transformed distribution, teacher-forced, zero
-  where a transform cuts it (Hayes et al. 2024). It is computed exactly, not sampled.
-The aggregates (`aggregates`) are means over the table's `kind == "sample"` rows.
+  where a transform cuts it (Hayes et al. 2024). It is computed exactly, not sampled;
+- `mia_<score>`: every membership-inference score (gptfit.metrics.membership), from the same forward pass
+  as `loss`;
+- `candidate`: with data.subset, the sequence's index among the candidates (-1: not a candidate).
+The aggregates (`aggregates`) are means over the table's `kind == "sample"` rows, and the `mia/` keys.
 """
 
 from __future__ import annotations
@@ -27,12 +30,12 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from gptfit.core.eval_mode import eval_mode
 from gptfit.core.sampling.decode import generate
 from gptfit.core.sampling.settings import as_setting, strategy_of
 from gptfit.core.sampling.transforms import transform
 from gptfit.data.exposure import sequence_exposures
-from gptfit.metrics.memorization import mia_auc
+from gptfit.data.windows import document_index
+from gptfit.metrics import membership
 from gptfit.metrics.scoring import score_sequences
 
 
@@ -47,6 +50,39 @@ class Sequences:
     kind: str = "sample"  # sample | duplicate
     copies: Optional[np.ndarray] = None  # [n] how many times each was planted (None: 0)
     positions: Optional[list[list[int]]] = None  # duplicates: where each copy starts in the training stream
+    candidates: Optional[np.ndarray] = None  # data.subset: [n] each one's index among the candidates
+    # Fixed for the run, by `prepare_membership`: the decoded texts (for zlib), the blind classifier's
+    # out-of-fold scores and the reference model's token log-probabilities ([n, L - 1]).
+    texts: Optional[list[str]] = None
+    blind: Optional[np.ndarray] = None
+    reference_log_probs: Optional[np.ndarray] = None
+
+
+def prepare_membership(sides: list[Sequences], tokenizer, reference, batch_size: int, seed: int) -> None:
+    """Fill in what the membership scores need of each side that does not change with the model: the text
+    of each sequence (special tokens kept), the blind baseline over the ordinary sequences of both sides,
+    and a reference model's log-probabilities (`reference`: a model, or None)."""
+    for side in sides:
+        side.texts = tokenizer.batch_decode(side.tokens.tolist(), skip_special_tokens=False)
+        if reference is not None:
+            side.reference_log_probs = -score_sequences(reference, side.tokens, batch_size).losses.numpy()
+    ordinary = [side for side in sides if side.kind == "sample"]
+    if len({side.split for side in ordinary}) < 2:
+        return
+    rows = pa.table({"split": [side.split for side in ordinary for _ in side.offsets],
+                     "doc_id": np.concatenate([side.doc_ids for side in ordinary]),
+                     "candidate": np.concatenate([_candidates(side) for side in ordinary])})
+    members = np.concatenate([np.full(len(side.offsets), side.split == "train") for side in ordinary])
+    tokens = np.concatenate([side.tokens.numpy() for side in ordinary])
+    scores = membership.blind(tokens, members, membership.document_groups(rows), seed)
+    if scores is not None:
+        bounds = np.cumsum([0, *(len(side.offsets) for side in ordinary)])
+        for side, start, end in zip(ordinary, bounds[:-1], bounds[1:]):
+            side.blind = scores[start:end]
+
+
+def _candidates(side: Sequences) -> np.ndarray:
+    return side.candidates if side.candidates is not None else np.full(len(side.offsets), -1, np.int64)
 
 
 def duplicate_sides(train: np.ndarray, eot_id: int, planted: list, aside: np.ndarray) -> list[Sequences]:
@@ -55,11 +91,6 @@ def duplicate_sides(train: np.ndarray, eot_id: int, planted: list, aside: np.nda
     return [planted_side(train, eot_id, planted, "duplicate"),
             Sequences("aside", np.full(n0, -1), np.full(n0, -1), torch.from_numpy(aside), "duplicate",
                       np.zeros(n0, np.int64))]
-
-
-def document_index(stream: np.ndarray, eot_id: int) -> np.ndarray:
-    """[tokens + 1]: how many documents (each ended by end-of-text) end before position t: t's document."""
-    return np.concatenate([[0], np.cumsum(stream == eot_id)])
 
 
 def pick(stream: np.ndarray, eot_id: int, length: int, count: int, split: str,
@@ -89,6 +120,15 @@ def both_sides(train: np.ndarray, val: np.ndarray, eot_id: int, length: int, cou
     return [train_side, val_side]
 
 
+def subset_sides(subset) -> list[Sequences]:
+    """data.subset: every candidate, the members as training sequences (at their place in the training
+    stream) and the others as held-out ones (in no stream)."""
+    index = np.arange(len(subset.tokens))
+    return [Sequences(split, subset.positions[chosen], subset.documents[chosen],
+                      torch.from_numpy(subset.tokens[chosen]), candidates=index[chosen])
+            for split, chosen in (("train", subset.members), ("val", ~subset.members))]
+
+
 def planted_side(train: np.ndarray, eot_id: int, groups: list, kind: str) -> Sequences:
     """The planted sequences of `groups` (gptfit.data.duplicates.Planted), each row at its first copy."""
     documents = document_index(train, eot_id)
@@ -110,30 +150,37 @@ def decoded_matches(model, tokens: torch.Tensor, prefix: int, setting, batch_siz
     return torch.cat(out)
 
 
-@torch.no_grad()
-def sampled_extraction(model, tokens: torch.Tensor, prefix: int, settings: dict, batch_size: int) -> dict:
-    """{setting: [n] probability that one sampled completion of the prefix is exactly the true suffix}."""
-    device = next(model.parameters()).device
-    log_p = {name: [] for name in settings}
-    with eval_mode(model):
-        for batch in tokens.split(batch_size):
-            batch = batch.to(device)
-            logits = model(input_ids=batch[:, :-1]).logits[:, prefix - 1 :].float()  # [b, suffix, vocab]
-            b, suffix, vocab = logits.shape
-            truth = batch[:, prefix:].reshape(-1, 1)  # [b * suffix, 1]
-            for name, setting in settings.items():
-                scores = transform(logits.reshape(-1, vocab), setting)  # temperature, top-k, top-p; cut = -inf
-                chosen = F.log_softmax(scores, dim=-1).gather(1, truth).view(b, suffix)
-                log_p[name].append(chosen.double().sum(1).cpu())
-    return {name: torch.cat(v).exp().numpy() for name, v in log_p.items()}
+class SampledExtraction:
+    """{setting: [n] probability that one sampled completion of the prefix is exactly the true suffix},
+    gathered batch by batch from the table's forward pass (a `score_sequences` visitor)."""
+
+    def __init__(self, prefix: int, settings: dict):
+        self.prefix, self.settings = prefix, settings
+        self.log_p: dict[str, list[torch.Tensor]] = {name: [] for name in settings}
+
+    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> None:
+        logits = logits[:, self.prefix - 1 :]  # [b, suffix, vocab]: the predictions of the suffix tokens
+        b, suffix, vocab = logits.shape
+        truth = ids[:, self.prefix :].reshape(-1, 1)  # [b * suffix, 1]
+        for name, setting in self.settings.items():
+            scores = transform(logits.reshape(-1, vocab), setting)  # temperature, top-k, top-p; cut = -inf
+            chosen = F.log_softmax(scores, dim=-1).gather(1, truth).view(b, suffix)
+            self.log_p[name].append(chosen.double().sum(1).cpu())
+
+    def probabilities(self) -> dict[str, np.ndarray]:
+        return {name: torch.cat(v).exp().numpy() for name, v in self.log_p.items()}
 
 
 def score(model, sides: list[Sequences], prefix: int, decoding: dict, batch_size: int, step: int,
-          seed: int) -> pa.Table:
-    """One evaluation's rows: every sequence of both sides with its scores (the columns of the module doc)."""
+          seed: int, mia_k: float) -> pa.Table:
+    """One evaluation's rows: every sequence of both sides with its scores (the columns of the module doc);
+    `mia_k`: Min-K%'s share. The sides went through `prepare_membership`."""
     columns: dict[str, list] = {}
+    sampled = {k: v for k, v in decoding.items() if strategy_of(v) == "sample"}
     for side in sides:
-        scores = score_sequences(model, side.tokens, batch_size)
+        ordinary_train = side.split == "train" and side.kind == "sample"
+        extraction = SampledExtraction(prefix, sampled) if ordinary_train and sampled else None
+        scores = score_sequences(model, side.tokens, batch_size, moments=True, visit=extraction)
         greedy = decoded_matches(model, side.tokens, prefix, dict(do_sample=False, num_beams=1), batch_size, seed)
         n = len(side.offsets)
         part = {
@@ -142,13 +189,16 @@ def score(model, sides: list[Sequences], prefix: int, decoding: dict, batch_size
             "loss": scores.mean().tolist(), "suffix_match": greedy.float().mean(1).tolist(),
             "extracted": (greedy.all(1)).tolist(), "exact_match": scores.hit_rate().tolist(),
             "kind": [side.kind] * n, "copies": (side.copies.tolist() if side.copies is not None else [0] * n),
+            "candidate": _candidates(side).tolist(),
         }
-        if side.split != "train" or side.kind != "sample":  # the greedy baseline only; other settings' cells null
+        mia = membership.model_scores(scores, side.texts, mia_k, side.reference_log_probs)
+        mia["mia_blind"] = side.blind if side.blind is not None else [None] * n
+        part.update({name: list(values) for name, values in mia.items()})
+        if not ordinary_train:  # the greedy baseline only; other settings' cells null
             part.update({f"extraction/{name}": [None] * n for name in decoding})
             _extend(columns, part)
             continue
-        sampled = {k: v for k, v in decoding.items() if strategy_of(v) == "sample"}
-        probs = sampled_extraction(model, side.tokens, prefix, sampled, batch_size) if sampled else {}
+        probs = extraction.probabilities() if extraction is not None else {}
         for name, setting in decoding.items():
             if name in probs:
                 part[f"extraction/{name}"] = probs[name].tolist()
@@ -158,7 +208,7 @@ def score(model, sides: list[Sequences], prefix: int, decoding: dict, batch_size
                 matches = decoded_matches(model, side.tokens, prefix, setting, batch_size, seed)
                 part[f"extraction/{name}"] = matches.all(1).double().tolist()
         _extend(columns, part)
-    return pa.table({k: pa.array(v, type=pa.float64() if k.startswith("extraction/") else None)
+    return pa.table({k: pa.array(v, type=pa.float64() if k.startswith(("extraction/", "mia_")) else None)
                      for k, v in columns.items()})
 
 
@@ -187,8 +237,9 @@ def exposure_columns(sides: list[Sequences], starts: np.ndarray, last_seen: np.n
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def aggregates(table: pa.Table, extraction_samples: int) -> dict:
-    """The `mem/` keys: means over the table's `kind == "sample"` rows of one evaluation."""
+def aggregates(table: pa.Table, extraction_samples: int, resamples: int = 0, seed: int = 0) -> dict:
+    """The `mem/` keys: means over the table's `kind == "sample"` rows of one evaluation, and the `mia/` keys
+    (with `resamples` bootstrap draws behind their intervals)."""
     rows = table.filter(pa.compute.equal(table["kind"], "sample"))
     side = {s: rows.filter(pa.compute.equal(rows["split"], s)) for s in ("train", "val")}
     out = {}
@@ -196,7 +247,8 @@ def aggregates(table: pa.Table, extraction_samples: int) -> dict:
         out[f"mem/extraction_rate_{s}"] = _mean(part["extracted"])
         out[f"mem/suffix_match_{s}"] = _mean(part["suffix_match"])
         out[f"mem/exact_match_{s}"] = _mean(part["exact_match"])
-    out["mem/mia_auc"] = mia_auc(np.asarray(side["train"]["loss"]), np.asarray(side["val"]["loss"]))
+    out.update(membership.aggregates(rows, resamples, seed))
+    out["mem/mia_auc"] = out["mia/loss/auc"]
     planted = table.filter(pa.compute.equal(table["kind"], "duplicate"))
     for copies in sorted(set(planted["copies"].to_pylist())):
         group = planted.filter(pa.compute.equal(planted["copies"], copies))

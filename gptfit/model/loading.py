@@ -18,15 +18,15 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def resolve_model_dir(path: str) -> Path:
-    """A saved model directory, or the final/best model inside a run directory (for model.init_from)."""
+def resolve_model_dir(path: str, key: str = "model.init_from") -> Path:
+    """A saved model directory, or the final/best model inside a run directory (for the config `key`)."""
     p = Path(path).expanduser()
     if (p / "config.json").exists():
         return p
     for sub in ("final", "best"):
         if (p / sub / "config.json").exists():
             return p / sub
-    raise UserError(f"model.init_from={path!r}: no saved model there (expected config.json, or final/ or best/ "
+    raise UserError(f"{key}={path!r}: no saved model there (expected config.json, or final/ or best/ "
                     "of a run directory); point it at a finished run")
 
 

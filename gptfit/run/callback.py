@@ -13,6 +13,8 @@ from transformers import TrainerCallback
 
 from gptfit.data.corpus import Corpus
 from gptfit.errors import UserError
+from gptfit.metrics import membership
+from gptfit.plots.membership import roc_figure
 from gptfit.run import distributed as dist
 from gptfit.run.checkpoints import find_checkpoint, save_model_atomic, write_marker
 from gptfit.run.evaluation import Evaluator
@@ -60,6 +62,7 @@ class Run:
         self.tracker.log_samples(samples)
         if table is not None:
             self.tracker.log_sequences(table, final)
+            self.membership_notes(table, final, tokens_seen)
         if row["val/loss"] < self.best_val:
             self.best_val = row["val/loss"]
             save_model_atomic(model, self.tokenizer, self.run_dir / "best")
@@ -70,6 +73,19 @@ class Run:
             line += f" | extract {row['mem/extraction_rate_train']:.2f} | auc {row['mem/mia_auc']:.2f}"
         tqdm.write(f"{line} | {time.time() - self.start:.0f}s")
         return row
+
+
+    def membership_notes(self, table, final: bool, tokens_seen: int) -> None:
+        """Why some mia/ figures are null (in summary.json), and at the end the ROC of every score."""
+        reasons = membership.null_reasons(table)
+        if reasons:
+            self.tracker.update(mia_null=reasons)
+        if final:
+            rows = membership.ordinary(table)
+            n_nonmembers = rows.num_rows - int(sum(s == "train" for s in rows["split"].to_pylist()))
+            fig = roc_figure(membership.roc_points(rows), n_nonmembers, f"membership inference at step {self.cfg.train.max_steps}")
+            fig.savefig(self.run_dir / "mia_roc.png")
+            self.tracker.log_figures({"mia/roc": fig}, tokens_seen)
 
 
 class RunCallback(TrainerCallback):

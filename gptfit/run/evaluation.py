@@ -22,12 +22,15 @@ from gptfit.core.attention import attention_maps, head_entropy
 from gptfit.core.sampling.decode import generate
 from gptfit.data.corpus import Corpus
 from gptfit.data.duplicates import spans
+from gptfit.data.tokenizer import tokenizer_hash
 from gptfit.data.windows import fixed_windows
+from gptfit.errors import UserError
 from gptfit.metrics.canaries import canary_exposures
 from gptfit.metrics import sequences
 from gptfit.metrics.grammar import GrammarProbe
-from gptfit.metrics.memorization import window_stats
 from gptfit.metrics.ngrams import NgramIndex
+from gptfit.metrics.scoring import score_sequences
+from gptfit.model.loading import load_model, load_tokenizer, resolve_model_dir
 from gptfit.plots.attention import heatmap_grid, line_diagram
 
 
@@ -70,6 +73,18 @@ def _until_eot(tokens: np.ndarray, eot: int) -> np.ndarray:
     return tokens[: end[0]] if len(end) else tokens
 
 
+def load_reference(path: str, ours: str):
+    """The reference model of the membership score `reference`, which must share the run's tokenizer
+    (`ours`: its hash)."""
+    directory = resolve_model_dir(path, key="eval.mia.reference")
+    theirs = tokenizer_hash(load_tokenizer(str(directory)))
+    if theirs != ours:
+        raise UserError(f"eval.mia.reference={path!r}: its tokenizer ({theirs}) is not this run's ({ours}), so "
+                        "it cannot score the same tokens; use a model trained with this corpus's tokenizer (same "
+                        "data source, data.split_seed, data.val_fraction and data.vocab_size)")
+    return load_model(str(directory))
+
+
 class Evaluator:
     def __init__(self, cfg, corpus: Corpus, tokenizer):
         e, block = cfg.eval, cfg.model.block_size
@@ -79,12 +94,17 @@ class Evaluator:
         self.span = e.prefix_tokens + e.suffix_tokens
         groups = corpus.planted + ([corpus.forgotten] if corpus.forgotten is not None else [])
         planted = spans(len(corpus.train), groups, self.span) if groups else None
-        self.sides = sequences.both_sides(corpus.train, corpus.val, corpus.eot_id, self.span, e.sequences, planted)
+        if corpus.subset is not None:  # every candidate, whatever eval.sequences says
+            self.sides = sequences.subset_sides(corpus.subset)
+        else:
+            self.sides = sequences.both_sides(corpus.train, corpus.val, corpus.eot_id, self.span, e.sequences, planted)
         if corpus.planted:
             self.sides += sequences.duplicate_sides(corpus.train, corpus.eot_id, corpus.planted, corpus.aside)
         if corpus.forgotten is not None:
             self.sides.append(sequences.planted_side(corpus.train, corpus.eot_id, [corpus.forgotten], "forget"))
         seed = cfg.data.split_seed
+        reference = load_reference(e.mia.reference, corpus.tokenizer_hash) if e.mia.reference else None
+        sequences.prepare_membership(self.sides, tokenizer, reference, e.batch_size, seed)
         self.decoding = dict(cfg.decoding)
         self.index = NgramIndex(corpus.train, e.max_ngram, e.copy_span) if self.decoding else None
         self.grammar = GrammarProbe(cfg, corpus, tokenizer) if cfg.data.source == "grammar" else None
@@ -115,23 +135,24 @@ class Evaluator:
 
     def losses(self, model) -> dict:
         bs = self.cfg.eval.batch_size
-        row = self._loss_keys("train", window_stats(model, self.train_windows, bs)[0], self.train_windows)
-        row.update(self._loss_keys("val", window_stats(model, self.val_windows, bs)[0], self.val_windows))
+        row = self._loss_keys("train", score_sequences(model, self.train_windows, bs).mean(), self.train_windows)
+        row.update(self._loss_keys("val", score_sequences(model, self.val_windows, bs).mean(), self.val_windows))
         row["gap"] = row["val/loss"] - row["train/loss"]
         return row
 
-    def memorization(self, model, step: int = 0, exposure=None) -> tuple[dict, pa.Table]:
-        """The per-sequence table of this evaluation and the mem/ keys taken from it, and the canaries.
-        exposure: the ledger's (starts, last_seen) so far; None: nothing seen yet."""
+    def memorization(self, model, step: int = 0, exposure=None, final: bool = False) -> tuple[dict, pa.Table]:
+        """The per-sequence table of this evaluation and the mem/ and mia/ keys taken from it, and the
+        canaries. exposure: the ledger's (starts, last_seen) so far; None: nothing seen yet. final: the
+        last evaluation, which also bootstraps the intervals of the mia/ keys."""
         e = self.cfg.eval
         table = sequences.score(model, self.sides, e.prefix_tokens, self.decoding, e.batch_size, step,
-                                self.cfg.seed * 1_000_003 + step)
+                                self.cfg.seed * 1_000_003 + step, e.mia.k)
         if exposure is None:
             exposure = (np.zeros(len(self.corpus.train), np.int64), np.full(len(self.corpus.train), -1, np.int64))
         columns = sequences.exposure_columns(self.sides, *exposure, self.span, self.cfg.model.block_size)
         for key, values in columns.items():
             table = table.append_column(key, pa.array(values))
-        row = sequences.aggregates(table, e.extraction_samples)
+        row = sequences.aggregates(table, e.extraction_samples, e.mia.bootstrap if final else 0, self.cfg.data.split_seed)
         row.update(canary_exposures(model, self.corpus.canaries, self.tokenizer, self.corpus.eot_id,
                                     e.canary_candidates, self.cfg.data.split_seed))
         return row, table
@@ -200,7 +221,7 @@ class Evaluator:
         # The k-th evaluation by step, not by count, so that a resumed run keeps the same cadence.
         index = step // self.cfg.train.eval_every
         if final or index % self.cfg.eval.memorization_every == 0:
-            measured, table = self.memorization(model, step, exposure)
+            measured, table = self.memorization(model, step, exposure, final)
             row.update(measured)
         if final or index % self.cfg.eval.generation_every == 0:
             if self.grammar is not None:

@@ -184,7 +184,7 @@ class Tracker:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(row) + "\n")
         if self.wandb is not None:
-            self.wandb.log(row)
+            self.wandb.log({k: v for k, v in row.items() if v is not None})  # null: not estimable (summary.json)
         self._write_summary()
 
     def log_sequences(self, table, final: bool) -> None:

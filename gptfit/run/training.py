@@ -31,7 +31,7 @@ from gptfit.run.exposure import FILE as LEDGER_FILE
 from gptfit.run.exposure import CountedWindows, ExposureLedger, write_ledger
 from gptfit.run.folder import disk_full, lock_run_dir, make_writable_run_dir
 from gptfit.run.signals import StopSignals, TrainingStopped
-from gptfit.run.tracking import Tracker
+from gptfit.run.tracking import Tracker, write_json_atomic
 from gptfit.run.trainer import (GptfitTrainer, check_precision, close_progress_bar, out_of_memory, resolve_device,
                                 training_arguments)
 
@@ -143,6 +143,8 @@ def prepare_model(cfg, tokenizer):
 def start_tracker(cfg, run_dir: Path, corpus: Corpus, model, device: str, resume: Optional[Resume]) -> Tracker:
     """The run's config and tokenizer on disk, and the tracker with the run's metadata."""
     OmegaConf.save(cfg, run_dir / "config.yaml")
+    if corpus.subset is not None:  # which candidates this shadow model trained on
+        write_json_atomic(run_dir / "subset.json", corpus.subset.record())
     (run_dir / "tokenizer").mkdir(exist_ok=True)
     corpus.tokenizer.save_pretrained(run_dir / "tokenizer")
     info = {

@@ -1,0 +1,226 @@
+"""Membership inference per sequence: the scores of the literature, and how well each tells members apart.
+
+Members are the per-sequence table's `kind == "sample"` training sequences, non-members its held-out ones.
+Every score is higher for a sequence more likely a member, and the model-based ones read the L - 1
+next-token predictions of an L-token sequence from the one forward pass that gives the table's loss
+(`gptfit.metrics.scoring`), in float64. Each is a column `mia_<score>` of `sequences.parquet`.
+
+How well a score separates the two sides: its ROC-AUC and its true-positive rate at 1% and 0.1% false
+positives (Carlini et al. 2022; MIMIR's defaults), from scikit-learn's ROC, each with a 95% interval from a
+bootstrap that resamples whole documents, since the sequences of one document are not independent. A TPR at
+a false-positive rate `fpr` needs at least 10 / fpr non-members; with fewer it is null (`unestimable`).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib as _zlib
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import sklearn
+from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import auc, roc_curve
+from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+
+# The scores that read the model, in the order they are reported; `reference` needs a second model and
+# `blind` none.
+MODEL_SCORES = ("loss", "zlib", "min_k", "min_k_plus_plus")
+SCORES = (*MODEL_SCORES, "reference", "blind")
+# False-positive rates at which the TPR is reported, by the name in the key (`mia/<score>/tpr@1%fpr`).
+FPRS = {"1%": 0.01, "0.1%": 0.001}
+# A rate of `fpr` is estimated from at least this many false positives' worth of non-members.
+MIN_FALSE_POSITIVES = 10
+
+
+# -- the scores ---------------------------------------------------------------------------------------
+
+
+def loss(log_probs: np.ndarray) -> np.ndarray:
+    """[n] the mean token log-probability, minus the mean NLL (Yeom et al. 2018).
+    log_probs: [n, L - 1] float64, log p(x_t | x_<t) of each sequence's targets."""
+    return log_probs.mean(axis=1)
+
+
+def zlib(log_probs: np.ndarray, texts: list[str]) -> np.ndarray:
+    """[n] the `loss` score divided by the byte length of zlib.compress of the sequence's UTF-8 text
+    (Carlini et al. 2021; MIMIR's zlib attack with its sign flipped): text that compresses well is
+    predictable without being memorized, so its likelihood counts for less."""
+    sizes = np.array([len(_zlib.compress(text.encode("utf-8"))) for text in texts], dtype=np.float64)
+    return loss(log_probs) / sizes
+
+
+def _lowest_mean(values: np.ndarray, k: float) -> np.ndarray:
+    """[n] the mean of the lowest max(1, int(k n)) of each row's n values."""
+    count = max(1, int(k * values.shape[1]))
+    return np.sort(values, axis=1)[:, :count].mean(axis=1)
+
+
+def min_k(log_probs: np.ndarray, k: float) -> np.ndarray:
+    """[n] Min-K% Prob (Shi et al. 2023): the mean of the lowest max(1, int(k n)) of the n token
+    log-probabilities. A member has few very unlikely tokens."""
+    return _lowest_mean(log_probs, k)
+
+
+def min_k_plus_plus(log_probs: np.ndarray, mu: np.ndarray, sigma: np.ndarray, k: float) -> np.ndarray:
+    """[n] Min-K%++ (Zhang et al. 2024): Min-K% over the normalized token scores
+    z_t = (log p(x_t) - mu_t) / sigma_t, with mu_t = sum_v p(v) log p(v) and sigma_t^2 = sum_v p(v)
+    (log p(v))^2 - mu_t^2 under the model's next-token distribution p at t. A member's tokens sit at a
+    local maximum of the likelihood: well above the mean of the distribution that predicts them.
+    Where sigma_t is 0 (all mass on one token, which is then the target) z_t is 0."""
+    z = np.divide(log_probs - mu, sigma, out=np.zeros_like(log_probs), where=sigma > 0)
+    return _lowest_mean(z, k)
+
+
+def reference(log_probs: np.ndarray, reference_log_probs: np.ndarray) -> np.ndarray:
+    """[n] the target's `loss` score minus a reference model's on the same tokens (Carlini et al. 2021):
+    what the target knows about a sequence beyond how predictable such text is."""
+    return loss(log_probs) - loss(reference_log_probs)
+
+
+def blind(tokens: np.ndarray, members: np.ndarray, documents: np.ndarray, seed: int) -> Optional[np.ndarray]:
+    """[n] out-of-fold membership scores of a classifier that never sees the model (Das et al. 2024):
+    logistic regression with balanced class weights on counts of token 1- and 2-grams. The folds are
+    grouped by document, or the classifier would learn which documents are which, and stratified, since
+    folds of one class bias the pooled AUC below 0.5. Near 0.5 when members and non-members come from the
+    same distribution: the audit of the split. None when there are too few documents for two folds."""
+    members = np.asarray(members, dtype=bool)
+    folds = min(5, *(len(np.unique(documents[members == side])) for side in (True, False)))
+    if folds < 2:
+        return None
+    texts = [" ".join(map(str, row)) for row in np.asarray(tokens)]
+    classifier = make_pipeline(CountVectorizer(token_pattern=r"\S+", ngram_range=(1, 2)),
+                               LogisticRegression(class_weight="balanced", max_iter=1000))
+    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return cross_val_predict(classifier, texts, members, groups=documents, cv=cv, method="decision_function")
+
+
+def model_scores(scores, texts: list[str], k: float,
+                 reference_log_probs: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
+    """{`mia_<score>`: [n]} of the scores that read a model, from `gptfit.metrics.scoring.Scores` of
+    sequences of one length (taken with moments=True); `reference_log_probs`: [n, L - 1] a reference
+    model's token log-probabilities of the same sequences, or None."""
+    log_probs = -scores.losses.numpy()  # [n, L - 1] float64
+    mu, sigma = scores.mu.numpy(), scores.sigma.numpy()
+    out = {"mia_loss": loss(log_probs), "mia_zlib": zlib(log_probs, texts), "mia_min_k": min_k(log_probs, k),
+           "mia_min_k_plus_plus": min_k_plus_plus(log_probs, mu, sigma, k)}
+    if reference_log_probs is not None:
+        out["mia_reference"] = reference(log_probs, reference_log_probs)
+    return out
+
+
+# -- how well a score separates members from non-members -----------------------------------------------
+
+
+def roc(members: np.ndarray, scores: np.ndarray,
+        weights: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    """(false-positive rates, true-positive rates) at every threshold, none dropped."""
+    false_pos, true_pos, _ = roc_curve(members, scores, sample_weight=weights, drop_intermediate=False)
+    return false_pos, true_pos
+
+
+def _tpr_at(false_pos: np.ndarray, true_pos: np.ndarray, fpr: float) -> float:
+    return float(true_pos[false_pos <= fpr].max())
+
+
+def tpr_at_fpr(members: np.ndarray, scores: np.ndarray, fpr: float, weights: Optional[np.ndarray] = None) -> float:
+    """The highest true-positive rate of any threshold whose false-positive rate is at most `fpr`."""
+    return _tpr_at(*roc(members, scores, weights), fpr)
+
+
+def roc_auc(members: np.ndarray, scores: np.ndarray, weights: Optional[np.ndarray] = None) -> float:
+    """P(a random member scores above a random non-member), ties counting one half."""
+    return float(auc(*roc(members, scores, weights)))
+
+
+def estimable(n_nonmembers: int, fpr: float) -> bool:
+    return n_nonmembers >= MIN_FALSE_POSITIVES / fpr - 1e-9
+
+
+def unestimable(n_nonmembers: int) -> dict[str, str]:
+    """{key suffix: why it is null} for the rates the non-members are too few to estimate."""
+    return {f"tpr@{name}fpr": f"needs at least {math.ceil(MIN_FALSE_POSITIVES / fpr)} non-members "
+            f"({MIN_FALSE_POSITIVES} / {fpr:g}); there are {n_nonmembers}"
+            for name, fpr in FPRS.items() if not estimable(n_nonmembers, fpr)}
+
+
+def separation(members: np.ndarray, scores: np.ndarray, weights: Optional[np.ndarray] = None) -> dict:
+    """{"auc": ..., "tpr@1%fpr": ..., "tpr@0.1%fpr": ...}: a TPR is None where it cannot be estimated."""
+    members = np.asarray(members, dtype=bool)
+    false_pos, true_pos = roc(members, scores, weights)  # one ROC for all three figures
+    n_nonmembers = int((~members).sum())
+    out = {"auc": float(auc(false_pos, true_pos))}
+    for name, fpr in FPRS.items():
+        out[f"tpr@{name}fpr"] = _tpr_at(false_pos, true_pos, fpr) if estimable(n_nonmembers, fpr) else None
+    return out
+
+
+def bootstrap(members: np.ndarray, scores: np.ndarray, documents: np.ndarray, resamples: int,
+              seed: int) -> dict[str, tuple[float, float]]:
+    """{figure: (2.5th, 97.5th percentile)} of `separation` over `resamples` draws of whole documents with
+    replacement (each sequence weighted by how often its document was drawn). The inputs are those that
+    `separation` has checked already, so scikit-learn's checks are skipped: per draw they cost more than
+    its ROC."""
+    members = np.asarray(members, dtype=bool)
+    _, group = np.unique(documents, return_inverse=True)
+    n_groups = int(group.max()) + 1
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        for _ in range(resamples):
+            weights = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)[group].astype(np.float64)
+            if not (weights[members].sum() and weights[~members].sum()):
+                continue  # a draw without one of the sides has no ROC
+            for key, value in separation(members, scores, weights).items():
+                if value is not None:
+                    draws.setdefault(key, []).append(value)
+    return {key: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for key, v in draws.items()}
+
+
+def document_groups(table: pa.Table) -> np.ndarray:
+    """[rows] one label per document: the split's stream and the document's index in it (data.subset's
+    candidates all come from the training pool, whichever side they are on)."""
+    streams = ["pool" if c >= 0 else s for c, s in zip(table["candidate"].to_pylist(), table["split"].to_pylist())]
+    return np.array([f"{s}:{d}" for s, d in zip(streams, table["doc_id"].to_pylist())])
+
+
+def aggregates(rows: pa.Table, resamples: int, seed: int) -> dict:
+    """The `mia/<score>/...` keys of one evaluation from its `kind == "sample"` rows: `auc`, `tpr@1%fpr`
+    and `tpr@0.1%fpr` of each score in the table, and with `resamples` their `_lo` and `_hi` bounds."""
+    members = np.asarray(pc.equal(rows["split"], "train"))
+    documents = document_groups(rows)
+    out = {}
+    for name in SCORES:
+        column = f"mia_{name}"
+        if column not in rows.column_names or rows[column].null_count:
+            continue
+        scores = np.asarray(rows[column], dtype=np.float64)
+        figures = separation(members, scores)
+        bounds = bootstrap(members, scores, documents, resamples, seed) if resamples else {}
+        for key, value in figures.items():
+            out[f"mia/{name}/{key}"] = value
+            if resamples:
+                lo, hi = bounds.get(key, (None, None)) if value is not None else (None, None)
+                out[f"mia/{name}/{key}_lo"], out[f"mia/{name}/{key}_hi"] = lo, hi
+    return out
+
+
+def ordinary(table: pa.Table) -> pa.Table:
+    """The rows membership inference reads: the ordinary sequences (`kind == "sample"`) of both sides."""
+    return table.filter(pc.equal(table["kind"], "sample"))
+
+
+def null_reasons(table: pa.Table) -> dict[str, str]:
+    """{key suffix: why every score's figure of that name is null} for one evaluation's table."""
+    return unestimable(int(pc.sum(pc.equal(ordinary(table)["split"], "val")).as_py() or 0))
+
+
+def roc_points(rows: pa.Table) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{score: (false-positive rates, true-positive rates)} of each score in the `kind == "sample"` rows."""
+    members = np.asarray(pc.equal(rows["split"], "train"))
+    return {name: roc(members, np.asarray(rows[f"mia_{name}"], dtype=np.float64), None)
+            for name in SCORES if f"mia_{name}" in rows.column_names and not rows[f"mia_{name}"].null_count}

@@ -1,0 +1,245 @@
+"""Membership inference as a specification: every score is its paper's formula, the ROC figures are
+scikit-learn's and agree with a brute-force sweep, a memorizing model's members score higher, and the
+blind baseline finds no shift where members and non-members were assigned at random."""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from gptfit.data.corpus import load_corpus
+from gptfit.metrics import membership
+from gptfit.metrics.scoring import score_sequences
+from gptfit.model.loading import load_model
+from gptfit.run.evaluation import Evaluator
+from tests.conftest import TINY, error_lines, run_cli
+
+VOCAB = 40
+
+
+class Bigram(nn.Module):
+    """Random logits that depend on the current token: every distribution can be written out by hand."""
+
+    def __init__(self, seed: int, scale: float = 4.0):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.table = nn.Parameter(scale * torch.randn(VOCAB, VOCAB, generator=generator))
+
+    def forward(self, input_ids):
+        return SimpleNamespace(logits=self.table[input_ids])
+
+
+def by_formula(model: Bigram, seq: list[int]) -> tuple[list[float], list[float], list[float]]:
+    """Per target: log p(x_t), mu_t and sigma_t, one float64 sum at a time, from the definitions."""
+    table = model.table.detach().double().numpy()
+    log_probs, mus, sigmas = [], [], []
+    for current, target in zip(seq, seq[1:]):
+        z = table[current]
+        log_p = z - (z.max() + math.log(np.exp(z - z.max()).sum()))
+        p = np.exp(log_p)
+        mu = sum(p[v] * log_p[v] for v in range(VOCAB))
+        second = sum(p[v] * log_p[v] ** 2 for v in range(VOCAB))
+        log_probs.append(log_p[target])
+        mus.append(mu)
+        sigmas.append(math.sqrt(second - mu ** 2))
+    return log_probs, mus, sigmas
+
+
+def lowest_mean(values: list[float], k: float) -> float:
+    count = max(1, int(k * len(values)))
+    return float(np.mean(sorted(values)[:count]))
+
+
+@pytest.mark.parametrize("k", [0.2, 0.5, 1.0])
+def test_every_score_is_its_formula_on_random_logits(k):
+    rng = np.random.default_rng(0)
+    seqs = rng.integers(0, VOCAB, (12, 25))
+    target, ref = Bigram(1), Bigram(2)
+    texts = ["".join(chr(97 + t % 26) for t in row) for row in seqs]
+    tokens = torch.from_numpy(seqs)
+    scores = membership.model_scores(score_sequences(target, tokens, 5, moments=True), texts, k,
+                                     -score_sequences(ref, tokens, 5).losses.numpy())
+    for i, seq in enumerate(seqs.tolist()):
+        log_probs, mus, sigmas = by_formula(target, seq)
+        ref_log_probs, _, _ = by_formula(ref, seq)
+        mean = float(np.mean(log_probs))
+        z = [(lp - mu) / sigma for lp, mu, sigma in zip(log_probs, mus, sigmas)]
+        expected = {"mia_loss": mean, "mia_zlib": mean / len(zlib.compress(texts[i].encode("utf-8"))),
+                    "mia_min_k": lowest_mean(log_probs, k), "mia_min_k_plus_plus": lowest_mean(z, k),
+                    "mia_reference": mean - float(np.mean(ref_log_probs))}
+        for name, value in expected.items():
+            assert scores[name][i] == pytest.approx(value, rel=1e-5, abs=1e-5), (name, i)
+
+
+def test_min_k_plus_plus_needs_float64():
+    # Peaked distributions: sigma is small, and float32 moments would move the score by percents.
+    model = Bigram(3, scale=12.0)
+    seqs = torch.from_numpy(np.random.default_rng(1).integers(0, VOCAB, (8, 30)))
+    scores = score_sequences(model, seqs, 8, moments=True)
+    assert scores.mu.dtype == scores.sigma.dtype == scores.losses.dtype == torch.float64
+    for i, seq in enumerate(seqs.tolist()):
+        _, mus, sigmas = by_formula(model, seq)
+        assert np.allclose(scores.mu[i].numpy(), mus, rtol=1e-9) and np.allclose(scores.sigma[i].numpy(), sigmas, rtol=1e-7)
+
+
+def brute_force_tpr(members: np.ndarray, scores: np.ndarray, fpr: float) -> float:
+    """Every threshold in turn: predict "member" at or above it; the best TPR whose FPR is at most fpr."""
+    pos, neg = scores[members], scores[~members]
+    best = 0.0
+    for t in [np.inf, *np.unique(scores)]:
+        if np.mean(neg >= t) <= fpr:
+            best = max(best, float(np.mean(pos >= t)))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tpr_at_a_false_positive_rate_agrees_with_a_brute_force_sweep(seed):
+    rng = np.random.default_rng(seed)
+    n = 3000
+    members = rng.random(n) < 0.5
+    scores = np.round(rng.normal(size=n) + 0.8 * members, 1)  # rounded: many ties
+    for fpr in (0.001, 0.01, 0.1, 0.5):
+        assert membership.tpr_at_fpr(members, scores, fpr) == brute_force_tpr(members, scores, fpr)
+
+
+def test_roc_auc_matches_counting_pairs_with_ties():
+    rng = np.random.default_rng(2)
+    pos, neg = rng.integers(0, 5, 40).astype(float), rng.integers(0, 4, 30).astype(float)
+    pairs = [(p > n) + 0.5 * (p == n) for p in pos for n in neg]
+    members = np.r_[np.ones(40, bool), np.zeros(30, bool)]
+    assert membership.roc_auc(members, np.r_[pos, neg]) == pytest.approx(np.mean(pairs))
+
+
+def test_a_rate_below_ten_false_positives_is_null_and_says_why():
+    members = np.r_[np.ones(1500, bool), np.zeros(1500, bool)]
+    scores = np.random.default_rng(0).normal(size=3000) + members
+    figures = membership.separation(members, scores)
+    assert figures["tpr@1%fpr"] is not None and figures["tpr@0.1%fpr"] is None  # 1,500 < 10,000 non-members
+    assert set(membership.unestimable(1500)) == {"tpr@0.1%fpr"}
+    assert "10000" in membership.unestimable(1500)["tpr@0.1%fpr"]
+
+
+def test_the_bootstrap_interval_holds_the_estimate_and_narrows_with_more_documents():
+    rng = np.random.default_rng(0)
+    widths = []
+    for n_docs in (20, 400):
+        documents = np.repeat(np.arange(n_docs), 10)
+        members = documents % 2 == 0
+        scores = rng.normal(size=len(documents)) + 0.5 * members
+        auc = membership.roc_auc(members, scores)
+        lo, hi = membership.bootstrap(members, scores, documents, 200, seed=0)["auc"]
+        assert lo <= auc <= hi
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 2
+
+
+def test_the_blind_baseline_finds_a_shift_when_there_is_one():
+    # Members drawn from the low half of the vocabulary, non-members from all of it: n-grams give it away.
+    rng = np.random.default_rng(0)
+    members = np.r_[np.ones(200, bool), np.zeros(200, bool)]
+    tokens = np.where(members[:, None], rng.integers(0, 50, (400, 16)), rng.integers(0, 100, (400, 16)))
+    scores = membership.blind(tokens, members, np.arange(400) // 4, seed=0)
+    assert membership.roc_auc(members, scores) > 0.9
+
+
+def test_the_blind_baseline_is_near_chance_on_a_corpus_of_many_documents(compose_cfg, tmp_path):
+    # Short lines, each its own document, split at random: no shift between members and non-members.
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(300)]
+    path = tmp_path / "lines.txt"
+    path.write_text("\n".join(" ".join(rng.choice(words, rng.integers(4, 12))) for _ in range(6000)) + "\n")
+    cfg = compose_cfg([*TINY, "data=text", f"data.path={path}", "data.sample_by=line", "data.train_tokens=40000",
+                       "eval.sequences=1000", "decoding=none"])
+    corpus = load_corpus(cfg.data)
+    evaluator = Evaluator(cfg, corpus, corpus.tokenizer)
+    train, val = evaluator.sides[:2]
+    assert len(train.offsets) == len(val.offsets) >= 600
+    members = np.r_[np.ones(len(train.blind), bool), np.zeros(len(val.blind), bool)]
+    assert abs(membership.roc_auc(members, np.r_[train.blind, val.blind]) - 0.5) <= 0.1
+
+
+def test_an_untrained_model_leaks_nothing_by_loss(compose_cfg):
+    cfg = compose_cfg([*TINY, "data.train_tokens=16384", "eval.sequences=256"])
+    corpus = load_corpus(cfg.data)
+    torch.manual_seed(0)
+    from gptfit.model.loading import build_model
+
+    row, _ = Evaluator(cfg, corpus, corpus.tokenizer).memorization(build_model(cfg, corpus.tokenizer))
+    for name in ("loss", "min_k", "min_k_plus_plus"):
+        assert 0.4 <= row[f"mia/{name}/auc"] <= 0.6, name
+
+
+# -- on tiny_corpus's memorizing model -------------------------------------------------------------------
+
+
+def test_tiny_corpus_reports_every_score_and_its_model_memorizes(tiny_corpus_run):
+    final = json.loads((tiny_corpus_run / "summary.json").read_text())["final"]
+    for name in ("loss", "zlib", "min_k", "min_k_plus_plus", "blind"):
+        for figure in ("auc", "tpr@1%fpr", "tpr@0.1%fpr"):
+            for suffix in ("", "_lo", "_hi"):
+                assert f"mia/{name}/{figure}{suffix}" in final
+    for name in ("loss", "zlib", "min_k", "min_k_plus_plus"):
+        assert final[f"mia/{name}/auc"] >= 0.9, name
+        assert final[f"mia/{name}/auc_lo"] <= final[f"mia/{name}/auc"] <= final[f"mia/{name}/auc_hi"]
+    assert final["mia/blind/auc_lo"] <= 0.5 <= final["mia/blind/auc_hi"]
+    assert final["mem/mia_auc"] == final["mia/loss/auc"]
+    assert (tiny_corpus_run / "mia_roc.png").stat().st_size > 10_000
+
+
+def test_members_score_higher_than_non_members_on_the_memorizing_model(tiny_corpus_run):
+    table = pd.read_parquet(tiny_corpus_run / "sequences.parquet")
+    last = table[(table.step == table.step.max()) & (table.kind == "sample")]
+    for name in ("loss", "zlib", "min_k", "min_k_plus_plus"):
+        members, others = last[last.split == "train"][f"mia_{name}"], last[last.split == "val"][f"mia_{name}"]
+        assert members.median() > others.median(), name
+    assert np.allclose(last["mia_loss"], -last["loss"], atol=1e-6)  # the same forward pass, float64 vs float32
+
+
+def test_a_reference_model_scores_the_same_tokens(tiny_run, compose_cfg, tmp_path):
+    from gptfit.run.training import train
+
+    reference_dir, _ = tiny_run
+    run_dir = tmp_path / "target"
+    train(compose_cfg([*TINY, "seed=7", "train.max_steps=10", f"eval.mia.reference={reference_dir}"], run_dir))
+    table = pd.read_parquet(run_dir / "sequences.parquet")
+    last = table[table.step == table.step.max()]
+    reference = load_model(str(reference_dir / "final"))
+    tokens = torch.tensor(np.stack(last["tokens"].to_numpy()))
+    ref_loss = -score_sequences(reference, tokens, 16).mean().numpy()
+    assert np.allclose(last["mia_reference"], last["mia_loss"] - ref_loss, atol=1e-9)
+    assert "mia/reference/auc" in json.loads((run_dir / "summary.json").read_text())["final"]
+
+
+@pytest.mark.parametrize("override, says", [("eval.mia.k=0", "eval.mia.k=0"), ("eval.mia.k=1.5", "eval.mia.k=1.5")])
+def test_a_min_k_share_outside_zero_one_is_one_line(override, says, tmp_path):
+    result = run_cli(*TINY, override, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and says in lines[0] and "(0, 1]" in lines[0]
+
+
+def test_a_reference_with_another_tokenizer_is_one_line(tiny_run, cache_dir, tmp_path):
+    reference_dir, _ = tiny_run
+    result = run_cli(*TINY, "data.vocab_size=600", f"data.cache_dir={cache_dir}", f"eval.mia.reference={reference_dir}",
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "eval.mia.reference" in lines[0] and "tokenizer" in lines[0]
+
+
+def test_a_later_slice_of_the_pool_shares_the_tokenizer_and_none_of_the_text(compose_cfg):
+    target = load_corpus(compose_cfg([*TINY, "data.train_tokens=4096"]).data)
+    reference = load_corpus(compose_cfg([*TINY, "data.train_tokens=4096", "data.train_offset=4096"]).data)
+    whole = load_corpus(compose_cfg([*TINY, "data.train_tokens=8192"]).data)
+    assert reference.tokenizer_hash == target.tokenizer_hash
+    assert np.array_equal(np.concatenate([target.train, reference.train]), whole.train)
+    assert reference.train_documents and set(reference.train_documents) <= set(whole.train_documents)
+    assert not set(reference.train_documents) & set(target.train_documents)
