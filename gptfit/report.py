@@ -9,6 +9,7 @@ Reads every job directory of a Hydra multirun (`<sweep>/<job number>/`): its ove
 - `report_val_loss.png`: the validation loss curve of every run;
 - `report_copy_rate.png`: copy rate against corpus size, one line per decoding setting;
 - `report_decoding.png`: copy rate and novel 8-grams of each decoding setting, a bar per swept value;
+- the membership-inference figures of every score (AUC, TPR at 1% and 0.1% FPR, with intervals);
 - on the grammar (runs with `grammar/...` metrics): a table of the copied / novel-valid / invalid shares
   of each decoding setting's sentences and of the model's and the grammar's held-out NLL, and
   `report_grammar.png`: the novel-valid share against corpus size, one line per decoding setting,
@@ -25,7 +26,7 @@ from pathlib import Path
 from gptfit.cli import fail
 from gptfit.errors import UserError
 from gptfit.show.sweep_figures import sweep_figures
-from gptfit.show.sweep_sequences import duplication_table, exposure_table, forgetting_table
+from gptfit.show.sweep_sequences import duplication_table, exposure_table, forgetting_table, membership_table
 from gptfit.run.tracking import has_wandb_key
 from gptfit.show.sweep import (COLUMNS, decoding_table, fmt, grammar_settings, grammar_tables, read_sweep, seed_table,
                                settings_of, table, trends, varying)
@@ -48,7 +49,7 @@ def report(sweep: Path, to_wandb: bool = False) -> Path:
     if grammar is not None:
         lines += ["## Grammar: held-out NLL per sentence (nats) and the sentences of the samples (mean over seeds)",
                   "", grammar, ""]
-    lines += sequence_sections(runs, sweep)
+    lines += sequence_sections(runs, sweep, swept)
     lines += ["## Trends with corpus size (Spearman rank correlation)", ""]
     lines += [f"- {label}: {fmt(value)}" for label, value in corr.items()]
     not_done = [r for r in runs if r["status"] != "finished"]
@@ -72,7 +73,7 @@ def report(sweep: Path, to_wandb: bool = False) -> Path:
     return out
 
 
-def sequence_sections(runs: list[dict], sweep: Path) -> list[str]:
+def sequence_sections(runs: list[dict], sweep: Path, swept: list[str]) -> list[str]:
     """The sections read from the runs' per-sequence tables and planted text, where they have them."""
     lines = []
     exposure = exposure_table(runs, sweep)
@@ -85,6 +86,10 @@ def sequence_sections(runs: list[dict], sweep: Path) -> list[str]:
     forgetting = forgetting_table(runs)
     if forgetting is not None:
         lines += ["## Forgetting: the forgotten set when last seen and at the end", "", forgetting, ""]
+    membership = membership_table(runs, swept)
+    if membership is not None:
+        lines += ["## Membership inference by score (final; 95% intervals from a bootstrap over documents)", "",
+                  membership, ""]
     return lines
 
 

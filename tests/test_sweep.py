@@ -100,3 +100,9 @@ def test_the_report_reads_the_per_sequence_tables(mini_ladder):
     rows = [line for line in section.splitlines() if line.startswith("| data.train_tokens=")]
     assert len(rows) == 3  # one per run, binned by token exposures
     assert (mini_ladder / "report_exposure.png").stat().st_size > 5000
+    # Every run's membership scores, each with its final interval.
+    membership = text.split("## Membership inference by score")[1].split("\n## ")[0]
+    rows = [line for line in membership.splitlines() if line.startswith("| data.train_tokens=")]
+    # loss, zlib, min_k, min_k_plus_plus; blind too where the training text holds two documents or more
+    assert all(sum(row.startswith(f"| data.train_tokens={n} | ") for row in rows) in (4, 5) for n in (512, 1024, 2048))
+    assert all(" [" in row.split("|")[3] for row in rows)  # the AUC with its interval

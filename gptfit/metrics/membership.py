@@ -214,9 +214,14 @@ def ordinary(table: pa.Table) -> pa.Table:
     return table.filter(pc.equal(table["kind"], "sample"))
 
 
+def nonmembers(rows: pa.Table) -> int:
+    """How many of the `kind == "sample"` rows are non-members (held-out)."""
+    return int(pc.sum(pc.equal(rows["split"], "val")).as_py() or 0)
+
+
 def null_reasons(table: pa.Table) -> dict[str, str]:
     """{key suffix: why every score's figure of that name is null} for one evaluation's table."""
-    return unestimable(int(pc.sum(pc.equal(ordinary(table)["split"], "val")).as_py() or 0))
+    return unestimable(nonmembers(ordinary(table)))
 
 
 def roc_points(rows: pa.Table) -> dict[str, tuple[np.ndarray, np.ndarray]]:

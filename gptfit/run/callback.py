@@ -82,8 +82,8 @@ class Run:
             self.tracker.update(mia_null=reasons)
         if final:
             rows = membership.ordinary(table)
-            n_nonmembers = rows.num_rows - int(sum(s == "train" for s in rows["split"].to_pylist()))
-            fig = roc_figure(membership.roc_points(rows), n_nonmembers, f"membership inference at step {self.cfg.train.max_steps}")
+            fig = roc_figure(membership.roc_points(rows), membership.nonmembers(rows),
+                             f"membership inference at step {self.cfg.train.max_steps}")
             fig.savefig(self.run_dir / "mia_roc.png")
             self.tracker.log_figures({"mia/roc": fig}, tokens_seen)
 

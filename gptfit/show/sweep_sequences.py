@@ -1,5 +1,6 @@
 """What the per-sequence tables of a sweep's runs say: extraction against exposures (binned by token
-exposures, across runs), and the duplication and forgetting figures of the runs that have them."""
+exposures, across runs), the duplication and forgetting figures of the runs that have them, and every
+membership-inference score's figures."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from gptfit.metrics.membership import SCORES
 from gptfit.run.sequence_log import FILE as SEQUENCES
 from gptfit.show.sweep import fmt
 
@@ -77,4 +79,27 @@ def forgetting_table(runs: list[dict]) -> Optional[str]:
         lines.append(f"| {label(r)} | {then.get('step', '–')} | {fmt(then.get('forget/extraction_rate'))} | "
                      f"{fmt(then.get('forget/loss'))} | {fmt(r['final'].get('forget/extraction_rate'))} | "
                      f"{fmt(r['final'].get('forget/loss'))} |")
+    return "\n".join(lines)
+
+
+def _interval(final: dict, key: str) -> str:
+    value, lo, hi = final.get(key), final.get(f"{key}_lo"), final.get(f"{key}_hi")
+    if value is None:
+        return "–"
+    return f"{value:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{value:.3f}"
+
+
+def membership_table(runs: list[dict], swept: list[str]) -> Optional[str]:
+    """Markdown: per run (named by the `swept` values) and membership score, the final AUC and TPRs at 1%
+    and 0.1% FPR with intervals."""
+    scored = [r for r in runs if any(k.startswith("mia/") for k in r["final"])]
+    if not scored:
+        return None
+    lines = ["| run | score | AUC | TPR at 1% FPR | TPR at 0.1% FPR |", "|---|---|---|---|---|"]
+    for r in scored:
+        for name in SCORES:
+            if f"mia/{name}/auc" in r["final"]:
+                cells = [_interval(r["final"], f"mia/{name}/{figure}") for figure in ("auc", "tpr@1%fpr", "tpr@0.1%fpr")]
+                run = ", ".join(f"{k}={fmt(r['swept'].get(k))}" for k in swept) or f"job {r['job']}"
+                lines.append(f"| {run} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
