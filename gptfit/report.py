@@ -9,6 +9,8 @@ Reads every job directory of a Hydra multirun (`<sweep>/<job number>/`): its ove
 - `report_val_loss.png`: the validation loss curve of every run;
 - `report_copy_rate.png`: copy rate against corpus size, one line per decoding setting;
 - `report_decoding.png`: copy rate and novel 8-grams of each decoding setting, a bar per swept value;
+- `explore.html`: the explorer page of the sweep: every run's curves (each linking to the run's own page)
+  and the gap, extraction and AUC against corpus size;
 - the membership-inference figures of every score (AUC, TPR at 1% and 0.1% FPR, with intervals);
 - on the grammar (runs with `grammar/...` metrics): a table of the copied / novel-valid / invalid shares
   of each decoding setting's sentences and of the model's and the grammar's held-out NLL, and
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from gptfit.cli import fail
 from gptfit.errors import UserError
+from gptfit.show.explore import explore_sweep
 from gptfit.show.sweep_figures import sweep_figures
 from gptfit.show.sweep_sequences import duplication_table, exposure_table, forgetting_table, membership_table
 from gptfit.run.tracking import has_wandb_key
@@ -57,7 +60,9 @@ def report(sweep: Path, to_wandb: bool = False) -> Path:
         lines += ["", "## Runs that did not finish", ""]
         lines += [f"- job {r['job']}: {r['status']}" + (f" ({r['error']})" if r["error"] else "") for r in not_done]
     paths = sweep_figures(runs, sweep)
-    lines += ["", *[f"![{p.stem}]({p.name})" for p in paths]]
+    page = explore_sweep(sweep, runs, ladder_series(runs))
+    lines += ["", f"Explore every run's curves in [{page.name}]({page.name}).", "",
+              *[f"![{p.stem}]({p.name})" for p in paths]]
     out = sweep / "report.md"
     out.write_text("\n".join(lines) + "\n")
     print(body)
@@ -71,6 +76,17 @@ def report(sweep: Path, to_wandb: bool = False) -> Path:
     if to_wandb:
         log_to_wandb(sweep, runs, paths)
     return out
+
+
+def ladder_series(runs: list[dict]) -> list[dict]:
+    """The explorer's ladder figures: gap, extraction and AUC against corpus size, when the size varies."""
+    done = sorted((r for r in runs if r["status"] == "finished" and r["train_tokens"]), key=lambda r: r["train_tokens"])
+    if len({r["train_tokens"] for r in done}) < 2:
+        return []
+    keys = [("gap", "gap"), ("mem/extraction_rate_train", "extraction"), ("mem/mia_auc", "membership AUC")]
+    return [{"title": "against training tokens", "series": [
+        [label, [r["train_tokens"] for r in done if key in r["final"]], [r["final"][key] for r in done if key in r["final"]]]
+        for key, label in keys]}]
 
 
 def sequence_sections(runs: list[dict], sweep: Path, swept: list[str]) -> list[str]:

@@ -43,6 +43,9 @@ def test_the_report_has_a_row_per_run_and_its_figures(mini_ladder):
     for name in ("report_gap.png", "report_val_loss.png", "report_copy_rate.png", "report_decoding.png"):
         assert (mini_ladder / name).stat().st_size > 5000
     assert "Spearman" in text
+    # The sweep's explorer page: every run's curves, linking to each run's own page.
+    page = (mini_ladder / "explore.html").read_text()
+    assert all(f'"link":"{job}/explore.html"' in page for job in ("0", "1", "2"))
     # The decoding table: one row per corpus size and decoding setting.
     decoding = text.split("## Decoding settings")[1].split("##")[0]
     assert len([line for line in decoding.splitlines() if line.startswith("| 512 |")]) == 7

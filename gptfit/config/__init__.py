@@ -25,7 +25,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from gptfit.config.checks import Checks
-from gptfit.config.commands import AttendConfig, SampleConfig
+from gptfit.config.commands import AttendConfig, ExploreConfig, SampleConfig
 from gptfit.config.data import CanaryConfig, DataConfig, DuplicatesConfig, ForgetConfig, GrammarConfig
 from gptfit.config.evaluation import EvalConfig
 from gptfit.config.logger import LoggerConfig
@@ -33,7 +33,7 @@ from gptfit.config.model import ModelConfig
 from gptfit.config.train import TrainConfig
 from gptfit.core.sampling.settings import DecodingConfig
 
-__all__ = ["AttendConfig", "CanaryConfig", "Config", "ConfigError", "DataConfig", "DecodingConfig", "DuplicatesConfig",
+__all__ = ["AttendConfig", "ExploreConfig", "CanaryConfig", "Config", "ConfigError", "DataConfig", "DecodingConfig", "DuplicatesConfig",
            "EvalConfig", "ForgetConfig",
            "GrammarConfig", "LoggerConfig", "ModelConfig", "SampleConfig", "TrainConfig", "register",
            "unknown_keys", "validate"]
@@ -82,6 +82,7 @@ def register() -> None:
     store.store(name="gptfit_schema", node=Config)
     store.store(name="sample_schema", node=SampleConfig)
     store.store(name="attend_schema", node=AttendConfig)
+    store.store(name="explore_schema", node=ExploreConfig)
 
 
 class ConfigError(ValueError):

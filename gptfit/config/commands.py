@@ -81,3 +81,21 @@ class AttendConfig:
         if self.head is not None:
             c.at_least("head", 0, " (or head=null for the mean over heads)")
         return c.problems
+
+
+@dataclass
+class ExploreConfig:
+    # A run directory: its metrics, per-sequence table and samples, and its final/ model (best/ with
+    # saved=best), which the page's text, decoding and attention views re-run.
+    run: str = MISSING
+    saved: str = "final"
+    # Where the page goes (null: <run>/explore.html).
+    out: Optional[str] = None
+    # Torch threads for the export (0: torch's default).
+    threads: int = 0
+
+    def problems(self) -> list[str]:
+        c = Checks("", self)
+        c.one_of("saved", SAVED)
+        c.threads("threads")
+        return c.problems

@@ -72,6 +72,8 @@ class EvalConfig:
     grammar_sentences: int = 256
     grammar_prompt_tokens: int = 1
     mia: MiaConfig = field(default_factory=MiaConfig)
+    # At the end of the run, explore.html: one self-contained page to explore it (python -m gptfit.explore).
+    explore: bool = True
 
     def problems(self) -> list[str]:
         c = Checks("eval", self)

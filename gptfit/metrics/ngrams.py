@@ -86,6 +86,39 @@ class NgramIndex:
         return best, best_start
 
 
+    def copied_spans(self, tokens: np.ndarray) -> list[tuple[int, int, int]]:
+        """[(start, end, training position)]: the maximal spans of `tokens` of at least `copy_span` tokens
+        whose every copy_span-gram occurs in the training text, each with where its text occurs there
+        (-1 when its n-grams occur but not as one run: a span stitched from several places)."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        hits = self.contains(tokens, self.copy_span) if len(tokens) >= self.copy_span else np.zeros(0, bool)
+        spans, i = [], 0
+        while i < len(hits):
+            if not hits[i]:
+                i += 1
+                continue
+            j = i
+            while j + 1 < len(hits) and hits[j + 1]:
+                j += 1
+            start, end = i, j + self.copy_span
+            spans.append((start, end, self.find(tokens[start:end])))
+            i = j + 1
+        return spans
+
+    def find(self, tokens: np.ndarray) -> int:
+        """Where `tokens` (at least max_n of them) occurs verbatim in the training text, or -1."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        if len(tokens) < self.max_n:
+            return -1
+        first = rolling_hashes(tokens[: self.max_n], self.max_n)[0]
+        lo = np.searchsorted(self._top_sorted, first, side="left")
+        hi = min(np.searchsorted(self._top_sorted, first, side="right"), lo + self.max_candidates)
+        for pos in self._top_order[lo:hi]:
+            if _common_prefix(tokens, self.train[pos:]) == len(tokens):
+                return int(pos)
+        return -1
+
+
 def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     m = min(len(a), len(b))
     diff = np.flatnonzero(a[:m] != b[:m])

@@ -45,6 +45,8 @@ class Sample:
     novel_8gram: float | None
     longest_copy_tokens: int
     copied: bool
+    prompt_ids: list[int] | None = None  # the token ids behind `prompt` and `completion` (samples.jsonl)
+    completion_ids: list[int] | None = None
 
 
 def setting_params(setting) -> str:
@@ -182,7 +184,8 @@ class Evaluator:
             for (source, prompt), tokens, text in zip(prompts, completions, shown):
                 samples.append(Sample(step, name, setting_params(setting), source, self.tokenizer.decode(prompt),
                                       self.tokenizer.decode(text), self.index.novelty([tokens], 8),
-                                      self.index.longest_copy(tokens)[0], self.index.has_copy(tokens)))
+                                      self.index.longest_copy(tokens)[0], self.index.has_copy(tokens),
+                                      [int(t) for t in prompt], [int(t) for t in text]))
             row.update(self.copy_metrics(name, completions))
             if self.grammar is not None:
                 row.update(self.grammar.shares(name, [prompt for _, prompt in prompts], new))

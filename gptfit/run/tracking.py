@@ -6,6 +6,7 @@ stands: `status` is `running` until the run ends `finished` or `failed` (with th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 PACKAGES = ("gptfit", "torch", "transformers", "tokenizers", "datasets", "hydra-core", "wandb", "numpy")
 # Keys whose best value is their minimum; every key's last value is kept under "final".
 LOWER_IS_BETTER = ("/loss", "/ppl", "/bpb")
+SAMPLES = "samples.jsonl"
 SAMPLE_COLUMNS = ["step", "decoding", "params", "source", "prompt", "completion", "novel_8gram",
                   "longest_copy_tokens", "copied"]
 
@@ -156,8 +158,11 @@ class Tracker:
                             "run; the resumed run evaluates those steps again", torn)
             self.rows = [r for r in rows if r.get("step", 0) <= resume_step]
             write_text_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in self.rows))
+            kept = [r for r in read_rows(run_dir / SAMPLES)[0] if r.get("step", 0) <= resume_step]
+            write_text_atomic(run_dir / SAMPLES, "".join(json.dumps(r) + "\n" for r in kept))
         else:
             self.metrics_path.write_text("")
+            (run_dir / SAMPLES).write_text("")
         self.summary: dict[str, Any] = {
             "status": "running",
             "name": name,
@@ -197,9 +202,12 @@ class Tracker:
             self.wandb.log({"sequences": wandb.Table(dataframe=shown), "tokens_seen": self.rows[-1]["tokens_seen"]})
 
     def log_samples(self, samples: list) -> None:
-        """Append samples to samples.md and to the run's W&B table (one incremental table, no new versions)."""
+        """Append samples to samples.md, samples.jsonl (with their token ids) and the run's W&B table (one
+        incremental table, no new versions)."""
         if not samples:
             return
+        with open(self.run_dir / SAMPLES, "a") as f:
+            f.writelines(json.dumps(dataclasses.asdict(s)) + "\n" for s in samples)
         lines = [f"\n## step {samples[0].step}\n", "| decoding | params | source | prompt | completion | copy |",
                  "|---|---|---|---|---|---|"]
         for s in samples:
@@ -225,6 +233,14 @@ class Tracker:
             self.wandb.log({**{k: wandb.Image(fig) for k, fig in figures.items()}, "tokens_seen": tokens_seen})
         for fig in figures.values():
             plt.close(fig)
+
+    def log_html(self, name: str, path: Path) -> None:
+        """A self-contained page to W&B (wandb.Html, without W&B's own styles)."""
+        if self.wandb is not None:
+            import wandb
+
+            self.wandb.log({name: wandb.Html(path.read_text(), inject=False),
+                            "tokens_seen": self.rows[-1]["tokens_seen"] if self.rows else 0})
 
     def update(self, **info) -> None:
         self.summary.update(info)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -32,6 +33,7 @@ from gptfit.run.exposure import CountedWindows, ExposureLedger, write_ledger
 from gptfit.run.folder import disk_full, lock_run_dir, make_writable_run_dir
 from gptfit.run.signals import StopSignals, TrainingStopped
 from gptfit.run.tracking import Tracker, write_json_atomic
+from gptfit.show.explore import explore_run
 from gptfit.run.trainer import (GptfitTrainer, check_precision, close_progress_bar, out_of_memory, resolve_device,
                                 training_arguments)
 
@@ -254,5 +256,11 @@ def write_final_files(cfg, run: Run, trainer: GptfitTrainer) -> None:
         duplication_curve(run.tracker.rows, run.run_dir / "duplication.png")
     if cfg.data.forget is not None:
         forgetting_curve(run.tracker.rows, cfg.data.forget.until_step, run.run_dir / "forgetting.png")
+    if cfg.eval.explore:  # the page counts as evaluation
+        started = time.time()
+        page = explore_run(run.run_dir, cfg, trainer.model, run.tokenizer, run.corpus)
+        run.tracker.log_html("explore", page)
+        run.eval_seconds += time.time() - started
+        run.tracker.update(explore_time_s=round(time.time() - started, 2))
     run.tracker.update(eval_time_s=round(run.eval_seconds, 2))
     run.tracker.finish("finished")

@@ -2,7 +2,9 @@
 
 The semantics are transformers' (generation/logits_process.py): temperature -> top-k -> top-p in that
 order; top-k keeps ties at the boundary; top-p keeps the smallest set whose mass reaches p, and
-always the `min_tokens_to_keep` most probable tokens.
+always the `min_tokens_to_keep` most probable tokens. Where tied scores straddle top-p's cut, the sort
+is stable, so the lower token id goes first: the same on every machine (transformers' unstable sort
+leaves it to the platform), and what the explorer page computes.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def top_p_filter(
     logits = logits.float()
     if top_p >= 1.0:
         return logits
-    ascending, order = torch.sort(logits, descending=False)  # [batch, vocab]
+    ascending, order = torch.sort(logits, descending=False, stable=True)  # [batch, vocab]
     mass_below = ascending.softmax(dim=-1).cumsum(dim=-1)
     # A token goes when the tokens up to and including it hold no more than 1 - top_p of the mass.
     drop_sorted = mass_below <= (1 - top_p)
