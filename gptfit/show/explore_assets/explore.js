@@ -211,33 +211,34 @@ function drawSamples() {
 // -- decoding playground --------------------------------------------------------------------------------------
 
 function drawBeams(root, tree, k) {
-  const w = 110, h = 26, steps = tree.steps, svgNS = "http://www.w3.org/2000/svg";
+  // One column per step, one row per beam; under each beam, in grey, the candidates that would have
+  // extended it at the next step and that no beam took (the pruned ones).
+  const steps = tree.steps, svgNS = "http://www.w3.org/2000/svg", w = 150, line = 14, rowH = (k + 2) * line;
   const svg = document.createElementNS(svgNS, "svg");
-  svg.setAttribute("width", w * (steps.length + 1));
-  svg.setAttribute("height", h * k * (k + 1) + 20);
-  const text = (x, y, s, cls) => {
-    const t = document.createElementNS(svgNS, "text");
-    t.setAttribute("x", x); t.setAttribute("y", y); t.setAttribute("class", cls); t.textContent = s; svg.append(t);
+  svg.setAttribute("width", 20 + w * steps.length);
+  svg.setAttribute("height", 20 + rowH * k);
+  const x = (i) => 10 + i * w, y = (b) => 16 + b * rowH;
+  const add = (tag, attrs, content) => {
+    const node = document.createElementNS(svgNS, tag);
+    for (const [a, v] of Object.entries(attrs)) node.setAttribute(a, v);
+    if (content !== undefined) node.textContent = content;
+    svg.append(node);
   };
-  const line = (x1, y1, x2, y2, cls) => {
-    const l = document.createElementNS(svgNS, "line");
-    for (const [a, v] of Object.entries({ x1, y1, x2, y2 })) l.setAttribute(a, v);
-    l.setAttribute("class", cls); svg.append(l);
-  };
-  const y = (beam) => 20 + beam * h * (k + 1);
   steps.forEach((s, i) => {
-    const x = w * (i + 1);
-    // Candidates of each previous beam that no new beam took: the pruned ones, in grey.
-    s.top_ids.forEach((cands, parent) => cands.forEach((id, j) => {
-      const taken = s.tokens.some((t, b) => t === id && s.parents[b] === parent);
-      if (!taken && i > 0) text(x, y(parent) + (j + 1) * (h - 6), `${shown(tok(id))} ${s.top_p[parent][j]}`, "pruned");
-    }));
     s.tokens.forEach((id, b) => {
-      line(x - w + 60, y(s.parents[b]) - 4, x, y(b) - 4, "edge");
-      text(x, y(b), `${shown(tok(id))} (${s.scores[b]})`, "beam");
+      if (i > 0) add("line", { x1: x(i) - 14, y1: y(s.parents[b]) - 4, x2: x(i) - 2, y2: y(b) - 4, class: "edge" });
+      add("text", { x: x(i), y: y(b), class: "beam" }, `${shown(tok(id))} (${s.scores[b]})`);
+    });
+    const next = steps[i + 1];
+    if (!next) return;
+    s.tokens.forEach((_, b) => {
+      const pruned = next.top_ids[b].map((id, j) => [id, next.top_p[b][j]])
+        .filter(([id]) => !next.tokens.some((t, c) => t === id && next.parents[c] === b));
+      pruned.forEach(([id, p], j) => add("text", { x: x(i + 1), y: y(b) + (j + 1) * line, class: "pruned" },
+        `${shown(tok(id))} ${p}`));
     });
   });
-  root.append(el("p", {}, `best: ${shown(tree.best.map(tok).join(""))}`), svg);
+  root.append(el("p", {}, `best of ${k} beams: ${shown(tree.best.map(tok).join(""))}`), svg);
 }
 
 function drawDecoding() {
