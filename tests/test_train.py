@@ -169,3 +169,18 @@ def test_a_corrupt_checkpointed_model_is_reported(tiny_run, compose_cfg, tmp_pat
     cfg = compose_cfg([*TINY, f"model.init_from={model_dir}"], tmp_path / "run")
     with pytest.raises(UserError, match="corrupt|could not load"):
         train(cfg)
+
+
+def test_a_compiled_model_trains_as_the_eager_one_and_saves_a_loadable_model(compose_cfg, tmp_path):
+    # train.compile=true: torch.compile (inductor, on CPU here) under the same Trainer; its losses match the
+    # eager run's to float32 rounding, and final/ loads without the compiled wrapper's names.
+    from gptfit.model.loading import load_model
+
+    short = [*TINY, "train.max_steps=4", "train.eval_every=2", "decoding=none", "eval.explore=false"]
+    eager = train(compose_cfg(short, tmp_path / "eager"))
+    compiled = train(compose_cfg([*short, "train.compile=true"], tmp_path / "compiled"))
+    assert compiled["status"] == "finished"
+    for key in ("train/loss", "val/loss", "train/running_loss"):
+        assert abs(compiled["final"][key] - eager["final"][key]) < 1e-3, key
+    model = load_model(str(tmp_path / "compiled" / "final"))
+    assert not any("_orig_mod" in k for k in model.state_dict())

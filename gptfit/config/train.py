@@ -46,6 +46,9 @@ class TrainConfig:
     # optimizer and every evaluation stay in fp32. Needs native bf16 (a recent GPU, or a CPU with
     # AVX512-BF16 or AMX); on this project's CPU it trains the tiny model about 1.5x as fast.
     precision: str = "fp32"
+    # torch.compile the model for training (the Trainer's torch_compile). Off by default: compiling takes
+    # seconds before the first step and pays back only on long runs (bench/compile.py measures where).
+    compile: bool = False
 
     def problems(self) -> list[str]:
         c = Checks("train", self)

@@ -40,6 +40,7 @@ class Run:
         self.stopped_at: Optional[int] = None
         self.start = time.time()
         self.eval_seconds = 0.0
+        self.first_step_at: Optional[float] = None
 
     def evaluate(self, model, step: int, exposure, lr: Optional[float] = None, running: Optional[float] = None) -> dict:
         """exposure: the ledger's (starts, last_seen) over every rank, up to this step."""
@@ -97,6 +98,12 @@ class RunCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if state.global_step == 0 and self.run.tracker is not None:
             self.run.evaluate(model, 0, (self.run.ledger.base_starts, self.run.ledger.base_last_seen))
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.run.first_step_at is None:  # when the training loop proper began (bench/e2e.py reads it)
+            self.run.first_step_at = time.time()
+            if self.run.tracker is not None:
+                self.run.tracker.update(first_step_at=self.run.first_step_at)
 
     def on_step_end(self, args, state, control, model=None, lr_scheduler=None, **kwargs):
         step, run = state.global_step, self.run

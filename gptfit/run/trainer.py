@@ -123,6 +123,7 @@ def training_arguments(cfg, run_dir: Path, device: str) -> TrainingArguments:
         dataloader_pin_memory=device == "cuda",
         remove_unused_columns=False,
         disable_tqdm=False,
+        torch_compile=t.compile,
     )
 
 
