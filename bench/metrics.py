@@ -1,86 +1,100 @@
-"""Cost of the training-text n-gram index on a corpus of about a million tokens.
+"""Cost of the training-text index (the suffix array of gptfit.metrics.ngrams) at 1e6, 1e7 and 1e8 tokens.
 
-Tokenizes a text file (default: ../shared/corpora/tinyshakespeare.txt, read where it lies) with a
-byte-level BPE, then times building the index (n = 1..8 and the copy span) and looking up a batch of
-samples the size of one evaluation's (7 settings x 9 prompts x 32 tokens, half of them copies of
-training spans): novelty for n = 1..8, the longest copy and the copy flag of each. Memory is the
-peak traced by tracemalloc during the build (numpy reports its buffers there) and the growth of the
-process's resident set.
+The text is real: the embedded corpus tokenized by its BPE (vocabulary 2048), about 130k tokens.
+Larger sizes repeat it with seeded edits (1% of the tokens of each copy replaced at random), so the
+index sees the repetition of real text without holding 100 M tokens of it. Each size is built in a
+subprocess of its own, so that its peak resident memory is its own: `bytes_per_token` is that peak's
+growth over the process before the build (the tokens already in memory) divided by the tokens.
+`lookup_s` is one evaluation's lookups: novelty for n = 1..8, the longest copy and the copy flag of 63
+samples of 32 tokens, half of them copies of training spans.
 
-    python bench/metrics.py [--text PATH] [--vocab 258]
+    python bench/metrics.py [--sizes 1e6 1e7 1e8]
+Prints one JSON object with `sizes`: [{tokens, build_s, peak_mb, bytes_per_token, lookup_s}, ...].
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
 
-from gptfit.data.tokenizer import train_bpe
-from gptfit.metrics.ngrams import NgramIndex
 
-DEFAULT_TEXT = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
-
-
-def rss_mb() -> float:
+def status_mb(field: str) -> float:
+    """VmRSS (resident now) or VmHWM (its peak since the last reset) of this process, in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--text", default=str(DEFAULT_TEXT))
-    ap.add_argument("--vocab", type=int, default=258)  # byte level plus one merge: ~1.1 M tokens of Shakespeare
-    ap.add_argument("--cache-dir", default="~/.cache/gptfit")
-    args = ap.parse_args()
+def reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM starts again from VmRSS
 
-    text = Path(args.text).read_text()
-    docs = [p for p in text.split("\n\n") if p.strip()]
-    tokenizer = train_bpe(docs, args.vocab, args.cache_dir)
-    tokens = np.array(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
 
-    rss_before = rss_mb()
-    tracemalloc.start()
-    start = time.perf_counter()
-    index = NgramIndex(tokens, max_n=8, copy_span=16)
-    build_s = time.perf_counter() - start
-    _, traced_peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    rss_after = rss_mb()
+def real_tokens() -> np.ndarray:
+    from omegaconf import OmegaConf
 
-    rng = np.random.default_rng(0)
-    samples = []
-    for i in range(63):
-        if i % 2:
-            start_at = int(rng.integers(0, len(tokens) - 32))
-            samples.append(tokens[start_at : start_at + 32])
-        else:
-            samples.append(rng.integers(0, args.vocab, 32))
-    start = time.perf_counter()
-    novelty = {n: index.novelty(samples, n) for n in range(1, 9)}
+    from gptfit.config import Config
+    from gptfit.data.corpus import load_corpus
+
+    cfg = OmegaConf.structured(Config)
+    cfg.data.train_tokens = load_corpus(cfg.data).pool_tokens  # the whole training pool
+    corpus = load_corpus(cfg.data)
+    return np.concatenate([corpus.train, corpus.val]).astype(np.uint16)
+
+
+def synthetic(base: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """`size` tokens: copies of `base`, each with 1% of its tokens replaced by seeded random ones."""
+    rng = np.random.default_rng(seed)
+    out = np.resize(base, size)  # [size] uint16: base repeated
+    edits = rng.integers(0, size, size // 100)
+    out[edits] = rng.integers(0, int(base.max()) + 1, len(edits), dtype=np.uint16)
+    return out
+
+
+def one_size(size: int) -> dict:
+    from gptfit.metrics.ngrams import NgramIndex
+
+    tokens = synthetic(real_tokens(), size)
+    reset_peak()
+    before = status_mb("VmRSS")
+    started = time.perf_counter()
+    index = NgramIndex(tokens, copy_span=16)
+    build_s = time.perf_counter() - started
+    peak = status_mb("VmHWM")
+    rng = np.random.default_rng(1)
+    samples = [tokens[s : s + 32].astype(np.int64) if i % 2 else rng.integers(0, 2048, 32)
+               for i, s in enumerate(rng.integers(0, size - 32, 63))]
+    started = time.perf_counter()
+    for n in range(1, 9):
+        index.novelty(samples, n)
     copies = [index.longest_copy(s) for s in samples]
     flags = [index.has_copy(s) for s in samples]
-    lookup_s = time.perf_counter() - start
+    lookup_s = time.perf_counter() - started
+    growth = peak - before
+    return {"tokens": size, "build_s": round(build_s, 2), "peak_mb": round(growth, 1),
+            "bytes_per_token": round(growth * 2**20 / size, 2), "lookup_s": round(lookup_s, 3),
+            "check": {"copied": int(sum(flags)), "longest_copy_max": max(c[0] for c in copies)}}
 
-    print(json.dumps({
-        "benchmark": "metrics_ngram_index",
-        "text": Path(args.text).name,
-        "tokens": int(len(tokens)),
-        "build_s": round(build_s, 3),
-        "build_traced_peak_mb": round(traced_peak / 2**20, 1),
-        "build_rss_growth_mb": round(rss_after - rss_before, 1),
-        "lookup_samples": len(samples),
-        "lookup_s": round(lookup_s, 4),
-        "total_s": round(build_s + lookup_s, 3),
-        "check": {"copied_samples_found": int(sum(flags)), "novel_8gram": round(novelty[8], 3),
-                  "longest_copy_max": max(c[0] for c in copies)},
-    }, indent=2))
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", nargs="+", type=float, default=[1e6, 1e7, 1e8])
+    ap.add_argument("--one", type=float, help=argparse.SUPPRESS)  # a child: one size
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(one_size(int(args.one))))
+        return
+    sizes = []
+    for size in args.sizes:
+        child = subprocess.run([sys.executable, __file__, "--one", str(size)], capture_output=True, text=True, check=True)
+        sizes.append(json.loads(child.stdout.strip().splitlines()[-1]))
+    print(json.dumps({"benchmark": "metrics_suffix_array", "sizes": sizes}, indent=2))
 
 
 if __name__ == "__main__":

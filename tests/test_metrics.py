@@ -111,7 +111,7 @@ def test_greedy_samples_of_a_memorizing_model_are_copies(memorized):
 def test_ngram_novelty_of_a_verbatim_excerpt_is_zero_and_of_random_tokens_near_one():
     rng = np.random.default_rng(0)
     train_tokens = rng.integers(0, 500, 20_000)
-    index = NgramIndex(train_tokens, max_n=8, copy_span=16)
+    index = NgramIndex(train_tokens, copy_span=16)
     excerpt = train_tokens[1000:1100]
     assert index.novelty([excerpt], 8) == 0.0 and index.novelty([excerpt], 1) == 0.0
     noise = rng.integers(10_000, 20_000, 200)
@@ -123,12 +123,40 @@ def test_ngram_novelty_of_a_verbatim_excerpt_is_zero_and_of_random_tokens_near_o
 def test_longest_copy_finds_a_planted_span_exactly():
     rng = np.random.default_rng(1)
     train_tokens = rng.integers(0, 500, 20_000)
-    index = NgramIndex(train_tokens, max_n=8, copy_span=16)
+    index = NgramIndex(train_tokens, copy_span=16)
     noise = lambda n: rng.integers(1000, 2000, n)  # noqa: E731  (tokens never seen in training)
     for length in (3, 8, 9, 23):
         sample = np.concatenate([noise(10), train_tokens[5000 : 5000 + length], noise(10)])
         assert index.longest_copy(sample) == (length, 10)
         assert index.has_copy(sample) == (length >= 16)
+
+
+def test_the_suffix_array_answers_as_a_brute_force_search_does():
+    # A small alphabet, so that spans repeat: every position's longest training match, every n-gram flag,
+    # and the copied spans with where they occur, against a search of every training offset.
+    rng = np.random.default_rng(3)
+    train_tokens = rng.integers(0, 4, 3_000)
+    index = NgramIndex(train_tokens, copy_span=6)
+    text = train_tokens.tolist()
+
+    def longest_at(query: list[int]) -> int:
+        best = 0
+        for start in range(len(text)):
+            k = 0
+            while k < len(query) and start + k < len(text) and text[start + k] == query[k]:
+                k += 1
+            best = max(best, k)
+        return best
+
+    for trial in range(20):
+        sample = np.concatenate([rng.integers(0, 4, 5), train_tokens[trial * 100 : trial * 100 + 12], rng.integers(0, 6, 5)])
+        lengths = [longest_at(sample[i:].tolist()) for i in range(len(sample))]
+        assert index.matches(sample)[0].tolist() == lengths
+        for n in (1, 3, 6, 9):
+            assert index.contains(sample, n).tolist() == [m >= n for m in lengths[: len(sample) - n + 1]]
+        assert index.longest_copy(sample) == (max(lengths), lengths.index(max(lengths)))
+        for start, end, where in index.copied_spans(sample):
+            assert where < 0 or text[where : where + end - start] == sample[start:end].tolist()
 
 
 def test_exposure_of_a_hand_built_ranking_equals_the_formula():

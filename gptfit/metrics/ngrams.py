@@ -1,57 +1,73 @@
-"""An index of the training text's token n-grams: novelty and verbatim copying of generated text.
+"""An index of the training text's tokens: novelty and verbatim copying of generated text.
 
-Each n-gram is reduced to a 64-bit polynomial hash (collisions are about 1 in 2^64 per pair, far
-below anything a metric could show). For n = 1..max_n and for the copy span, the sorted unique
-hashes of every training n-gram are kept, so a lookup is one `np.searchsorted`. Built once per run.
-
-The longest verbatim overlap is exact: spans up to max_n tokens are found through the hash sets, and
-longer ones are grown from the training positions of their first max_n-gram (at most
-`max_candidates` positions per start are followed, which only matters for n-grams repeated hundreds
-of times).
+The index is the suffix array of the training tokens (pydivsufsort, a maintained binding of
+libdivsufsort): the start of every suffix, in the suffixes' sorted order. Any span of a query occurs in
+the training text exactly when some suffix begins with it, and the suffixes that begin with a given
+span are adjacent in that order. So one binary search per query position gives the longest training
+span starting there (its matching statistic), and with it every n-gram question at once: an n-gram
+at i occurs in the training text exactly when the match at i is at least n tokens long. The tokens are
+kept as uint16 (uint32 for vocabularies over 65,536) and the array as int32 (int64 past 2^31 tokens):
+6 bytes a token for the index itself, and 20 at the peak of its build (libdivsufsort works on the
+tokens encoded as bytes; bench/metrics.py).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
-
-_BASE = np.uint64(1_000_003)
-
-
-def rolling_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
-    """[len - n + 1] uint64 hashes of every n-gram of `tokens`."""
-    t = np.asarray(tokens, dtype=np.uint64) + np.uint64(1)  # so that token 0 still changes the hash
-    if len(t) < n:
-        return np.zeros(0, dtype=np.uint64)
-    h = t[: len(t) - n + 1].copy()
-    with np.errstate(over="ignore"):
-        for j in range(1, n):
-            h = h * _BASE + t[j : len(t) - n + 1 + j]
-    return h
+from pydivsufsort import divsufsort
 
 
-def _member(sorted_hashes: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    if len(sorted_hashes) == 0 or len(queries) == 0:
-        return np.zeros(len(queries), dtype=bool)
-    pos = np.searchsorted(sorted_hashes, queries)
-    pos = np.minimum(pos, len(sorted_hashes) - 1)
-    return sorted_hashes[pos] == queries
+def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    m = min(len(a), len(b))
+    diff = np.flatnonzero(a[:m] != b[:m])
+    return int(diff[0]) if len(diff) else m
 
 
 class NgramIndex:
-    def __init__(self, train: np.ndarray, max_n: int = 8, copy_span: int = 16, max_candidates: int = 64):
-        self.train = np.asarray(train, dtype=np.int64)
-        self.max_n, self.copy_span, self.max_candidates = max_n, copy_span, max_candidates
-        self.sets = {n: np.unique(rolling_hashes(self.train, n)) for n in {*range(1, max_n + 1), copy_span}}
-        # Where each max_n-gram starts in the training text, to grow longer copies from.
-        top = rolling_hashes(self.train, max_n)
-        self._top_order = np.argsort(top, kind="stable")
-        self._top_sorted = top[self._top_order]
+    def __init__(self, train: np.ndarray, copy_span: int = 16):
+        train = np.asarray(train)
+        dtype = np.uint16 if train.size == 0 or train.max() < 2**16 else np.uint32
+        self.train = train.astype(dtype, copy=False)  # no copy when the caller already holds uint16
+        self.copy_span = copy_span
+        self.suffixes = divsufsort(self.train) if len(self.train) else np.zeros(0, np.int64)  # [tokens]
+        self._matches = lru_cache(maxsize=4096)(self._matches_of)
+
+    def _longest_at(self, query: np.ndarray) -> tuple[int, int]:
+        """(the longest prefix of `query` that occurs in the training text, a training position of it)."""
+        lo, hi = 0, len(self.suffixes)
+        while lo < hi:  # the first suffix that is not below the query
+            mid = (lo + hi) // 2
+            start = int(self.suffixes[mid])
+            suffix = self.train[start : start + len(query)]
+            k = _common_prefix(query, suffix)
+            below = k < len(query) and (k == len(suffix) or suffix[k] < query[k])
+            lo, hi = (mid + 1, hi) if below else (lo, mid)
+        best, where = 0, -1
+        for i in (lo - 1, lo):  # the longest match is with a neighbour of the insertion point
+            if 0 <= i < len(self.suffixes):
+                start = int(self.suffixes[i])
+                k = _common_prefix(query, self.train[start : start + len(query)])
+                if k > best:
+                    best, where = k, start
+        return best, where
+
+    def _matches_of(self, key: bytes) -> tuple[np.ndarray, np.ndarray]:
+        tokens = np.frombuffer(key, dtype=np.int64)
+        found = [self._longest_at(tokens[i:].astype(self.train.dtype)) for i in range(len(tokens))]
+        return (np.array([f[0] for f in found], dtype=np.int64), np.array([f[1] for f in found], dtype=np.int64))
+
+    def matches(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """([len] the longest training span starting at each position of `tokens`, [len] where one occurs)."""
+        return self._matches(np.ascontiguousarray(tokens, dtype=np.int64).tobytes())
 
     def contains(self, tokens: np.ndarray, n: int) -> np.ndarray:
         """[len - n + 1] bool: which n-grams of `tokens` occur in the training text."""
-        if n not in self.sets:
-            self.sets[n] = np.unique(rolling_hashes(self.train, n))
-        return _member(self.sets[n], rolling_hashes(tokens, n))
+        tokens = np.asarray(tokens)
+        if len(tokens) < n:
+            return np.zeros(0, dtype=bool)
+        return self.matches(tokens)[0][: len(tokens) - n + 1] >= n
 
     def novelty(self, samples: list[np.ndarray], n: int) -> float | None:
         """Share of the samples' n-grams absent from the training text (None when no sample has one)."""
@@ -66,32 +82,19 @@ class NgramIndex:
         return bool(self.contains(tokens, span or self.copy_span).any())
 
     def longest_copy(self, tokens: np.ndarray) -> tuple[int, int]:
-        """(length, start) of the longest span of `tokens` that occurs verbatim in the training text."""
-        tokens = np.asarray(tokens, dtype=np.int64)
-        best, best_start = 0, 0
-        for n in range(1, self.max_n + 1):
-            hits = np.flatnonzero(self.contains(tokens, n))
-            if len(hits) == 0:
-                return best, best_start
-            best, best_start = n, int(hits[0])
-        # Spans longer than max_n: grow from every training occurrence of each max_n-gram.
-        hashes = rolling_hashes(tokens, self.max_n)
-        for start in np.flatnonzero(_member(self.sets[self.max_n], hashes)):
-            lo = np.searchsorted(self._top_sorted, hashes[start], side="left")
-            hi = min(np.searchsorted(self._top_sorted, hashes[start], side="right"), lo + self.max_candidates)
-            for pos in self._top_order[lo:hi]:
-                length = _common_prefix(tokens[start:], self.train[pos:])
-                if length > best:
-                    best, best_start = length, int(start)
-        return best, best_start
-
+        """(length, start) of the longest span of `tokens` that occurs verbatim in the training text (the
+        first such start)."""
+        if len(tokens) == 0:
+            return 0, 0
+        lengths = self.matches(tokens)[0]
+        start = int(lengths.argmax())
+        return int(lengths[start]), start if lengths[start] > 0 else 0
 
     def copied_spans(self, tokens: np.ndarray) -> list[tuple[int, int, int]]:
         """[(start, end, training position)]: the maximal spans of `tokens` of at least `copy_span` tokens
         whose every copy_span-gram occurs in the training text, each with where its text occurs there
         (-1 when its n-grams occur but not as one run: a span stitched from several places)."""
-        tokens = np.asarray(tokens, dtype=np.int64)
-        hits = self.contains(tokens, self.copy_span) if len(tokens) >= self.copy_span else np.zeros(0, bool)
+        hits = self.contains(tokens, self.copy_span)
         spans, i = [], 0
         while i < len(hits):
             if not hits[i]:
@@ -101,25 +104,14 @@ class NgramIndex:
             while j + 1 < len(hits) and hits[j + 1]:
                 j += 1
             start, end = i, j + self.copy_span
-            spans.append((start, end, self.find(tokens[start:end])))
+            spans.append((start, end, self.find(np.asarray(tokens)[start:end])))
             i = j + 1
         return spans
 
     def find(self, tokens: np.ndarray) -> int:
-        """Where `tokens` (at least max_n of them) occurs verbatim in the training text, or -1."""
-        tokens = np.asarray(tokens, dtype=np.int64)
-        if len(tokens) < self.max_n:
+        """Where `tokens` occurs verbatim in the training text, or -1."""
+        tokens = np.asarray(tokens)
+        if len(tokens) == 0:
             return -1
-        first = rolling_hashes(tokens[: self.max_n], self.max_n)[0]
-        lo = np.searchsorted(self._top_sorted, first, side="left")
-        hi = min(np.searchsorted(self._top_sorted, first, side="right"), lo + self.max_candidates)
-        for pos in self._top_order[lo:hi]:
-            if _common_prefix(tokens, self.train[pos:]) == len(tokens):
-                return int(pos)
-        return -1
-
-
-def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
-    m = min(len(a), len(b))
-    diff = np.flatnonzero(a[:m] != b[:m])
-    return int(diff[0]) if len(diff) else m
+        length, where = self._longest_at(tokens.astype(self.train.dtype))
+        return where if length == len(tokens) else -1

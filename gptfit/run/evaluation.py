@@ -108,7 +108,7 @@ class Evaluator:
         reference = load_reference(e.mia.reference, corpus.tokenizer_hash) if e.mia.reference else None
         sequences.prepare_membership(self.sides, tokenizer, reference, e.batch_size, seed)
         self.decoding = dict(cfg.decoding)
-        self.index = NgramIndex(corpus.train, e.max_ngram, e.copy_span) if self.decoding else None
+        self.index = NgramIndex(corpus.train, e.copy_span) if self.decoding else None
         self.grammar = GrammarProbe(cfg, corpus, tokenizer) if cfg.data.source == "grammar" else None
         # On the grammar a sample goes on past end-of-text, so that it holds several whole sentences.
         self.stop_at_eot = self.grammar is None

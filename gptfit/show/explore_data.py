@@ -90,7 +90,7 @@ def samples(run_dir: Path, train: np.ndarray, eot_id: int, copy_span: int) -> di
     rows = [r for r in read_jsonl(run_dir / SAMPLES) if r.get("completion_ids") is not None]
     if not rows:
         return {"steps": [], "samples": [], "sources": []}
-    index = NgramIndex(train, max_n=min(8, copy_span), copy_span=copy_span)
+    index = NgramIndex(train, copy_span=copy_span)
     documents = document_index(train, eot_id)
     sources: dict[int, int] = {}  # training position -> index into `found`
     found = []
