@@ -1,9 +1,10 @@
 """The explorer page as one self-contained HTML file: its script, styles, plotly.js (the basic bundle,
-MIT, vendored in explore_assets/) and its data are all inside it, so it opens from disk with no server
-and no network."""
+plotly.js-basic-dist-min 4.1.1, MIT, kept gzipped in explore_assets/) and its data are all inside it, so
+it opens from disk with no server and no network."""
 
 from __future__ import annotations
 
+import gzip
 import html
 from importlib import resources
 
@@ -27,7 +28,10 @@ HELP = {
 
 
 def _asset(name: str) -> str:
-    return resources.files("gptfit.show").joinpath("explore_assets", name).read_text(encoding="utf-8")
+    path = resources.files("gptfit.show").joinpath("explore_assets", name)
+    if name.endswith(".gz"):
+        return gzip.decompress(path.read_bytes()).decode("utf-8")
+    return path.read_text(encoding="utf-8")
 
 
 def page(data: dict, title: str, views=tuple(VIEWS)) -> str:
@@ -42,7 +46,7 @@ def page(data: dict, title: str, views=tuple(VIEWS)) -> str:
 <body><h1>{html.escape(title)}</h1><nav>{nav}</nav>
 {sections}
 <script id="gptfit-data" type="application/json">{to_json(data)}</script>
-<script>{_asset("plotly-basic.min.js")}</script>
+<script>{_asset("plotly-basic.min.js.gz")}</script>
 <script>{_asset("explore.js")}</script>
 </body></html>
 """
