@@ -23,7 +23,7 @@ from gptfit.metrics import membership
 from gptfit.metrics.shadow import counterfactual, lira, logit_confidence
 from gptfit.plots.membership import counterfactual_figure, roc_figure, save
 from gptfit.run.sequence_log import FILE as SEQUENCES
-from gptfit.show.sweep import fmt, read_sweep
+from gptfit.show.sweep import fmt, read_sweep, with_interval
 
 COLUMNS = ["candidate", "split", "doc_id", "tokens", "loss", "exact_match", "token_exposures",
            *(f"mia_{name}" for name in membership.MODEL_SCORES)]
@@ -114,20 +114,13 @@ def memorization(shadows: Shadows) -> dict[str, np.ndarray]:
             "loss": -counterfactual(shadows.loss, shadows.members), "exposures": exposures}
 
 
-def _cell(figures: dict, key: str) -> str:
-    value, lo, hi = figures.get(key), figures.get(f"{key}_lo"), figures.get(f"{key}_hi")
-    if value is None:
-        return "–"
-    return f"{value:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{value:.3f}"
-
-
 def attack_tables(shadows: Shadows, targets: dict[str, list[dict]], pool: dict[str, dict]) -> list[str]:
     lines = ["## The attacks on the same targets", "",
              f"{len(shadows.jobs)} models, {shadows.members.shape[1]} candidates; each model in turn is the target, "
              "LiRA fitted on the others. Pooled over all targets (95% intervals from a bootstrap over the pool's "
              "documents):", "", "| attack | AUC | TPR at 1% FPR | TPR at 0.1% FPR |", "|---|---|---|---|"]
     for name in ATTACKS:
-        lines.append(f"| {name} | " + " | ".join(_cell(pool[name], k) for k in ("auc", "tpr@1%fpr", "tpr@0.1%fpr"))
+        lines.append(f"| {name} | " + " | ".join(with_interval(pool[name], k) for k in ("auc", "tpr@1%fpr", "tpr@0.1%fpr"))
                      + " |")
     lines += ["", "Per target (mean and range over the targets; TPR at 1% FPR where a target has 1,000 "
               "non-members):", "", "| attack | AUC | TPR at 1% FPR |", "|---|---|---|"]

@@ -85,6 +85,14 @@ def fmt(value) -> str:
     return str(value)
 
 
+def with_interval(figures: dict, key: str) -> str:
+    """A figure with its 95% interval (`key_lo`, `key_hi`) when it has one; a dash when it is null."""
+    value, lo, hi = figures.get(key), figures.get(f"{key}_lo"), figures.get(f"{key}_hi")
+    if value is None:
+        return "–"
+    return f"{value:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{value:.3f}"
+
+
 def varying(runs: list[dict]) -> tuple[list[str], dict]:
     """(override keys whose value differs between runs, {key: value} of the overrides all runs share)."""
     keys = sorted({k for r in runs for k in r["swept"]})

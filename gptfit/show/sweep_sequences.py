@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from gptfit.metrics.membership import SCORES
 from gptfit.run.sequence_log import FILE as SEQUENCES
-from gptfit.show.sweep import fmt
+from gptfit.show.sweep import fmt, with_interval
 
 # Bins of token exposures (how many training windows held each token of a sequence, on average).
 EDGES = [0, 1, 2, 4, 8, 16, 32, 64, 128, np.inf]
@@ -82,13 +82,6 @@ def forgetting_table(runs: list[dict]) -> Optional[str]:
     return "\n".join(lines)
 
 
-def _interval(final: dict, key: str) -> str:
-    value, lo, hi = final.get(key), final.get(f"{key}_lo"), final.get(f"{key}_hi")
-    if value is None:
-        return "–"
-    return f"{value:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{value:.3f}"
-
-
 def membership_table(runs: list[dict], swept: list[str]) -> Optional[str]:
     """Markdown: per run (named by the `swept` values) and membership score, the final AUC and TPRs at 1%
     and 0.1% FPR with intervals."""
@@ -99,7 +92,7 @@ def membership_table(runs: list[dict], swept: list[str]) -> Optional[str]:
     for r in scored:
         for name in SCORES:
             if f"mia/{name}/auc" in r["final"]:
-                cells = [_interval(r["final"], f"mia/{name}/{figure}") for figure in ("auc", "tpr@1%fpr", "tpr@0.1%fpr")]
+                cells = [with_interval(r["final"], f"mia/{name}/{figure}") for figure in ("auc", "tpr@1%fpr", "tpr@0.1%fpr")]
                 run = ", ".join(f"{k}={fmt(r['swept'].get(k))}" for k in swept) or f"job {r['job']}"
                 lines.append(f"| {run} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
