@@ -1,14 +1,13 @@
 """An index of the training text's tokens: novelty and verbatim copying of generated text.
 
-The index is the suffix array of the training tokens (pydivsufsort, a maintained binding of
-libdivsufsort): the start of every suffix, in the suffixes' sorted order. Any span of a query occurs in
-the training text exactly when some suffix begins with it, and the suffixes that begin with a given
-span are adjacent in that order. So one binary search per query position gives the longest training
-span starting there (its matching statistic), and with it every n-gram question at once: an n-gram
-at i occurs in the training text exactly when the match at i is at least n tokens long. The tokens are
-kept as uint16 (uint32 for vocabularies over 65,536) and the array as int32 (int64 past 2^31 tokens):
-6 bytes a token for the index itself, and 20 at the peak of its build (libdivsufsort works on the
-tokens encoded as bytes; bench/metrics.py).
+The index is the suffix array of the training tokens: the start of every suffix, in the suffixes' sorted
+order. Any span of a query occurs in the training text exactly when some suffix begins with it, and the
+suffixes that begin with a given span are adjacent in that order. So one binary search per query position
+gives the longest training span starting there (its matching statistic), and with it every n-gram
+question at once: an n-gram at i occurs in the training text exactly when the match at i is at least n
+tokens long. The tokens are kept as uint16 (uint32 for vocabularies over 65,536) and the array as int32
+(int64 past 2^31 tokens): 6 bytes a token for the index itself, 12 at the peak of its build for
+vocabularies up to 65,536 and 16 up to 2^24 (see `suffix_array`; bench/metrics.py measures it).
 """
 
 from __future__ import annotations
@@ -17,6 +16,41 @@ from functools import lru_cache
 
 import numpy as np
 from pydivsufsort import divsufsort
+
+
+_CHUNK = 1 << 18  # positions a step while encoding and compacting: temporaries of a few MB
+
+
+def suffix_array(tokens: np.ndarray) -> np.ndarray:
+    """[tokens] int32 (int64 past 2^31 tokens): the starts of the suffixes of `tokens`, in sorted order.
+
+    libdivsufsort (through pydivsufsort, its maintained binding) sorts bytes, so each token becomes its
+    `width` big-endian bytes: codes of one width compare as the tokens do, so the byte suffixes that start
+    on a token boundary come out in the order of the token suffixes. The rest are dropped a chunk at a
+    time. The peak is the codes and the byte suffixes while sorting (5 * width bytes a token, int32), then
+    the byte suffixes and the answer (4 * width + 4): 12 bytes a token for width 2, 16 for width 3.
+    pydivsufsort's own handling of wider dtypes holds about 20 (its whole mask and quotient at once).
+    """
+    n = len(tokens)
+    if n == 0:
+        return np.zeros(0, np.int32)
+    width = max(1, (int(tokens.max()).bit_length() + 7) // 8)
+    codes = np.empty((n, width), np.uint8)  # [tokens, width]: big-endian bytes of each token
+    for a in range(0, n, _CHUNK):
+        part = tokens[a : a + _CHUNK].astype(np.uint32)
+        for b in range(width):
+            codes[a : a + _CHUNK, b] = (part >> (8 * (width - 1 - b))) & 0xFF
+    byte_suffixes = divsufsort(codes.reshape(-1))  # [tokens * width]
+    del codes
+    out = np.empty(n, np.int32 if n < 2**31 else np.int64)  # [tokens]
+    kept = 0
+    for a in range(0, len(byte_suffixes), _CHUNK):
+        chunk = byte_suffixes[a : a + _CHUNK]
+        starts = chunk[chunk % width == 0] // width
+        out[kept : kept + len(starts)] = starts
+        kept += len(starts)
+    assert kept == n, (kept, n)
+    return out
 
 
 def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
@@ -31,7 +65,7 @@ class NgramIndex:
         dtype = np.uint16 if train.size == 0 or train.max() < 2**16 else np.uint32
         self.train = train.astype(dtype, copy=False)  # no copy when the caller already holds uint16
         self.copy_span = copy_span
-        self.suffixes = divsufsort(self.train) if len(self.train) else np.zeros(0, np.int64)  # [tokens]
+        self.suffixes = suffix_array(self.train)  # [tokens]
         self._matches = lru_cache(maxsize=4096)(self._matches_of)
 
     def _longest_at(self, query: np.ndarray) -> tuple[int, int]:
