@@ -13,6 +13,7 @@ from gptfit.data.corpus import load_corpus
 from gptfit.data.exposure import sequence_exposures, token_counts
 from gptfit.data.windows import EpochWindows, RandomWindows
 from gptfit.metrics.scoring import score_sequences
+from gptfit.metrics.sequences import decoded_matches
 from gptfit.model.loading import load_model
 from gptfit.run.tracking import read_jsonl
 from tests.conftest import TINY
@@ -93,6 +94,20 @@ def test_the_table_holds_the_models_losses_and_the_mem_keys_are_its_means(tiny_r
     assert final["mem/temp_high/extraction_rate"] == pytest.approx(train["extraction/temp_high"].mean())
     assert (train.exposures >= 0).all() and (train.token_exposures > 0).any()
     assert (samples[samples.split == "val"].last_seen_step == -1).all()  # held-out text is never trained on
+
+
+def test_the_tables_greedy_columns_are_a_greedy_decode_of_every_sequence(tiny_corpus_run):
+    # The table decodes only the rows that teacher forcing does not already show to be extracted; here
+    # every row is decoded, on the memorizing model, where both kinds of row are common.
+    table = pd.read_parquet(tiny_corpus_run / "sequences.parquet")
+    last = table[table.step == table.step.max()]
+    assert 10 < last.extracted.sum() < len(last) - 10
+    model = load_model(str(tiny_corpus_run / "final"))
+    tokens = torch.tensor(np.stack(last.tokens.to_numpy()))
+    prefix = OmegaConf.load(tiny_corpus_run / "config.yaml").eval.prefix_tokens
+    decoded = decoded_matches(model, tokens, prefix, dict(do_sample=False, num_beams=1), 64, seed=0)
+    assert decoded.float().mean(1).tolist() == pytest.approx(last.suffix_match.tolist())
+    assert decoded.all(1).tolist() == last.extracted.tolist()
 
 
 def test_planted_sequences_occur_as_often_as_asked_and_the_baseline_never(compose_cfg):

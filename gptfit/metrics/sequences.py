@@ -150,6 +150,20 @@ def decoded_matches(model, tokens: torch.Tensor, prefix: int, setting, batch_siz
     return torch.cat(out)
 
 
+def greedy_matches(model, tokens: torch.Tensor, prefix: int, hits: torch.Tensor, batch_size: int,
+                   seed: int) -> torch.Tensor:
+    """[n, suffix] whether each greedy token after the prefix equals the true suffix token. `hits`: [n, L - 1]
+    the table's teacher-forced argmax hits. A row whose every suffix token is its argmax under teacher
+    forcing is what greedy decoding reproduces (by induction over the suffix: each decoded token is then
+    the true one, so the next prediction sees the true prefix), so only the other rows are decoded. On a
+    memorizing model that skips nearly every training row."""
+    matches = hits[:, prefix - 1 :].clone()  # [n, suffix]: the predictions of the suffix tokens
+    rest = ~matches.all(1)
+    if rest.any():
+        matches[rest] = decoded_matches(model, tokens[rest], prefix, dict(do_sample=False, num_beams=1), batch_size, seed)
+    return matches
+
+
 class SampledExtraction:
     """{setting: [n] probability that one sampled completion of the prefix is exactly the true suffix},
     gathered batch by batch from the table's forward pass (a `score_sequences` visitor)."""
@@ -181,7 +195,7 @@ def score(model, sides: list[Sequences], prefix: int, decoding: dict, batch_size
         ordinary_train = side.split == "train" and side.kind == "sample"
         extraction = SampledExtraction(prefix, sampled) if ordinary_train and sampled else None
         scores = score_sequences(model, side.tokens, batch_size, moments=True, visit=extraction)
-        greedy = decoded_matches(model, side.tokens, prefix, dict(do_sample=False, num_beams=1), batch_size, seed)
+        greedy = greedy_matches(model, side.tokens, prefix, scores.hits, batch_size, seed)
         n = len(side.offsets)
         part = {
             "step": [step] * n, "split": [side.split] * n, "sequence_id": list(range(n)),
