@@ -59,6 +59,7 @@ def train_loop(run_dir: Path, threads: int) -> float:
     ledger = ExposureLedger(len(corpus.train), cfg.model.block_size, cfg.train.batch_size)
     args = training_arguments(cfg, run_dir, "cpu")
     args.save_strategy = "no"
+    args.disable_tqdm = True
     times = {}
 
     class Clock(TrainerCallback):

@@ -15,7 +15,8 @@ from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 from transformers.utils import logging as hf_logging
 
-from gptfit.core.sampling import TransformProcessor, apply_temperature, as_setting, generate, top_k_filter, top_p_filter
+from gptfit.core.sampling import (TransformProcessor, apply_temperature, as_setting, generate, generate_each, top_k_filter,
+                                  top_p_filter)
 from gptfit.core.sampling.steps import CachedSteps
 from gptfit.errors import UserError
 from gptfit.model import GPTConfig, GPTForCausalLM
@@ -312,6 +313,30 @@ def test_sampling_is_seeded_and_matches_generate_with_the_same_seed(kind, sample
                               temperature=1.0, max_new_tokens=16, eos_token_id=None, pad_token_id=1,
                               logits_processor=LogitsProcessorList([TransformProcessor(s)]))
     assert torch.equal(first.sequences, expected)
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_every_setting_decoded_at_once_is_each_setting_decoded_alone(kind):
+    # gptfit's GPT decodes the greedy and sampled settings as blocks of one batch; GPT-2 one at a time.
+    # Left padding and an end-of-text that ends rows at different steps, in some blocks only.
+    model = MODELS[kind]()
+    ids = prompts(3, 6)
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0
+    # End-of-text: the third greedy token of every row, so that every greedy row ends there.
+    eos = generate(model, ids, dict(max_new_tokens=3), attention_mask=mask, eos_token_id=[]).new_tokens[:, 2].tolist()
+    settings = {"greedy": dict(max_new_tokens=12), "beam": dict(num_beams=2, max_new_tokens=12),
+                **{f"sampled_{i}": dict(s, max_new_tokens=12) for i, s in enumerate(SAMPLED)},
+                "short": dict(do_sample=True, top_k=6, max_new_tokens=4)}
+    together = generate_each(model, ids, settings, attention_mask=mask, seed=5, eos_token_id=eos)
+    assert list(together) == list(settings)
+    ended = 0
+    for name, s in settings.items():
+        alone = generate(model, ids, s, attention_mask=mask, seed=5, eos_token_id=eos)
+        assert torch.equal(together[name].sequences, alone.sequences), name
+        assert together[name].strategy == alone.strategy and together[name].backend == alone.backend
+        ended += int(together[name].sequences.shape[1] < ids.shape[1] + s["max_new_tokens"])
+    assert ended >= 1  # some setting stopped early, its rows all ended
 
 
 @pytest.mark.parametrize("kind", MODELS)

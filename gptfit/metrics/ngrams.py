@@ -18,6 +18,7 @@ import numpy as np
 from pydivsufsort import divsufsort
 
 
+_QUERY_ELEMENTS = 1 << 18  # query tokens searched at once: [positions, length] int64 of 2 MB
 _CHUNK = 1 << 18  # positions a step while encoding and compacting: temporaries of a few MB
 
 
@@ -53,12 +54,6 @@ def suffix_array(tokens: np.ndarray) -> np.ndarray:
     return out
 
 
-def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
-    m = min(len(a), len(b))
-    diff = np.flatnonzero(a[:m] != b[:m])
-    return int(diff[0]) if len(diff) else m
-
-
 class NgramIndex:
     def __init__(self, train: np.ndarray, copy_span: int = 16):
         train = np.asarray(train)
@@ -68,29 +63,57 @@ class NgramIndex:
         self.suffixes = suffix_array(self.train)  # [tokens]
         self._matches = lru_cache(maxsize=4096)(self._matches_of)
 
-    def _longest_at(self, query: np.ndarray) -> tuple[int, int]:
-        """(the longest prefix of `query` that occurs in the training text, a training position of it)."""
-        lo, hi = 0, len(self.suffixes)
-        while lo < hi:  # the first suffix that is not below the query
-            mid = (lo + hi) // 2
-            start = int(self.suffixes[mid])
-            suffix = self.train[start : start + len(query)]
-            k = _common_prefix(query, suffix)
-            below = k < len(query) and (k == len(suffix) or suffix[k] < query[k])
-            lo, hi = (mid + 1, hi) if below else (lo, mid)
-        best, where = 0, -1
-        for i in (lo - 1, lo):  # the longest match is with a neighbour of the insertion point
-            if 0 <= i < len(self.suffixes):
-                start = int(self.suffixes[i])
-                k = _common_prefix(query, self.train[start : start + len(query)])
-                if k > best:
-                    best, where = k, start
+    def _tokens_at(self, starts: np.ndarray, width: int) -> np.ndarray:
+        """[rows, width] int64: the training tokens from each start, -1 past the end (the end of a
+        suffix sorts before every token, as a shorter suffix sorts before the longer ones it begins)."""
+        at = starts[:, None] + np.arange(width)[None, :]  # [rows, width]
+        inside = at < len(self.train)
+        return np.where(inside, self.train[np.minimum(at, len(self.train) - 1)].astype(np.int64), -1)
+
+    def _agreement(self, rank: np.ndarray, queries: np.ndarray, lengths: np.ndarray):
+        """([rows] how many leading tokens each query shares with the suffix of `rank`, [rows] where that
+        suffix starts, [rows] its token at the first difference). queries: [rows, width], -1 past each
+        one's length."""
+        starts = self.suffixes[rank].astype(np.int64)  # [rows]
+        suffix = self._tokens_at(starts, queries.shape[1])  # [rows, width]
+        differ = (suffix != queries) & (np.arange(queries.shape[1]) < lengths[:, None])
+        shared = np.where(differ.any(1), differ.argmax(1), lengths)  # [rows]: the first difference
+        at = np.minimum(shared, queries.shape[1] - 1)[:, None]
+        return shared, starts, np.take_along_axis(suffix, at, 1)[:, 0]
+
+    def _longest(self, queries: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each query at once ([rows, width] int64, -1 past its length): (the longest prefix of it
+        that occurs in the training text, a training position of it, -1 where none). A binary search
+        over the suffixes for all rows together."""
+        rows = np.arange(len(queries))
+        lo, hi = np.zeros(len(queries), np.int64), np.full(len(queries), len(self.suffixes), np.int64)
+        while (active := lo < hi).any():  # the first suffix that is not below each query
+            mid = np.where(active, (lo + hi) // 2, 0)
+            shared, _, theirs = self._agreement(mid, queries, lengths)
+            ours = queries[rows, np.minimum(shared, queries.shape[1] - 1)]
+            below = (shared < lengths) & (theirs < ours)
+            lo, hi = np.where(active & below, mid + 1, lo), np.where(active & ~below, mid, hi)
+        # The longest match is with a neighbour of the insertion point: the suffix before it or at it.
+        best, where = np.zeros(len(queries), np.int64), np.full(len(queries), -1, np.int64)
+        for rank in (lo - 1, lo):
+            inside = (rank >= 0) & (rank < len(self.suffixes))
+            shared, starts, _ = self._agreement(np.clip(rank, 0, len(self.suffixes) - 1), queries, lengths)
+            longer = inside & (shared > best)
+            best, where = np.where(longer, shared, best), np.where(longer, starts, where)
         return best, where
 
     def _matches_of(self, key: bytes) -> tuple[np.ndarray, np.ndarray]:
         tokens = np.frombuffer(key, dtype=np.int64)
-        found = [self._longest_at(tokens[i:].astype(self.train.dtype)) for i in range(len(tokens))]
-        return (np.array([f[0] for f in found], dtype=np.int64), np.array([f[1] for f in found], dtype=np.int64))
+        n = len(tokens)
+        if n == 0 or len(self.suffixes) == 0:
+            return np.zeros(n, np.int64), np.full(n, -1, np.int64)
+        found = []
+        for first in range(0, n, max(1, _QUERY_ELEMENTS // n)):  # [rows, n] at a time: bounded memory
+            positions = np.arange(first, min(n, first + max(1, _QUERY_ELEMENTS // n)))
+            at = positions[:, None] + np.arange(n)[None, :]  # [rows, n]: row i is the query from position i
+            queries = np.where(at < n, tokens[np.minimum(at, n - 1)], -1)
+            found.append(self._longest(queries, n - positions))
+        return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
 
     def matches(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """([len] the longest training span starting at each position of `tokens`, [len] where one occurs)."""
@@ -147,5 +170,7 @@ class NgramIndex:
         tokens = np.asarray(tokens)
         if len(tokens) == 0:
             return -1
-        length, where = self._longest_at(tokens.astype(self.train.dtype))
-        return where if length == len(tokens) else -1
+        if len(self.suffixes) == 0:
+            return -1
+        length, where = self._longest(tokens.astype(np.int64)[None, :], np.array([len(tokens)]))
+        return int(where[0]) if length[0] == len(tokens) else -1

@@ -28,7 +28,6 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 import torch
-import torch.nn.functional as F
 
 from gptfit.core.sampling.decode import generate
 from gptfit.core.sampling.settings import as_setting, strategy_of
@@ -178,7 +177,8 @@ class SampledExtraction:
         truth = ids[:, self.prefix :].reshape(-1, 1)  # [b * suffix, 1]
         for name, setting in self.settings.items():
             scores = transform(logits.reshape(-1, vocab), setting)  # temperature, top-k, top-p; cut = -inf
-            chosen = F.log_softmax(scores, dim=-1).gather(1, truth).view(b, suffix)
+            # log p(true token): its score less the log-sum-exp, without writing a log-softmax
+            chosen = (scores.gather(1, truth)[:, 0] - torch.logsumexp(scores, dim=-1)).view(b, suffix)
             self.log_p[name].append(chosen.double().sum(1).cpu())
 
     def probabilities(self) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import torch
 
 from gptfit.core.attention import attention_maps, head_entropy
-from gptfit.core.sampling.decode import generate
+from gptfit.core.sampling.decode import generate_each
 from gptfit.data.corpus import Corpus
 from gptfit.data.duplicates import spans
 from gptfit.data.tokenizer import tokenizer_hash
@@ -173,10 +173,11 @@ class Evaluator:
             ids[i, longest - len(prompt):] = torch.tensor(prompt)
             mask[i, longest - len(prompt):] = 1
         row, samples = {}, []
+        # Every setting from the same prompts: the greedy and sampled ones share each forward pass.
+        generations = generate_each(model, ids, self.decoding, attention_mask=mask,
+                                    seed=self.cfg.seed * 1_000_003 + step, eos_token_id=eot if self.stop_at_eot else [])
         for name, setting in self.decoding.items():
-            gen = generate(model, ids, setting, attention_mask=mask, seed=self.cfg.seed * 1_000_003 + step,
-                           eos_token_id=eot if self.stop_at_eot else [])
-            new = gen.new_tokens.cpu().numpy()  # [prompts * samples per prompt, new]
+            new = generations[name].new_tokens.cpu().numpy()  # [prompts * samples per prompt, new]
             per_prompt = new.shape[0] // len(self.prompts)
             prompts = [self.prompts[r // per_prompt] for r in range(len(new))]
             completions = [_until_eot(tokens, eot) for tokens in new]

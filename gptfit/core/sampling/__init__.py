@@ -9,7 +9,7 @@ One implementation of each transform serves every model. The rooms:
 - loop.py        greedy decoding and sampling
 - beam.py        beam search (a port of transformers')
 - hf.py          transformers' `generate` with gptfit's transforms, for every other causal LM
-- decode.py      `generate`, which picks the path
+- decode.py      `generate`, which picks the path, and `generate_each`, many settings at once
 
 The names below are read lazily (PEP 562), so that `gptfit.config` can take `DecodingConfig` from
 settings.py and report a bad config before torch and transformers are imported.
@@ -23,7 +23,8 @@ _HOMES = {
     "DecodingConfig": "settings", "STRATEGIES": "settings", "as_setting": "settings", "strategy_of": "settings",
     "apply_temperature": "transforms", "top_k_filter": "transforms", "top_p_filter": "transforms",
     "transform": "transforms", "KVCache": "cache", "Generation": "results", "Step": "results",
-    "TransformProcessor": "hf", "IMPOSSIBLE": "beam", "generate": "decode", "model_context": "decode",
+    "TransformProcessor": "hf", "IMPOSSIBLE": "beam", "generate": "decode", "generate_each": "decode",
+    "model_context": "decode",
 }
 __all__ = sorted(_HOMES)
 

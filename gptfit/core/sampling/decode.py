@@ -28,7 +28,7 @@ import torch
 from gptfit.core.eval_mode import eval_mode
 from gptfit.core.sampling.beam import beam_search
 from gptfit.core.sampling.hf import via_generate
-from gptfit.core.sampling.loop import one_at_a_time
+from gptfit.core.sampling.loop import Block, one_at_a_time
 from gptfit.core.sampling.results import Generation
 from gptfit.core.sampling.settings import as_setting, strategy_of
 from gptfit.core.sampling.steps import CachedSteps, WindowSteps, decodes_with_cache
@@ -72,6 +72,20 @@ def _small_step_kernels(model, device: torch.device):
         torch.backends.mkldnn.enabled = before
 
 
+def _prepared(model, input_ids, attention_mask, eos_token_id):
+    """(device, input_ids, attention_mask, eos) on the model's device; a mask without padding is None."""
+    if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+        raise UserError(f"generate: input_ids must be [batch, prompt] with a prompt of at least one token, "
+                        f"got shape {tuple(input_ids.shape)}")
+    device = next(model.parameters()).device
+    input_ids = input_ids.to(device)
+    if attention_mask is not None:
+        attention_mask = attention_mask.to(device)
+        if bool(attention_mask.all()):
+            attention_mask = None  # nothing is padded: take the unmasked (fast) attention
+    return device, input_ids, attention_mask, _eos_tensor(model, eos_token_id, device)
+
+
 def generate(
     model,
     input_ids: torch.LongTensor,  # [batch, prompt]
@@ -95,16 +109,7 @@ def generate(
     """
     s = as_setting(setting)
     strategy = strategy_of(s)
-    if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-        raise UserError(f"generate: input_ids must be [batch, prompt] with a prompt of at least one token, "
-                        f"got shape {tuple(input_ids.shape)}")
-    device = next(model.parameters()).device
-    input_ids = input_ids.to(device)
-    if attention_mask is not None:
-        attention_mask = attention_mask.to(device)
-        if bool(attention_mask.all()):
-            attention_mask = None  # nothing is padded: take the unmasked (fast) attention
-    eos = _eos_tensor(model, eos_token_id, device)
+    device, input_ids, attention_mask, eos = _prepared(model, input_ids, attention_mask, eos_token_id)
     meta = dict(strategy=strategy, setting=dataclasses.asdict(s), seed=seed, prompt_length=input_ids.shape[1])
 
     beams = strategy in ("beam", "beam_sample")
@@ -131,7 +136,75 @@ def generate(
             seqs, scores, record = beam_search(steps, input_ids, attention_mask, s, strategy == "beam_sample",
                                                gen, eos, min_new_tokens, trace, trace_top)
         else:
-            seqs, record = one_at_a_time(steps, input_ids, attention_mask, s, strategy == "sample", gen, eos,
+            block = Block(slice(None), s, strategy == "sample", gen)
+            seqs, record = one_at_a_time(steps, input_ids, attention_mask, [block], s.max_new_tokens, eos,
                                          min_new_tokens, trace, trace_top)
             scores = None
     return Generation(seqs, backend=backend, scores=scores, steps=record, **meta)
+
+
+def generate_each(
+    model,
+    input_ids: torch.LongTensor,  # [batch, prompt]
+    settings: dict[str, Any],
+    *,
+    attention_mask: Optional[torch.Tensor] = None,  # [batch, prompt], 0 = left padding
+    seed: int = 0,
+    eos_token_id: Union[int, Sequence[int], None] = None,
+) -> dict[str, Generation]:
+    """{name: `generate(model, input_ids, setting, ...)`} for every setting, from the same prompts.
+
+    On a model that decodes over its own cache, the greedy and sampled settings with the same
+    max_new_tokens decode as blocks of rows of one batch: one forward pass a step serves all of them,
+    and each block still draws from its own generator seeded by `seed`, as it would alone. Its
+    sequences end where its own rows have all ended. Beam search, and other models, decode one setting
+    at a time.
+    """
+    parsed = {name: as_setting(setting, name=f"decoding.{name}") for name, setting in settings.items()}
+    together: dict[int, dict] = {}
+    if decodes_with_cache(model) and model_context(model) is not None:
+        for name, s in parsed.items():
+            if strategy_of(s) in ("greedy", "sample"):
+                together.setdefault(s.max_new_tokens, {})[name] = s
+    out = {}
+    for group in together.values():
+        out.update(_decode_blocks(model, input_ids, attention_mask, group, seed, eos_token_id))
+    for name, s in parsed.items():
+        if name not in out:
+            out[name] = generate(model, input_ids, s, attention_mask=attention_mask, seed=seed, eos_token_id=eos_token_id)
+    return {name: out[name] for name in parsed}
+
+
+def _decode_blocks(model, input_ids, attention_mask, settings: dict, seed: int, eos_token_id) -> dict[str, Generation]:
+    """Greedy and sampled settings of one max_new_tokens, each a block of rows of one cached decode."""
+    device, input_ids, attention_mask, eos = _prepared(model, input_ids, attention_mask, eos_token_id)
+    prompts, masks, blocks, start = [], [], [], 0
+    for s in settings.values():
+        # A setting's sequences of one prompt sit next to each other, as in `generate`.
+        prompts.append(input_ids.repeat_interleave(s.num_return_sequences, dim=0))
+        if attention_mask is not None:
+            masks.append(attention_mask.repeat_interleave(s.num_return_sequences, dim=0))
+        rows = slice(start, start + len(prompts[-1]))
+        start = rows.stop
+        blocks.append(Block(rows, s, strategy_of(s) == "sample", torch.Generator(device=device).manual_seed(seed)))
+    prompt = torch.cat(prompts)  # [rows, prompt]
+    mask = torch.cat(masks) if masks else None
+    max_new = next(iter(settings.values())).max_new_tokens
+    with eval_mode(model), torch.inference_mode(), _small_step_kernels(model, device):
+        steps = CachedSteps(model, model_context(model), len(prompt), prompt.shape[1] + max_new)
+        seqs, _ = one_at_a_time(steps, prompt, mask, blocks, max_new, eos, 0, False, 0)
+    length = input_ids.shape[1]
+    return {name: Generation(_until_all_ended(seqs[block.rows], length, eos), prompt_length=length,
+                             strategy=strategy_of(s), backend="cached", setting=dataclasses.asdict(s), seed=seed)
+            for (name, s), block in zip(settings.items(), blocks)}
+
+
+def _until_all_ended(seqs: torch.Tensor, prompt_length: int, eos: Optional[torch.Tensor]) -> torch.Tensor:
+    """`seqs` cut after the step at which its last row ended (where a decode of these rows alone stops)."""
+    if eos is None:
+        return seqs
+    ended = torch.isin(seqs[:, prompt_length:], eos)  # [rows, new]
+    if not bool(ended.any(1).all()):
+        return seqs  # a row never ended
+    last = int(ended.int().argmax(1).max())  # the latest first end-of-text
+    return seqs[:, : prompt_length + last + 1]

@@ -1,13 +1,29 @@
-"""Greedy decoding and sampling: one token per row per step, from any stepper (see steps.py)."""
+"""Greedy decoding and sampling: one token per row per step, from any stepper (see steps.py).
+
+The rows may come in blocks (`Block`), each under a setting of its own: greedy and sampled settings then
+share every forward pass, and each block draws from its own generator, so its draws are the ones it
+would make decoded alone with that generator.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from gptfit.core.sampling.results import Step
 from gptfit.core.sampling.transforms import transform
+
+
+@dataclass
+class Block:
+    """Rows decoded under one setting: greedy (`sampling` False) or sampled with the setting's transforms."""
+
+    rows: slice
+    setting: object  # a DecodingConfig
+    sampling: bool
+    gen: torch.Generator
 
 
 def top_candidates(scores: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -16,26 +32,41 @@ def top_candidates(scores: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Te
     return ids, values
 
 
-def one_at_a_time(steps, prompt, mask, s, sampling: bool, gen, eos, min_new: int, trace: bool, top_n: int):
-    """Greedy or sampling, one token per row per step. Returns (sequences [rows, prompt + new], trace)."""
+def _next_tokens(scores: torch.Tensor, blocks: list[Block]) -> tuple[torch.Tensor, torch.Tensor]:
+    """([rows] each row's next token, [rows, vocab] the scores it was chosen from, after its transforms).
+    The blocks cover the rows in order."""
+    chosen = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)  # [rows]
+    shown = []
+    for block in blocks:
+        part = scores[block.rows]  # [block rows, vocab]
+        if block.sampling:
+            part = transform(part, block.setting)
+            chosen[block.rows] = torch.multinomial(torch.softmax(part, dim=-1), 1, generator=block.gen).squeeze(1)
+        else:
+            chosen[block.rows] = part.argmax(dim=-1)
+        shown.append(part)
+    return chosen, shown[0] if len(shown) == 1 else torch.cat(shown)
+
+
+def one_at_a_time(steps, prompt, mask, blocks: list[Block], max_new: int, eos, min_new: int, trace: bool,
+                  top_n: int):
+    """Greedy or sampling, one token per row per step, every block of rows under its own setting.
+    Returns (sequences [rows, prompt + new], trace); a row that ended is padded with end-of-text until
+    every row has ended."""
     rows, prompt_len = prompt.shape
-    seqs = prompt.new_empty(rows, prompt_len + s.max_new_tokens)
+    seqs = prompt.new_empty(rows, prompt_len + max_new)
     seqs[:, :prompt_len] = prompt
     if mask is not None:
-        mask = torch.cat([mask, mask.new_ones(rows, s.max_new_tokens)], dim=1)
+        mask = torch.cat([mask, mask.new_ones(rows, max_new)], dim=1)
     alive = torch.ones(rows, dtype=torch.bool, device=prompt.device)
     record = []
     logits = steps.prefill(prompt, mask[:, :prompt_len] if mask is not None else None)
     end = prompt_len
-    for t in range(s.max_new_tokens):
+    for t in range(max_new):
         scores = logits.float()  # [rows, vocab]
         if eos is not None and t < min_new:
             scores = scores.index_fill(1, eos, -math.inf)
-        if sampling:
-            scores = transform(scores, s)
-            next_ids = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=gen).squeeze(1)
-        else:
-            next_ids = scores.argmax(dim=-1)
+        next_ids, scores = _next_tokens(scores, blocks)
         if eos is not None:
             next_ids = torch.where(alive, next_ids, eos[0])  # a finished row is padded with end-of-text
         seqs.select(1, end).copy_(next_ids)  # select/narrow: the views of [:, end], at a third of the cost
@@ -46,6 +77,6 @@ def one_at_a_time(steps, prompt, mask, s, sampling: bool, gen, eos, min_new: int
             alive &= ~torch.isin(next_ids, eos)
             if not alive.any():
                 break
-        if t + 1 < s.max_new_tokens:
+        if t + 1 < max_new:
             logits = steps.step(seqs.narrow(1, 0, end), mask[:, :end] if mask is not None else None)
     return seqs[:, :end], record
