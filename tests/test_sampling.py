@@ -18,6 +18,7 @@ from transformers.utils import logging as hf_logging
 from gptfit.core.sampling import (TransformProcessor, apply_temperature, as_setting, generate, generate_each, top_k_filter,
                                   top_p_filter)
 from gptfit.core.sampling.steps import CachedSteps
+from gptfit.core.sampling.transforms import _sorted_top_p
 from gptfit.errors import UserError
 from gptfit.model import GPTConfig, GPTForCausalLM
 from tests.conftest import ROOT, run_cli
@@ -93,6 +94,24 @@ def test_top_p_equals_transformers(case, top_p, keep):
     logits = CASES[case]
     expected = TopPLogitsWarper(top_p, min_tokens_to_keep=keep)(None, logits.clone())
     torch.testing.assert_close(top_p_filter(logits, top_p, keep), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("vocab", [5, 64, 2048])
+@pytest.mark.parametrize("top_p", [0.1, 0.5, 0.9, 0.92, 0.999])
+def test_top_p_of_peaked_rows_sorts_only_what_it_must_and_still_equals_transformers(vocab, top_p):
+    # Rows whose top token holds from 30% to nearly all of the mass, some just around top_p: those
+    # settled without a sort and the others must both be transformers' answer.
+    gen = torch.Generator().manual_seed(vocab)
+    logits = torch.randn(64, vocab, generator=gen)
+    logits[:, 0] += torch.linspace(0.0, 20.0, 64)
+    logits[:8] = torch.log(torch.tensor([top_p + d for d in (-2e-3, -1e-4, 0, 1e-4, 2e-3, 1e-2, 5e-2, 0.0)])
+                           .clamp(1e-3, 0.9999))[:, None].expand(8, vocab).clone()
+    logits[:8, 1:] = torch.log((1 - logits[:8, :1].exp()) / (vocab - 1))
+    kept = top_p_filter(logits, top_p)
+    torch.testing.assert_close(kept, _sorted_top_p(logits, top_p, 1, -math.inf), rtol=0, atol=0)
+    # Transformers sorts unstably, so only the rows without tied scores (not the first 8) are its answer too.
+    torch.testing.assert_close(kept[8:], TopPLogitsWarper(top_p)(None, logits[8:].clone()), rtol=0, atol=0)
+    assert (kept > -math.inf).sum(-1)[-1] == 1  # the most peaked row keeps one token
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))

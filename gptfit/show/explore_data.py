@@ -52,7 +52,9 @@ def curves(run_dir: Path) -> dict:
 
 
 def _round(values, digits: int = 3) -> list:
-    return [round(float(v), digits) if math.isfinite(float(v)) else None for v in values]
+    """`values` (any shape) rounded for the page, as nested lists; None where not finite."""
+    rounded = np.round(np.asarray(values, dtype=np.float64), digits)
+    return np.where(np.isfinite(rounded), rounded, None).tolist()
 
 
 @torch.no_grad()
@@ -80,7 +82,7 @@ def text(run_dir: Path, model) -> dict:
     for i, r in enumerate(rows):
         out.append({"split": r["split"], "id": r["sequence_id"], "tokens": r["tokens"],
                     "losses": _round(-truth[i]), "ranks": ranks[i].tolist(), "top_ids": top_ids[i].tolist(),
-                    "top_p": [_round(p) for p in top_p[i]], "loss": round(r["loss"], 3),
+                    "top_p": _round(top_p[i]), "loss": round(r["loss"], 3),
                     "extracted": bool(r["extracted"]), "exposures": round(float(r["token_exposures"]), 2)})
     return {"sequences": out}
 
