@@ -3,7 +3,8 @@
 The index is the suffix array of the training tokens: the start of every suffix, in the suffixes' sorted
 order. Any span of a query occurs in the training text exactly when some suffix begins with it, and the
 suffixes that begin with a given span are adjacent in that order. So one binary search per query position
-gives the longest training span starting there (its matching statistic), and with it every n-gram
+(all positions of a sample searched together, as arrays) gives the longest training span starting there
+(its matching statistic), and with it every n-gram
 question at once: an n-gram at i occurs in the training text exactly when the match at i is at least n
 tokens long. The tokens are kept as uint16 (uint32 for vocabularies over 65,536) and the array as int32
 (int64 past 2^31 tokens): 6 bytes a token for the index itself, 12 at the peak of its build for
@@ -107,9 +108,9 @@ class NgramIndex:
         n = len(tokens)
         if n == 0 or len(self.suffixes) == 0:
             return np.zeros(n, np.int64), np.full(n, -1, np.int64)
-        found = []
-        for first in range(0, n, max(1, _QUERY_ELEMENTS // n)):  # [rows, n] at a time: bounded memory
-            positions = np.arange(first, min(n, first + max(1, _QUERY_ELEMENTS // n)))
+        found, rows = [], max(1, _QUERY_ELEMENTS // n)
+        for first in range(0, n, rows):  # [rows, n] queries at a time: bounded memory
+            positions = np.arange(first, min(n, first + rows))
             at = positions[:, None] + np.arange(n)[None, :]  # [rows, n]: row i is the query from position i
             queries = np.where(at < n, tokens[np.minimum(at, n - 1)], -1)
             found.append(self._longest(queries, n - positions))

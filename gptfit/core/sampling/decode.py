@@ -171,7 +171,8 @@ def generate_each(
         out.update(_decode_blocks(model, input_ids, attention_mask, group, seed, eos_token_id))
     for name, s in parsed.items():
         if name not in out:
-            out[name] = generate(model, input_ids, s, attention_mask=attention_mask, seed=seed, eos_token_id=eos_token_id)
+            out[name] = generate(model, input_ids, s, attention_mask=attention_mask, seed=seed,
+                                 eos_token_id=eos_token_id)
     return {name: out[name] for name in parsed}
 
 

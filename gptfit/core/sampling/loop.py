@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from gptfit.core.sampling.results import Step
+from gptfit.core.sampling.settings import DecodingConfig
 from gptfit.core.sampling.transforms import transform
 
 
@@ -21,7 +22,7 @@ class Block:
     """Rows decoded under one setting: greedy (`sampling` False) or sampled with the setting's transforms."""
 
     rows: slice
-    setting: object  # a DecodingConfig
+    setting: DecodingConfig
     sampling: bool
     gen: torch.Generator
 
