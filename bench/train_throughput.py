@@ -115,22 +115,24 @@ class Interleave(TrainerCallback):
         self.mark = time.perf_counter()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--blocks", type=int, default=24)
-    ap.add_argument("--block-steps", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--no-bf16", action="store_true", help="leave out the bf16 pair (it runs where bf16 is native)")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+def speedup(times: dict, a: str, b: str) -> float:
+    """How much faster a ran than b: the median over rounds of b's block time / a's block time.
 
-    bf16 = native_bf16("cpu") and not args.no_bf16
-    stream = torch.from_numpy(np.random.default_rng(0).integers(0, VOCAB, 200_000))
+    Each round times one block of every contestant back to back, so pairing within a round cancels
+    the machine's slow drift, which a ratio of overall medians does not."""
+    return round(statistics.median(tb / ta for ta, tb in zip(times[a], times[b])), 3)
+
+
+def quartiles(times: dict, a: str, b: str) -> list[float]:
+    """The spread of those per-round ratios: the machine's slow spells show here."""
+    q1, _, q3 = statistics.quantiles((tb / ta for ta, tb in zip(times[a], times[b])), n=4)
+    return [round(q1, 3), round(q3, 3)]
+
+
+def run_interleaved(args, bf16: bool, stream: torch.Tensor):
+    """gptfit's Trainer on gptfit's model, with a block of every bare loop after each of its blocks.
+    Returns (the Interleave callback with the block times, the trainer, its model)."""
     shape = dict(n_layer=N_LAYER, n_head=N_HEAD, n_embd=N_EMBD)
-    torch.manual_seed(0)
-    gptfit_model = GPTForCausalLM(GPTConfig(vocab_size=VOCAB, block_size=BLOCK, dropout=0.0, **shape))
 
     def gptfit():
         torch.manual_seed(0)
@@ -148,6 +150,7 @@ def main() -> None:
             loops["gpt2_bf16"] = BareLoop(gpt2(), like, stream, 1, bf16=True)
         return loops
 
+    model = gptfit()
     cfg = OmegaConf.structured(Config(run_dir="unused"))
     cfg.train.max_steps = (args.blocks + 1) * args.block_steps
     cfg.train.batch_size, cfg.train.lr, cfg.train.warmup_steps = BATCH, 1e-3, 0
@@ -159,27 +162,30 @@ def main() -> None:
         targs.disable_tqdm = True
         targs.save_strategy = "no"
         dataset = RandomWindows(stream.numpy(), BLOCK, cfg.train.max_steps * BATCH, seed=0)
-        trainer = GptfitTrainer(model=gptfit_model, args=targs, train_dataset=dataset, callbacks=[interleave])
+        trainer = GptfitTrainer(model=model, args=targs, train_dataset=dataset, callbacks=[interleave])
         trainer.remove_callback(PrinterCallback)  # stdout carries the JSON alone
         trainer.train()
+    return interleave, trainer, model
 
-    tokens_per_block = args.block_steps * BATCH * BLOCK
-    tps = {k: tokens_per_block / statistics.median(v) for k, v in interleave.times.items()}
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--blocks", type=int, default=24)
+    ap.add_argument("--block-steps", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--no-bf16", action="store_true", help="leave out the bf16 pair (it runs where bf16 is native)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+    bf16 = native_bf16("cpu") and not args.no_bf16
+    stream = torch.from_numpy(np.random.default_rng(0).integers(0, VOCAB, 200_000))
+    interleave, trainer, gptfit_model = run_interleaved(args, bf16, stream)
     times = interleave.times
-
-    def speedup(a: str, b: str) -> float:
-        """How much faster a ran than b: the median over rounds of b's block time / a's block time.
-
-        Each round times one block of every contestant back to back, so pairing within a round cancels
-        the machine's slow drift, which a ratio of overall medians does not."""
-        return round(statistics.median(tb / ta for ta, tb in zip(times[a], times[b])), 3)
-
-    def quartiles(a: str, b: str) -> list[float]:
-        """The spread of those per-round ratios: the machine's slow spells show here."""
-        q1, _, q3 = statistics.quantiles((tb / ta for ta, tb in zip(times[a], times[b])), n=4)
-        return [round(q1, 3), round(q3, 3)]
-
-    step_ms = {k: [round(t / args.block_steps * 1e3, 1) for t in v] for k, v in interleave.times.items()}
+    tokens_per_block = args.block_steps * BATCH * BLOCK
+    tps = {k: tokens_per_block / statistics.median(v) for k, v in times.items()}
+    step_ms = {k: [round(t / args.block_steps * 1e3, 1) for t in v] for k, v in times.items()}
     peak = matmul_peak_flops()
     fpt = flops_per_token(gptfit_model)
     result = {
@@ -193,15 +199,15 @@ def main() -> None:
         "blocks": args.blocks,
         "steps_per_block": args.block_steps,
         "tokens_per_s": {k: round(v, 1) for k, v in tps.items()},
-        "ratio_gptfit_trainer_vs_gpt2_bare": speedup("trainer", "gpt2"),
-        "ratio_gptfit_trainer_vs_gpt2_bare_quartiles": quartiles("trainer", "gpt2"),
-        "ratio_model_only_gptfit_vs_gpt2": speedup("bare", "gpt2"),
-        "ratio_model_only_gptfit_vs_gpt2_quartiles": quartiles("bare", "gpt2"),
-        "loop_overhead_trainer_vs_bare": round(speedup("bare", "trainer") - 1, 4),
+        "ratio_gptfit_trainer_vs_gpt2_bare": speedup(times, "trainer", "gpt2"),
+        "ratio_gptfit_trainer_vs_gpt2_bare_quartiles": quartiles(times, "trainer", "gpt2"),
+        "ratio_model_only_gptfit_vs_gpt2": speedup(times, "bare", "gpt2"),
+        "ratio_model_only_gptfit_vs_gpt2_quartiles": quartiles(times, "bare", "gpt2"),
+        "loop_overhead_trainer_vs_bare": round(speedup(times, "bare", "trainer") - 1, 4),
         # Same work in bf16 autocast (train.precision=bf16), where the CPU has native bf16. The fp32
         # ratios above are the like-for-like comparison; these say what bf16 adds on top.
-        **({"bf16_speedup_gptfit": speedup("bare_bf16", "bare"),
-            "ratio_model_only_gptfit_vs_gpt2_both_bf16": speedup("bare_bf16", "gpt2_bf16")}
+        **({"bf16_speedup_gptfit": speedup(times, "bare_bf16", "bare"),
+            "ratio_model_only_gptfit_vs_gpt2_both_bf16": speedup(times, "bare_bf16", "gpt2_bf16")}
            if bf16 else {"bf16": "not run: no native bf16 on this CPU" if not native_bf16("cpu") else "not run"}),
         "matmul_peak_gflops": round(peak / 1e9, 1),
         "model_flops_per_token": fpt,

@@ -1,27 +1,18 @@
-"""Decoding: gptfit's transforms are transformers' warpers, its loops pick the tokens `generate` picks, and
-`python -m gptfit.sample` turns a run into completions, traces and figures (or one error line)."""
+"""Decoding: gptfit's loops pick the tokens `generate` picks, greedy, by beam search and sampled, with padding,
+end-of-text, past the context, and with their traces (the transforms: test_transforms.py; the command:
+test_sample_command.py)."""
 
 from __future__ import annotations
 
-import math
-import sys
-
 import pytest
 import torch
-import yaml
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessorList
-from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 from transformers.utils import logging as hf_logging
 
-from gptfit.core.sampling import (TransformProcessor, apply_temperature, as_setting, generate, generate_each, top_k_filter,
-                                  top_p_filter)
+from gptfit.core.sampling import TransformProcessor, as_setting, generate, generate_each
 from gptfit.core.sampling.steps import CachedSteps
-from gptfit.core.sampling.transforms import _sorted_top_p
 from gptfit.errors import UserError
 from gptfit.model import GPTConfig, GPTForCausalLM
-from tests.conftest import ROOT, run_cli
 
 hf_logging.set_verbosity_error()  # generate's advice about pad tokens is noise here
 
@@ -62,120 +53,6 @@ def frequent_token(model, ids, step=3) -> int:
     end-of-text: a random model rarely ends by itself."""
     row = generate(model, ids[:1], dict(max_new_tokens=20), eos_token_id=[]).new_tokens[0].tolist()
     return next((t for i, t in enumerate(row) if i >= step and t not in row[:i]), row[step])
-
-
-# ---------------------------------------------------------------------------------------------------
-# The transforms are transformers' warpers.
-
-
-def random_logits(seed, batch=4, vocab=VOCAB, scale=3.0):
-    return torch.randn(batch, vocab, generator=torch.Generator().manual_seed(seed)) * scale
-
-
-TIES = torch.tensor([[3.0, 2.0, 2.0, 2.0, 1.0, 1.0, 0.0, -1.0], [0.0] * 8, [5.0, 5.0, 1.0, 1.0, 1.0, -2.0, -2.0, -9.0]])
-# log of exact dyadic probabilities: top-p boundaries fall exactly on a cumulative sum.
-DYADIC = torch.log(torch.tensor([[0.5, 0.25, 0.125, 0.0625, 0.0625], [0.25, 0.25, 0.25, 0.125, 0.125]]))
-WITH_INF = torch.tensor([[2.0, -math.inf, 1.0, 0.5, -math.inf, 0.0]])
-CASES = [random_logits(s) for s in range(3)] + [TIES, DYADIC, WITH_INF]
-
-
-@pytest.mark.parametrize("case", range(len(CASES)))
-@pytest.mark.parametrize("top_k, keep", [(1, 1), (2, 1), (3, 1), (5, 1), (2, 3), (100, 1)])
-def test_top_k_equals_transformers(case, top_k, keep):
-    logits = CASES[case]
-    expected = TopKLogitsWarper(top_k, min_tokens_to_keep=keep)(None, logits.clone())
-    torch.testing.assert_close(top_k_filter(logits, top_k, keep), expected, rtol=0, atol=0)
-
-
-@pytest.mark.parametrize("case", range(len(CASES)))
-@pytest.mark.parametrize("top_p, keep", [(0.1, 1), (0.5, 1), (0.75, 1), (0.875, 1), (0.9, 1), (0.999, 1),
-                                         (0.5, 3), (0.0, 1), (0.25, 2)])
-def test_top_p_equals_transformers(case, top_p, keep):
-    logits = CASES[case]
-    expected = TopPLogitsWarper(top_p, min_tokens_to_keep=keep)(None, logits.clone())
-    torch.testing.assert_close(top_p_filter(logits, top_p, keep), expected, rtol=0, atol=0)
-
-
-@pytest.mark.parametrize("vocab", [5, 64, 2048])
-@pytest.mark.parametrize("top_p", [0.1, 0.5, 0.9, 0.92, 0.999])
-def test_top_p_of_peaked_rows_sorts_only_what_it_must_and_still_equals_transformers(vocab, top_p):
-    # Rows whose top token holds from 30% to nearly all of the mass, some just around top_p: those
-    # settled without a sort and the others must both be transformers' answer.
-    gen = torch.Generator().manual_seed(vocab)
-    logits = torch.randn(64, vocab, generator=gen)
-    logits[:, 0] += torch.linspace(0.0, 20.0, 64)
-    logits[:8] = torch.log(torch.tensor([top_p + d for d in (-2e-3, -1e-4, 0, 1e-4, 2e-3, 1e-2, 5e-2, 0.0)])
-                           .clamp(1e-3, 0.9999))[:, None].expand(8, vocab).clone()
-    logits[:8, 1:] = torch.log((1 - logits[:8, :1].exp()) / (vocab - 1))
-    kept = top_p_filter(logits, top_p)
-    torch.testing.assert_close(kept, _sorted_top_p(logits, top_p, 1, -math.inf), rtol=0, atol=0)
-    # Transformers sorts unstably, so only the rows without tied scores (not the first 8) are its answer too.
-    torch.testing.assert_close(kept[8:], TopPLogitsWarper(top_p)(None, logits[8:].clone()), rtol=0, atol=0)
-    assert (kept > -math.inf).sum(-1)[-1] == 1  # the most peaked row keeps one token
-
-
-@pytest.mark.parametrize("case", range(len(CASES)))
-@pytest.mark.parametrize("temperature", [0.3, 0.7, 1.0, 1.3, 2.0])
-def test_temperature_equals_transformers(case, temperature):
-    logits = CASES[case]
-    expected = TemperatureLogitsWarper(temperature)(None, logits.clone())
-    torch.testing.assert_close(apply_temperature(logits, temperature), expected, rtol=0, atol=0)
-
-
-def test_off_values_change_nothing_and_work_in_float32():
-    logits = random_logits(7).half()
-    assert top_k_filter(logits, 0).dtype == torch.float32
-    torch.testing.assert_close(top_k_filter(logits, 0), logits.float(), rtol=0, atol=0)
-    torch.testing.assert_close(top_p_filter(logits, 1.0), logits.float(), rtol=0, atol=0)
-    torch.testing.assert_close(apply_temperature(logits, 1.0), logits.float(), rtol=0, atol=0)
-    with pytest.raises(ValueError):
-        apply_temperature(logits, 0.0)
-
-
-def test_ties_at_the_top_k_boundary_are_kept():
-    kept = torch.isfinite(top_k_filter(TIES, 2))
-    assert kept[0].tolist() == [True, True, True, True, False, False, False, False]  # 3 and all three 2s
-    assert kept[1].all()  # everything ties
-
-
-scores_st = st.lists(st.floats(-20, 20, allow_nan=False, width=32), min_size=2, max_size=40)
-
-
-@settings(max_examples=150, deadline=None)
-@given(scores_st, st.integers(1, 50), st.floats(0.01, 1.0), st.floats(0.05, 5.0))
-def test_the_argmax_always_survives(values, top_k, top_p, temperature):
-    logits = torch.tensor([values])
-    best = torch.isclose(logits, logits.max())[0]
-    for out in (top_k_filter(logits, top_k), top_p_filter(logits, top_p), apply_temperature(logits, temperature),
-                top_p_filter(top_k_filter(apply_temperature(logits, temperature), top_k), top_p)):
-        kept = torch.isfinite(out)[0]
-        assert kept[best].any()  # a superset of (one of) the most probable tokens
-    tied = (logits == logits.max())[0]  # exactly equal: top-k keeps every tie at its boundary
-    assert torch.isfinite(top_k_filter(logits, top_k))[0][tied].all()
-
-
-@settings(max_examples=150, deadline=None)
-@given(scores_st, st.integers(1, 50), st.integers(1, 4))
-def test_top_k_keeps_at_least_k_tokens(values, top_k, keep):
-    logits = torch.tensor([values])
-    kept = int(torch.isfinite(top_k_filter(logits, top_k, keep)).sum())
-    k = min(max(top_k, keep), logits.shape[-1])
-    assert kept >= k
-    if len(set(values)) == len(values):
-        assert kept == k  # without ties exactly k
-
-
-@settings(max_examples=150, deadline=None)
-@given(scores_st, st.floats(0.01, 0.99))
-def test_top_p_keeps_the_smallest_set_whose_mass_reaches_p(values, top_p):
-    logits = torch.tensor([values])
-    probs = torch.softmax(logits, -1)[0].double()
-    kept = torch.isfinite(top_p_filter(logits, top_p))[0]
-    mass = float(probs[kept].sum())
-    assert mass >= top_p - 1e-5  # reaches p
-    assert mass - float(probs[kept].min()) < top_p + 1e-5  # dropping the least probable kept token falls short
-    if (~kept).any():
-        assert float(probs[~kept].max()) <= float(probs[kept].min()) + 1e-7  # the most probable ones
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -335,7 +212,8 @@ def test_sampling_is_seeded_and_matches_generate_with_the_same_seed(kind, sample
 
 
 @pytest.mark.parametrize("kind", MODELS)
-def test_every_setting_decoded_at_once_is_each_setting_decoded_alone(kind):
+@pytest.mark.parametrize("rows_at_once", [None, 7])  # 7: the settings split over several batches
+def test_every_setting_decoded_at_once_is_each_setting_decoded_alone(kind, rows_at_once):
     # gptfit's GPT decodes the greedy and sampled settings as blocks of one batch; GPT-2 one at a time.
     # Left padding and an end-of-text that ends rows at different steps, in some blocks only.
     model = MODELS[kind]()
@@ -347,7 +225,8 @@ def test_every_setting_decoded_at_once_is_each_setting_decoded_alone(kind):
     settings = {"greedy": dict(max_new_tokens=12), "beam": dict(num_beams=2, max_new_tokens=12),
                 **{f"sampled_{i}": dict(s, max_new_tokens=12) for i, s in enumerate(SAMPLED)},
                 "short": dict(do_sample=True, top_k=6, max_new_tokens=4)}
-    together = generate_each(model, ids, settings, attention_mask=mask, seed=5, eos_token_id=eos)
+    together = generate_each(model, ids, settings, attention_mask=mask, seed=5, eos_token_id=eos,
+                             rows_at_once=rows_at_once)
     assert list(together) == list(settings)
     ended = 0
     for name, s in settings.items():
@@ -486,104 +365,3 @@ def test_result_says_what_was_done():
 def test_bad_settings_are_user_errors(bad, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         generate(gptfit_model(), prompts(), bad)
-
-
-# ---------------------------------------------------------------------------------------------------
-# The command line
-
-TEXTS = ["The cat sat on the mat.", "A dog barked at the cat.", "The mat was red and the dog was brown."] * 5
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, cache_dir):
-    """A run directory with a tiny model and its tokenizer in final/, as a finished training run leaves it."""
-    from gptfit.data.tokenizer import train_bpe
-
-    tokenizer = train_bpe(TEXTS, 300, cache_dir)
-    torch.manual_seed(0)
-    model = GPTForCausalLM(GPTConfig(vocab_size=len(tokenizer), n_layer=2, n_head=2, n_embd=32, block_size=32,
-                                     eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id))
-    run = tmp_path_factory.mktemp("run")
-    model.save_pretrained(run / "final")
-    tokenizer.save_pretrained(run / "final")
-    return run
-
-
-def sample_main(args: list[str]) -> None:
-    """`python -m gptfit.sample <args>`, in this process (Hydra reads sys.argv)."""
-    from gptfit.cli import hydra_main
-    from gptfit.sample import main
-
-    argv = sys.argv
-    sys.argv = ["gptfit.sample", *args]
-    try:
-        hydra_main(main)()
-    finally:
-        sys.argv = argv
-
-
-def test_sample_command_end_to_end(run_dir, tmp_path):
-    result = run_cli(f"run={run_dir}", "decoding=all", "prompt=The cat", "trace=true", "max_new_tokens=6",
-                     "decoding.beam.num_beams=2", "threads=1", module="gptfit.sample", timeout=120)
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
-    for name in ("greedy", "beam", "temp_low", "temp_high", "top_k", "top_p", "sample"):
-        assert f"\n{name} (" in out  # one row per setting
-        assert f"[{name}] step by step" in out
-    assert "step   6: took" in out and "beam 1 <- " in out
-    for figure in ("next_token_transforms.png", "greedy_path.png", "beam_tree.png"):
-        assert (run_dir / "samples" / figure).stat().st_size > 1000
-    assert "Traceback" not in result.stderr
-    assert not (ROOT / ".hydra").exists() and not list(ROOT.glob("*.log"))  # Hydra wrote nothing
-
-
-def test_sample_command_writes_figures_where_asked(run_dir, tmp_path, capsys):
-    sample_main([f"run={run_dir}", "decoding=[top_p,sample]", "max_new_tokens=3", f"out={tmp_path / 'figs'}",
-                 "seed=2"])
-    out = capsys.readouterr().out
-    assert "top_p (sample)" in out and "seed: 2" in out and "prompt: end-of-text" in out
-    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["greedy_path.png", "next_token_transforms.png"]
-
-
-def test_sample_command_prints_its_composed_config(run_dir):
-    result = run_cli(f"run={run_dir}", "decoding=[greedy,beam]", "decoding.beam.num_beams=5", "--cfg", "job",
-                     module="gptfit.sample")
-    assert result.returncode == 0, result.stderr
-    cfg = yaml.safe_load(result.stdout)
-    assert list(cfg["decoding"]) == ["greedy", "beam"] and cfg["decoding"]["beam"]["num_beams"] == 5
-    assert cfg["run"] == str(run_dir) and cfg["saved"] == "final"
-
-
-BAD_ARGS = [
-    (["run=/no/such/run"], "run='/no/such/run': no such run directory"),
-    (["prompt=x"], "run=<run dir> is required"),
-    (["run={run}", "prompt="], "prompt is empty"),
-    (["run={run}", "decoding=nucleus"], "Could not find 'decoding/nucleus'"),
-    (["run={run}", "max_new_tokens=0"], "max_new_tokens=0: must be >= 1"),
-    (["run={run}", "decoding.top_p.top_p=1.5"], "decoding.top_p.top_p=1.5: must be in (0, 1]"),
-    (["run={run}", "decoding=greedy", "decoding.beam.num_beams=2"], "decoding.beam.num_beams"),
-    (["run={run}", "decoding.beam.num_beams=two"], "decoding.beam.num_beams"),
-    (["run={run}", "saved=worst"], "saved='worst': one of final, best"),
-    (["run={run}", "saved=best"], "no saved model in best/"),
-    (["run={run}", "temperature=2"], "temperature"),
-    (["run={run}", "trace"], "trace"),
-    (["run={run}", "trace=maybe"], "maybe"),
-]
-
-
-@pytest.mark.parametrize("args, message", BAD_ARGS, ids=[" ".join(a) for a, _ in BAD_ARGS])
-def test_sample_command_bad_input_is_one_line(args, message, run_dir, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        sample_main([a.format(run=run_dir) for a in args])
-    assert exit_info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
-
-
-def test_sample_command_bad_input_as_a_user_meets_it():
-    result = run_cli("run=/no/such/run", module="gptfit.sample")
-    assert result.returncode == 2
-    assert result.stderr.strip() == "error: run='/no/such/run': no such run directory"
-    result = run_cli("run=/tmp", "temprature=2", module="gptfit.sample")  # a typo: an unknown key
-    assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1 and "temprature" in result.stderr

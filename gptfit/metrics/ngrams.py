@@ -21,6 +21,7 @@ from pydivsufsort import divsufsort
 
 _QUERY_ELEMENTS = 1 << 18  # query tokens searched at once: [positions, length] int64 of 2 MB
 _CHUNK = 1 << 18  # positions a step while encoding and compacting: temporaries of a few MB
+_END = np.iinfo(np.int64).min  # past the end of a suffix: below every token id
 
 
 def suffix_array(tokens: np.ndarray) -> np.ndarray:
@@ -38,17 +39,17 @@ def suffix_array(tokens: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.int32)
     width = max(1, (int(tokens.max()).bit_length() + 7) // 8)
     codes = np.empty((n, width), np.uint8)  # [tokens, width]: big-endian bytes of each token
-    for a in range(0, n, _CHUNK):
-        part = tokens[a : a + _CHUNK].astype(np.uint32)
-        for b in range(width):
-            codes[a : a + _CHUNK, b] = (part >> (8 * (width - 1 - b))) & 0xFF
+    for first in range(0, n, _CHUNK):
+        part = tokens[first : first + _CHUNK].astype(np.uint32)  # [chunk]
+        for byte in range(width):
+            codes[first : first + _CHUNK, byte] = (part >> (8 * (width - 1 - byte))) & 0xFF
     byte_suffixes = divsufsort(codes.reshape(-1))  # [tokens * width]
     del codes
     out = np.empty(n, np.int32 if n < 2**31 else np.int64)  # [tokens]
     kept = 0
-    for a in range(0, len(byte_suffixes), _CHUNK):
-        chunk = byte_suffixes[a : a + _CHUNK]
-        starts = chunk[chunk % width == 0] // width
+    for first in range(0, len(byte_suffixes), _CHUNK):
+        chunk = byte_suffixes[first : first + _CHUNK]  # [chunk] byte positions, in sorted order
+        starts = chunk[chunk % width == 0] // width  # [kept] token positions, in the same order
         out[kept : kept + len(starts)] = starts
         kept += len(starts)
     assert kept == n, (kept, n)
@@ -64,17 +65,18 @@ class NgramIndex:
         self.suffixes = suffix_array(self.train)  # [tokens]
         self._matches = lru_cache(maxsize=4096)(self._matches_of)
 
-    def _tokens_at(self, starts: np.ndarray, width: int) -> np.ndarray:
-        """[rows, width] int64: the training tokens from each start, -1 past the end (the end of a
+    def _tokens_at(self, starts: np.ndarray, length: int) -> np.ndarray:
+        """[rows, length] int64: the training tokens from each start, `_END` past the end (the end of a
         suffix sorts before every token, as a shorter suffix sorts before the longer ones it begins)."""
-        at = starts[:, None] + np.arange(width)[None, :]  # [rows, width]
+        at = starts[:, None] + np.arange(length)[None, :]  # [rows, length]
         inside = at < len(self.train)
-        return np.where(inside, self.train[np.minimum(at, len(self.train) - 1)].astype(np.int64), -1)
+        return np.where(inside, self.train[np.minimum(at, len(self.train) - 1)].astype(np.int64), _END)
 
-    def _agreement(self, rank: np.ndarray, queries: np.ndarray, lengths: np.ndarray):
+    def _agreement(self, rank: np.ndarray, queries: np.ndarray,
+                   lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """([rows] how many leading tokens each query shares with the suffix of `rank`, [rows] where that
-        suffix starts, [rows] its token at the first difference). queries: [rows, width], -1 past each
-        one's length."""
+        suffix starts, [rows] its token at the first difference). queries: [rows, width], anything past
+        each one's length."""
         starts = self.suffixes[rank].astype(np.int64)  # [rows]
         suffix = self._tokens_at(starts, queries.shape[1])  # [rows, width]
         differ = (suffix != queries) & (np.arange(queries.shape[1]) < lengths[:, None])
@@ -83,16 +85,16 @@ class NgramIndex:
         return shared, starts, np.take_along_axis(suffix, at, 1)[:, 0]
 
     def _longest(self, queries: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For each query at once ([rows, width] int64, -1 past its length): (the longest prefix of it
-        that occurs in the training text, a training position of it, -1 where none). A binary search
-        over the suffixes for all rows together."""
+        """For each query at once ([rows, width] int64 token ids, anything past its length): (the
+        longest prefix of it that occurs in the training text, a training position of it, -1 where
+        none). A binary search over the suffixes for all rows together."""
         rows = np.arange(len(queries))
         lo, hi = np.zeros(len(queries), np.int64), np.full(len(queries), len(self.suffixes), np.int64)
         while (active := lo < hi).any():  # the first suffix that is not below each query
             mid = np.where(active, (lo + hi) // 2, 0)
-            shared, _, theirs = self._agreement(mid, queries, lengths)
-            ours = queries[rows, np.minimum(shared, queries.shape[1] - 1)]
-            below = (shared < lengths) & (theirs < ours)
+            shared, _, suffix_token = self._agreement(mid, queries, lengths)
+            query_token = queries[rows, np.minimum(shared, queries.shape[1] - 1)]
+            below = (shared < lengths) & (suffix_token < query_token)
             lo, hi = np.where(active & below, mid + 1, lo), np.where(active & ~below, mid, hi)
         # The longest match is with a neighbour of the insertion point: the suffix before it or at it.
         best, where = np.zeros(len(queries), np.int64), np.full(len(queries), -1, np.int64)
@@ -112,7 +114,7 @@ class NgramIndex:
         for first in range(0, n, rows):  # [rows, n] queries at a time: bounded memory
             positions = np.arange(first, min(n, first + rows))
             at = positions[:, None] + np.arange(n)[None, :]  # [rows, n]: row i is the query from position i
-            queries = np.where(at < n, tokens[np.minimum(at, n - 1)], -1)
+            queries = np.where(at < n, tokens[np.minimum(at, n - 1)], _END)  # [rows, n]
             found.append(self._longest(queries, n - positions))
         return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
 

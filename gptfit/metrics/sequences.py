@@ -155,11 +155,14 @@ def greedy_matches(model, tokens: torch.Tensor, prefix: int, hits: torch.Tensor,
     the table's teacher-forced argmax hits. A row whose every suffix token is its argmax under teacher
     forcing is what greedy decoding reproduces (by induction over the suffix: each decoded token is then
     the true one, so the next prediction sees the true prefix), so only the other rows are decoded. On a
-    memorizing model that skips nearly every training row."""
+    memorizing model that skips nearly every training row. (The decode's cached steps compute the same
+    logits to about 1e-6, so only a near-tie of the top two tokens could have gone the other way.)"""
+    assert prefix >= 1, prefix
     matches = hits[:, prefix - 1 :].clone()  # [n, suffix]: the predictions of the suffix tokens
-    rest = ~matches.all(1)
+    rest = ~matches.all(1)  # [n]: the rows greedy decoding must settle
     if rest.any():
-        matches[rest] = decoded_matches(model, tokens[rest], prefix, dict(do_sample=False, num_beams=1), batch_size, seed)
+        greedy = dict(do_sample=False, num_beams=1)
+        matches[rest] = decoded_matches(model, tokens[rest], prefix, greedy, batch_size, seed)
     return matches
 
 

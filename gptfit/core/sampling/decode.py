@@ -151,29 +151,46 @@ def generate_each(
     attention_mask: Optional[torch.Tensor] = None,  # [batch, prompt], 0 = left padding
     seed: int = 0,
     eos_token_id: Union[int, Sequence[int], None] = None,
+    rows_at_once: Optional[int] = None,
 ) -> dict[str, Generation]:
     """{name: `generate(model, input_ids, setting, ...)`} for every setting, from the same prompts.
 
     On a model that decodes over its own cache, the greedy and sampled settings with the same
-    max_new_tokens decode as blocks of rows of one batch: one forward pass a step serves all of them,
-    and each block still draws from its own generator seeded by `seed`, as it would alone. Its
-    sequences end where its own rows have all ended. Beam search, and other models, decode one setting
-    at a time.
+    max_new_tokens decode as blocks of rows of one batch (of at most `rows_at_once` rows where the
+    settings allow; None: all of them): one forward pass a step serves them all, and each block draws
+    from its own generator seeded by `seed`, as it would alone. Each setting's sequences end where its
+    own rows have all ended. So the tokens are those of `generate`, as long as a row's logits do not
+    depend on the rows beside it (true of gptfit's CPU kernels, tested; GPU kernels chosen by shape may
+    round differently). Beam search, and other models, decode one setting at a time. No min_new_tokens
+    or trace here: `generate` has them.
     """
     parsed = {name: as_setting(setting, name=f"decoding.{name}") for name, setting in settings.items()}
-    together: dict[int, dict] = {}
-    if decodes_with_cache(model) and model_context(model) is not None:
-        for name, s in parsed.items():
-            if strategy_of(s) in ("greedy", "sample"):
-                together.setdefault(s.max_new_tokens, {})[name] = s
+    shared = decodes_with_cache(model) and model_context(model) is not None
     out = {}
-    for group in together.values():
-        out.update(_decode_blocks(model, input_ids, attention_mask, group, seed, eos_token_id))
+    for batch in _batches(parsed, input_ids.shape[0], rows_at_once) if shared else []:
+        out.update(_decode_blocks(model, input_ids, attention_mask, batch, seed, eos_token_id))
     for name, s in parsed.items():
         if name not in out:
             out[name] = generate(model, input_ids, s, attention_mask=attention_mask, seed=seed,
                                  eos_token_id=eos_token_id)
     return {name: out[name] for name in parsed}
+
+
+def _batches(settings: dict, prompts: int, rows_at_once: Optional[int]) -> list[dict]:
+    """The greedy and sampled settings in batches to decode together: one max_new_tokens a batch, at
+    most `rows_at_once` rows (a setting with more goes alone)."""
+    by_length: dict[int, list[tuple[int, dict]]] = {}  # max_new_tokens: [(rows, {name: setting})]
+    for name, s in settings.items():
+        if strategy_of(s) not in ("greedy", "sample"):
+            continue
+        rows = prompts * s.num_return_sequences
+        batches = by_length.setdefault(s.max_new_tokens, [])
+        if not batches or (rows_at_once is not None and batches[-1][0] + rows > rows_at_once):
+            batches.append((0, {}))
+        held, batch = batches[-1]
+        batch[name] = s
+        batches[-1] = (held + rows, batch)
+    return [batch for batches in by_length.values() for _, batch in batches]
 
 
 def _decode_blocks(model, input_ids, attention_mask, settings: dict, seed: int, eos_token_id) -> dict[str, Generation]:
@@ -189,11 +206,11 @@ def _decode_blocks(model, input_ids, attention_mask, settings: dict, seed: int, 
         start = rows.stop
         blocks.append(Block(rows, s, strategy_of(s) == "sample", torch.Generator(device=device).manual_seed(seed)))
     prompt = torch.cat(prompts)  # [rows, prompt]
-    mask = torch.cat(masks) if masks else None
+    mask = torch.cat(masks) if masks else None  # [rows, prompt]
     max_new = next(iter(settings.values())).max_new_tokens
     with eval_mode(model), torch.inference_mode(), _small_step_kernels(model, device):
         steps = CachedSteps(model, model_context(model), len(prompt), prompt.shape[1] + max_new)
-        seqs, _ = one_at_a_time(steps, prompt, mask, blocks, max_new, eos, 0, False, 0)
+        seqs, _ = one_at_a_time(steps, prompt, mask, blocks, max_new, eos, 0, False, 0)  # [rows, prompt + new]
     length = input_ids.shape[1]
     return {name: Generation(_until_all_ended(seqs[block.rows], length, eos), prompt_length=length,
                              strategy=strategy_of(s), backend="cached", setting=dataclasses.asdict(s), seed=seed)
@@ -202,7 +219,7 @@ def _decode_blocks(model, input_ids, attention_mask, settings: dict, seed: int, 
 
 def _until_all_ended(seqs: torch.Tensor, prompt_length: int, eos: Optional[torch.Tensor]) -> torch.Tensor:
     """`seqs` cut after the step at which its last row ended (where a decode of these rows alone stops)."""
-    if eos is None:
+    if eos is None or len(seqs) == 0:
         return seqs
     ended = torch.isin(seqs[:, prompt_length:], eos)  # [rows, new]
     if not bool(ended.any(1).all()):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -33,9 +34,10 @@ def top_candidates(scores: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Te
     return ids, values
 
 
-def _next_tokens(scores: torch.Tensor, blocks: list[Block]) -> tuple[torch.Tensor, torch.Tensor]:
-    """([rows] each row's next token, [rows, vocab] the scores it was chosen from, after its transforms).
-    The blocks cover the rows in order."""
+def _next_tokens(scores: torch.Tensor, blocks: list[Block],
+                 trace: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """([rows] each row's next token, and with `trace` [rows, vocab] the scores it was chosen from,
+    after its setting's transforms)."""
     chosen = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)  # [rows]
     shown = []
     for block in blocks:
@@ -46,6 +48,8 @@ def _next_tokens(scores: torch.Tensor, blocks: list[Block]) -> tuple[torch.Tenso
         else:
             chosen[block.rows] = part.argmax(dim=-1)
         shown.append(part)
+    if not trace:
+        return chosen, None
     return chosen, shown[0] if len(shown) == 1 else torch.cat(shown)
 
 
@@ -55,7 +59,9 @@ def one_at_a_time(steps, prompt, mask, blocks: list[Block], max_new: int, eos, m
     Returns (sequences [rows, prompt + new], trace); a row that ended is padded with end-of-text until
     every row has ended."""
     rows, prompt_len = prompt.shape
-    seqs = prompt.new_empty(rows, prompt_len + max_new)
+    covered = [r for block in blocks for r in range(rows)[block.rows]]
+    assert covered == list(range(rows)), "the blocks must cover the rows in order"
+    seqs = prompt.new_empty(rows, prompt_len + max_new)  # [rows, prompt + new]
     seqs[:, :prompt_len] = prompt
     if mask is not None:
         mask = torch.cat([mask, mask.new_ones(rows, max_new)], dim=1)
@@ -67,13 +73,13 @@ def one_at_a_time(steps, prompt, mask, blocks: list[Block], max_new: int, eos, m
         scores = logits.float()  # [rows, vocab]
         if eos is not None and t < min_new:
             scores = scores.index_fill(1, eos, -math.inf)
-        next_ids, scores = _next_tokens(scores, blocks)
+        next_ids, shown = _next_tokens(scores, blocks, trace)
         if eos is not None:
             next_ids = torch.where(alive, next_ids, eos[0])  # a finished row is padded with end-of-text
         seqs.select(1, end).copy_(next_ids)  # select/narrow: the views of [:, end], at a third of the cost
         end += 1
         if trace:
-            record.append(Step(t, next_ids.clone(), *top_candidates(scores, top_n)))
+            record.append(Step(t, next_ids.clone(), *top_candidates(shown, top_n)))
         if eos is not None:
             alive &= ~torch.isin(next_ids, eos)
             if not alive.any():

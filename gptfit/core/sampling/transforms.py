@@ -53,18 +53,19 @@ def top_p_filter(
 
 def _top_p_settled_rows(logits: torch.Tensor, top_p: float, filter_value: float) -> torch.Tensor:
     """top_p_filter with one token kept at least, sorting only the rows that need it. A row whose most
-    probable token holds more than max(top_p, 1/2) of the mass, by more than the float32 rounding of a
-    sum over the vocabulary, keeps that token alone: every other token's ascending cumulative mass stays
-    below 1 - top_p, whatever their order, and no other token can tie with it. The sort is nearly all
-    of top-p's cost, and on text a model has memorized such rows are the rule."""
+    probable token holds at least max(top_p, 1/2) of the mass, plus a bound on the float32 rounding of
+    the softmax and of the sorted path's cumulative sum over the vocabulary (4 * vocab * 2^-23), keeps
+    that token alone: every other token's ascending cumulative mass stays below 1 - top_p, whatever
+    their order, and no other token can tie with it. The sort is nearly all of top-p's cost, and on text
+    a model has memorized such rows are the rule."""
     vocab = logits.shape[-1]
     flat = logits.reshape(-1, vocab)  # [rows, vocab]
     top, best = flat.softmax(dim=-1).max(dim=-1)  # [rows]
-    settled = top >= max(top_p, 0.5) + vocab * 2.0**-23
+    settled = top >= max(top_p, 0.5) + 4 * vocab * 2.0**-23  # [rows]
     if not bool(settled.any()):
         return _sorted_top_p(logits, top_p, 1, filter_value)
-    out = torch.full_like(flat, filter_value)
-    kept = best[:, None]
+    out = torch.full_like(flat, filter_value)  # [rows, vocab]
+    kept = best[:, None]  # [rows, 1]
     out.scatter_(1, kept, flat.gather(1, kept))
     if not bool(settled.all()):
         out[~settled] = _sorted_top_p(flat[~settled], top_p, 1, filter_value)
