@@ -7,9 +7,10 @@ the training loop alone.
 - train_loop_s: the same 800 optimizer steps through the same Trainer, windows and optimizer in this
   process, with evaluation and saving off, from the first step's start to the last step's end;
 - wall_over_train_loop: wall_s / train_loop_s.
-The two are measured one after the other, so run it alone on a quiet machine. Prints one JSON object.
+The two are measured one after the other, so run it alone on a quiet machine; with --repeat N, N rounds
+of the two, and the figures are medians (the rounds listed beside them). Prints one JSON object.
 
-    python bench/e2e.py [--threads N]
+    python bench/e2e.py [--threads N] [--repeat N]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,15 +78,26 @@ def train_loop(run_dir: Path, threads: int) -> float:
     return times["last"] - times["first"]
 
 
+def one_round(tmp: Path, threads: int) -> dict:
+    command = run_command(tmp / "run", threads)
+    loop = train_loop(tmp / "loop", threads)
+    return {**command, "train_loop_s": round(loop, 2), "wall_over_train_loop": round(command["wall_s"] / loop, 3),
+            "eval_share_of_wall": round(command["eval_s"] / command["wall_s"], 3)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of (command, loop); the figures are medians")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        command = run_command(Path(tmp) / "run", args.threads)
-        loop = train_loop(Path(tmp) / "loop", args.threads)
-    out = {**command, "train_loop_s": round(loop, 2), "wall_over_train_loop": round(command["wall_s"] / loop, 3),
-           "eval_share_of_wall": round(command["eval_s"] / command["wall_s"], 3), "threads": args.threads}
+    rounds = []
+    for _ in range(args.repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            rounds.append(one_round(Path(tmp), args.threads))
+    out = {key: statistics.median(r[key] for r in rounds) for key in rounds[0] if rounds[0][key] is not None}
+    out["threads"] = args.threads
+    if args.repeat > 1:
+        out["rounds"] = rounds
     print(json.dumps(out))
 
 

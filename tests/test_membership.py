@@ -127,6 +127,21 @@ def test_a_rate_below_ten_false_positives_is_null_and_says_why():
     assert "10000" in membership.unestimable(1500)["tpr@0.1%fpr"]
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_the_bootstraps_batched_roc_is_scikit_learns_on_every_draw(seed):
+    # Tied scores, zero weights (documents not drawn) and 12,000 non-members, so that both TPRs count.
+    rng = np.random.default_rng(seed)
+    n = 24_000
+    members = rng.random(n) < 0.5
+    scores = np.round(rng.normal(size=n) + members, 2)
+    weights = rng.integers(0, 3, (6, n)).astype(np.float64)
+    batched = membership.resampled_separation(members, scores, weights)
+    assert set(batched) == {"auc", "tpr@1%fpr", "tpr@0.1%fpr"}
+    for draw in range(len(weights)):
+        for key, value in membership.separation(members, scores, weights[draw]).items():
+            assert batched[key][draw] == pytest.approx(value, abs=1e-12)
+
+
 def test_the_bootstrap_interval_holds_the_estimate_and_narrows_with_more_documents():
     rng = np.random.default_rng(0)
     widths = []

@@ -7,7 +7,8 @@ next-token predictions of an L-token sequence from the one forward pass that giv
 
 How well a score separates the two sides: its ROC-AUC and its true-positive rate at 1% and 0.1% false
 positives (Carlini et al. 2022; MIMIR's defaults), from scikit-learn's ROC, each with a 95% interval from a
-bootstrap that resamples whole documents, since the sequences of one document are not independent. A TPR at
+bootstrap that resamples whole documents, since the sequences of one document are not independent (its
+draws' ROCs are taken as one array, `resampled_separation`, tested equal to scikit-learn's). A TPR at
 a false-positive rate `fpr` needs at least 10 / fpr non-members; with fewer it is null (`unestimable`).
 """
 
@@ -20,7 +21,6 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import sklearn
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import auc, roc_curve
@@ -35,6 +35,7 @@ SCORES = (*MODEL_SCORES, "reference", "blind")
 FPRS = {"1%": 0.01, "0.1%": 0.001}
 # A rate of `fpr` is estimated from at least this many false positives' worth of non-members.
 MIN_FALSE_POSITIVES = 10
+_DRAWS_AT_ONCE = 64  # bootstrap draws a step: [draws, sequences] arrays of bounded size
 
 
 # -- the scores ---------------------------------------------------------------------------------------
@@ -159,26 +160,50 @@ def separation(members: np.ndarray, scores: np.ndarray, weights: Optional[np.nda
     return out
 
 
+def resampled_separation(members: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """{figure: [draws]} of `separation` under each row of `weights` ([draws, n]), all draws at once.
+
+    The same weighted ROC that scikit-learn's roc_curve builds (tested equal to `separation` on every
+    draw): the scores sorted once, the weighted members and non-members above each distinct score summed
+    along that order, the AUC by the trapezoid rule over the (FPR, TPR) points. roc_curve would spend
+    0.4 ms of every 0.43 validating its inputs, 200 draws of five scores at every final evaluation."""
+    members = np.asarray(members, dtype=bool)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")  # [n] the highest first
+    ranked = np.asarray(scores, dtype=np.float64)[order]
+    ends = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]  # [thresholds] the last row of each score
+    w = np.asarray(weights, dtype=np.float64)[:, order]  # [draws, n]
+    true_pos = np.cumsum(w * members[order], axis=1)[:, ends]  # [draws, thresholds]
+    false_pos = np.cumsum(w * ~members[order], axis=1)[:, ends]
+    zero = np.zeros((len(w), 1))
+    tpr = np.hstack([zero, true_pos / true_pos[:, -1:]])  # [draws, 1 + thresholds], from the point (0, 0)
+    fpr = np.hstack([zero, false_pos / false_pos[:, -1:]])
+    out = {"auc": np.trapezoid(tpr, fpr, axis=1)}
+    n_nonmembers = int((~members).sum())
+    for name, rate in FPRS.items():
+        if estimable(n_nonmembers, rate):
+            out[f"tpr@{name}fpr"] = np.where(fpr <= rate, tpr, 0.0).max(axis=1)
+    return out
+
+
 def bootstrap(members: np.ndarray, scores: np.ndarray, documents: np.ndarray, resamples: int,
               seed: int) -> dict[str, tuple[float, float]]:
     """{figure: (2.5th, 97.5th percentile)} of `separation` over `resamples` draws of whole documents with
-    replacement (each sequence weighted by how often its document was drawn). The inputs are those that
-    `separation` has checked already, so scikit-learn's checks are skipped: per draw they cost more than
-    its ROC."""
+    replacement (each sequence weighted by how often its document was drawn)."""
     members = np.asarray(members, dtype=bool)
     _, group = np.unique(documents, return_inverse=True)
     n_groups = int(group.max()) + 1
     rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {}
-    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-        for _ in range(resamples):
-            weights = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)[group].astype(np.float64)
-            if not (weights[members].sum() and weights[~members].sum()):
-                continue  # a draw without one of the sides has no ROC
-            for key, value in separation(members, scores, weights).items():
-                if value is not None:
-                    draws.setdefault(key, []).append(value)
-    return {key: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for key, v in draws.items()}
+    counts = np.stack([np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
+                       for _ in range(resamples)])  # [resamples, documents]
+    weights = counts[:, group].astype(np.float64)  # [resamples, n]
+    both = (weights[:, members].sum(1) > 0) & (weights[:, ~members].sum(1) > 0)
+    weights = weights[both]  # a draw without one of the sides has no ROC
+    draws: dict[str, list[np.ndarray]] = {}
+    for first in range(0, len(weights), _DRAWS_AT_ONCE):
+        for key, values in resampled_separation(members, scores, weights[first : first + _DRAWS_AT_ONCE]).items():
+            draws.setdefault(key, []).append(values)
+    return {key: (float(np.percentile(np.concatenate(v), 2.5)), float(np.percentile(np.concatenate(v), 97.5)))
+            for key, v in draws.items()}
 
 
 def document_groups(table: pa.Table) -> np.ndarray:
