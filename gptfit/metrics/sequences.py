@@ -180,7 +180,7 @@ class SampledExtraction:
         truth = ids[:, self.prefix :].reshape(-1, 1)  # [b * suffix, 1]
         for name, setting in self.settings.items():
             scores = transform(logits.reshape(-1, vocab), setting)  # temperature, top-k, top-p; cut = -inf
-            # log p(true token): its score less the log-sum-exp, without writing a log-softmax
+            # log p(true token): its score less the log-sum-exp of the setting's scores
             chosen = (scores.gather(1, truth)[:, 0] - torch.logsumexp(scores, dim=-1)).view(b, suffix)
             self.log_p[name].append(chosen.double().sum(1).cpu())
 

@@ -174,9 +174,9 @@ class Evaluator:
             mask[i, longest - len(prompt):] = 1
         row, samples = {}, []
         # Every setting from the same prompts: the greedy and sampled ones share each forward pass.
-        generations = generate_each(model, ids, self.decoding, attention_mask=mask,
-                                    seed=self.cfg.seed * 1_000_003 + step, eos_token_id=eot if self.stop_at_eot else [],
-                                    rows_at_once=self.cfg.eval.batch_size)
+        seed = self.cfg.seed * 1_000_003 + step
+        generations = generate_each(model, ids, self.decoding, attention_mask=mask, seed=seed,
+                                    eos_token_id=eot if self.stop_at_eot else [], rows_at_once=self.cfg.eval.batch_size)
         for name, setting in self.decoding.items():
             new = generations[name].new_tokens.cpu().numpy()  # [prompts * samples per prompt, new]
             per_prompt = new.shape[0] // len(self.prompts)

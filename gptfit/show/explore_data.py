@@ -130,7 +130,7 @@ def decoding(model, prompts: list[list[int]], eot_id: int, seed: int) -> dict:
                             eos_token_id=[], seed=seed, trace=True, trace_top=k)
             trees[k] = {"best": beam.new_tokens[0].tolist(), "steps": [
                 {"tokens": s.token_ids[0].tolist(), "parents": s.parents[0].tolist(), "scores": _round(s.scores[0]),
-                 "top_ids": s.top_ids.tolist(), "top_p": [_round(p) for p in s.top_probs]} for s in beam.steps]}
+                 "top_ids": s.top_ids.tolist(), "top_p": _round(s.top_probs)} for s in beam.steps]}
         out.append({"prompt": prompt, "greedy": path[len(prompt):], "logits": _float16_base64(logits), "beams": trees})
     return {"prompts": out}
 
