@@ -9,31 +9,24 @@ attention_lines.png (each token linked to the earlier tokens it attends to) and 
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from gptfit.cli import CONF_DIR, fail, hydra_main
-from gptfit.config import AttendConfig, ConfigError, register, validate
-from gptfit.errors import UserError
-from gptfit.run.folder import saved_model_dir
+from gptfit.cli import CONF_DIR, hydra_main, on_saved_run
+from gptfit.config import AttendConfig, register
 
 register()
 
 
+def draw(options: AttendConfig, directory) -> None:
+    from gptfit.show.attention import draw_run_attention  # torch and transformers, once the config is sound
+
+    for path in draw_run_attention(options, directory):
+        print(f"figure: {path}")
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="attend")
 def main(cfg: DictConfig) -> None:
-    try:
-        if OmegaConf.is_missing(cfg, "run"):
-            raise UserError("run=<run dir> is required: the run (or saved model) whose attention to draw")
-        options: AttendConfig = validate(cfg, AttendConfig)
-        directory = saved_model_dir(options.run, options.saved)
-        from gptfit.show.attention import draw_run_attention  # torch and transformers, once the config is sound
-
-        for path in draw_run_attention(options, directory):
-            print(f"figure: {path}")
-    except ConfigError as e:
-        fail(e.problems)
-    except UserError as e:
-        fail([str(e)])
+    on_saved_run(cfg, AttendConfig, "the run (or saved model) whose attention to draw", draw)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,12 @@ from typing import Callable
 from hydra._internal import utils as hydra_utils
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from gptfit.config import ConfigError, validate
 from gptfit.errors import UserError
-from gptfit.run.folder import lock_run_dir
+from gptfit.run.folder import lock_run_dir, saved_model_dir
 
 # The config folder, by its absolute path: a module path ("../conf") resolves only when run as __main__.
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -51,6 +53,21 @@ def fail(lines: list[str]) -> None:
     for line in lines:
         print(f"error: {line}", file=sys.stderr)
     sys.exit(EXIT_USER_ERROR)
+
+
+def on_saved_run(cfg, schema: type, purpose: str, body: Callable) -> None:
+    """The frame of a command that reads a finished run (sample, attend, explore): `run=` is required (for
+    `purpose`), the config is checked against `schema`, the saved model (`saved=final|best`) is found, and
+    then `body(options, model_dir)` runs. Every mistake is one `error:` line and exit status 2."""
+    try:
+        if OmegaConf.is_missing(cfg, "run"):
+            raise UserError(f"run=<run dir> is required: {purpose}")
+        options = validate(cfg, schema)
+        body(options, saved_model_dir(options.run, options.saved))
+    except ConfigError as e:
+        fail(e.problems)
+    except UserError as e:
+        fail([str(e)])
 
 
 def _in_hydra_output_setup(e: BaseException) -> bool:

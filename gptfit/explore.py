@@ -8,30 +8,23 @@ A Hydra app over conf/explore.yaml (schema: gptfit.config.ExploreConfig): `--hel
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from gptfit.cli import CONF_DIR, fail, hydra_main
-from gptfit.config import ConfigError, ExploreConfig, register, validate
-from gptfit.errors import UserError
-from gptfit.run.folder import saved_model_dir
+from gptfit.cli import CONF_DIR, hydra_main, on_saved_run
+from gptfit.config import ExploreConfig, register
 
 register()
 
 
+def write_page(options: ExploreConfig, directory) -> None:
+    from gptfit.show.explore import explore_saved_run  # torch and transformers, once the config is sound
+
+    print(f"page: {explore_saved_run(options, directory)}")
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="explore")
 def main(cfg: DictConfig) -> None:
-    try:
-        if OmegaConf.is_missing(cfg, "run"):
-            raise UserError("run=<run dir> is required: the run whose page to write")
-        options: ExploreConfig = validate(cfg, ExploreConfig)
-        directory = saved_model_dir(options.run, options.saved)
-        from gptfit.show.explore import explore_saved_run  # torch and transformers, once the config is sound
-
-        print(f"page: {explore_saved_run(options, directory)}")
-    except ConfigError as e:
-        fail(e.problems)
-    except UserError as e:
-        fail([str(e)])
+    on_saved_run(cfg, ExploreConfig, "the run whose page to write", write_page)
 
 
 if __name__ == "__main__":

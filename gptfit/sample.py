@@ -10,30 +10,23 @@ top-p), the greedy path and the beam-search tree. A mistake is one `error:` line
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from gptfit.cli import CONF_DIR, fail, hydra_main
-from gptfit.config import ConfigError, SampleConfig, register, validate
-from gptfit.errors import UserError
-from gptfit.run.folder import saved_model_dir
+from gptfit.cli import CONF_DIR, hydra_main, on_saved_run
+from gptfit.config import SampleConfig, register
 
 register()
 
 
+def decode(options: SampleConfig, directory) -> None:
+    from gptfit.show.decoding import decode_run  # torch and transformers, once the config is sound
+
+    decode_run(options, directory)
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="sample")
 def main(cfg: DictConfig) -> None:
-    try:
-        if OmegaConf.is_missing(cfg, "run"):
-            raise UserError("run=<run dir> is required: the run (or saved model) to decode")
-        options: SampleConfig = validate(cfg, SampleConfig)
-        directory = saved_model_dir(options.run, options.saved)
-        from gptfit.show.decoding import decode_run  # torch and transformers, once the config is sound
-
-        decode_run(options, directory)
-    except ConfigError as e:
-        fail(e.problems)
-    except UserError as e:
-        fail([str(e)])
+    on_saved_run(cfg, SampleConfig, "the run (or saved model) to decode", decode)
 
 
 if __name__ == "__main__":
