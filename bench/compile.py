@@ -20,8 +20,10 @@ import torch
 
 from gptfit.model import GPTConfig, GPTForCausalLM
 
-SHAPES = {"tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch=12),
-          "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch=8)}
+SHAPES = {
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch=12),
+    "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch=8),
+}
 
 
 def trainer_step(model, optimizer, batch):
@@ -71,10 +73,18 @@ def main() -> None:
     eager, compiled = statistics.median(times["eager"]), statistics.median(times["compiled"])
     compile_s = first_three - 3 * compiled
     saved = eager - compiled
-    print(json.dumps({"shape": args.shape, "threads": args.threads, "compile_s": round(compile_s, 2),
-                      "step_ms": {"eager": round(1000 * eager, 2), "compiled": round(1000 * compiled, 2)},
-                      "speedup": round(statistics.median(ratios), 3),
-                      "break_even_steps": round(compile_s / saved) if saved > 0 else None}))
+    print(
+        json.dumps(
+            {
+                "shape": args.shape,
+                "threads": args.threads,
+                "compile_s": round(compile_s, 2),
+                "step_ms": {"eager": round(1000 * eager, 2), "compiled": round(1000 * compiled, 2)},
+                "speedup": round(statistics.median(ratios), 3),
+                "break_even_steps": round(compile_s / saved) if saved > 0 else None,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -39,26 +39,46 @@ EOS = 0
 
 def models():
     torch.manual_seed(0)
-    ours = GPTForCausalLM(GPTConfig(vocab_size=VOCAB, n_layer=N_LAYER, n_head=N_HEAD, n_embd=N_EMBD,
-                                    block_size=CONTEXT, eos_token_id=EOS, pad_token_id=EOS)).eval()
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_layer=N_LAYER, n_head=N_HEAD, n_embd=N_EMBD,
-                                      n_positions=CONTEXT, bos_token_id=EOS, eos_token_id=EOS,
-                                      pad_token_id=EOS)).eval()
+    ours = GPTForCausalLM(
+        GPTConfig(
+            vocab_size=VOCAB,
+            n_layer=N_LAYER,
+            n_head=N_HEAD,
+            n_embd=N_EMBD,
+            block_size=CONTEXT,
+            eos_token_id=EOS,
+            pad_token_id=EOS,
+        )
+    ).eval()
+    gpt2 = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=VOCAB,
+            n_layer=N_LAYER,
+            n_head=N_HEAD,
+            n_embd=N_EMBD,
+            n_positions=CONTEXT,
+            bos_token_id=EOS,
+            eos_token_id=EOS,
+            pad_token_id=EOS,
+        )
+    ).eval()
     return ours, gpt2
 
 
 def contestants(ours, gpt2, beams: int, batch: int):
     setting = dict(max_new_tokens=NEW, num_beams=beams)
-    hf = dict(max_new_tokens=NEW, min_new_tokens=NEW, num_beams=beams, do_sample=False, eos_token_id=EOS,
-              pad_token_id=EOS)
+    hf = dict(
+        max_new_tokens=NEW, min_new_tokens=NEW, num_beams=beams, do_sample=False, eos_token_id=EOS, pad_token_id=EOS
+    )
     runs = {
         "gptfit": lambda ids: generate(ours, ids, setting, eos_token_id=EOS, min_new_tokens=NEW).sequences,
         "hf_generate": lambda ids: ours.generate(ids, attention_mask=torch.ones_like(ids), **hf),
         "gpt2_generate": lambda ids: gpt2.generate(ids, attention_mask=torch.ones_like(ids), **hf),
     }
     if beams * batch <= 16:  # without a cache, 48 rows x 200 steps of up to 200 tokens take minutes
-        runs["gptfit_nocache"] = lambda ids: generate(ours, ids, setting, eos_token_id=EOS, min_new_tokens=NEW,
-                                                      use_cache=False).sequences
+        runs["gptfit_nocache"] = lambda ids: (
+            generate(ours, ids, setting, eos_token_id=EOS, min_new_tokens=NEW, use_cache=False).sequences
+        )
     return runs
 
 
@@ -80,8 +100,15 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     ours, gpt2 = models()
 
-    result = {"threads": torch.get_num_threads(), "torch": torch.__version__, "new_tokens": NEW,
-              "context": CONTEXT, "rounds": args.rounds, "tokens_per_s": {}, "ratios": {}}
+    result = {
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "new_tokens": NEW,
+        "context": CONTEXT,
+        "rounds": args.rounds,
+        "tokens_per_s": {},
+        "ratios": {},
+    }
     for beams in (1, 3):
         for batch in (1, 16):
             key = f"{'greedy' if beams == 1 else f'beam{beams}'}_batch{batch}"
@@ -94,12 +121,14 @@ def main() -> None:
             times = {name: [] for name in runs}
             names = list(runs)
             for r in range(args.rounds):
-                for name in names[r % len(names):] + names[: r % len(names)]:  # rotate who goes first
+                for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate who goes first
                     times[name].append(timed(runs[name], ids))
             tps = {name: batch * NEW / statistics.median(t) for name, t in times.items()}
             result["tokens_per_s"][key] = {k: round(v, 1) for k, v in tps.items()}
-            ratios = {"a_vs_gpt2_generate": tps["gptfit"] / tps["gpt2_generate"],
-                      "b_vs_generate_same_model": tps["gptfit"] / tps["hf_generate"]}
+            ratios = {
+                "a_vs_gpt2_generate": tps["gptfit"] / tps["gpt2_generate"],
+                "b_vs_generate_same_model": tps["gptfit"] / tps["hf_generate"],
+            }
             if "gptfit_nocache" in tps:
                 ratios["c_vs_no_cache"] = tps["gptfit"] / tps["gptfit_nocache"]
             result["ratios"][key] = {k: round(v, 2) for k, v in ratios.items()}

@@ -32,14 +32,23 @@ COMMAND = ["+experiment=tiny_corpus", "logger=none"]
 def run_command(run_dir: Path, threads: int) -> dict:
     env = {**os.environ, "WANDB_MODE": "disabled"}
     started = time.time()
-    result = subprocess.run([sys.executable, "-m", "gptfit.train", *COMMAND, f"train.threads={threads}",
-                             f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "gptfit.train", *COMMAND, f"train.threads={threads}", f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     wall = time.time() - started
     if result.returncode != 0:
         raise SystemExit(result.stderr[-2000:])
     summary = json.loads((run_dir / "summary.json").read_text())
-    return {"wall_s": round(wall, 2), "startup_s": round(summary["first_step_at"] - started, 2),
-            "eval_s": summary["eval_time_s"], "explore_s": summary.get("explore_time_s")}
+    return {
+        "wall_s": round(wall, 2),
+        "startup_s": round(summary["first_step_at"] - started, 2),
+        "eval_s": summary["eval_time_s"],
+        "explore_s": summary.get("explore_time_s"),
+    }
 
 
 def train_loop(run_dir: Path, threads: int) -> float:
@@ -71,8 +80,13 @@ def train_loop(run_dir: Path, threads: int) -> float:
         def on_step_end(self, args, state, control, **kwargs):
             times["last"] = time.perf_counter()
 
-    trainer = GptfitTrainer(model=model, args=args, train_dataset=CountedWindows(make_windows(cfg, corpus), ledger),
-                            callbacks=[Clock()], precision=cfg.train.precision)
+    trainer = GptfitTrainer(
+        model=model,
+        args=args,
+        train_dataset=CountedWindows(make_windows(cfg, corpus), ledger),
+        callbacks=[Clock()],
+        precision=cfg.train.precision,
+    )
     trainer.train()
     assert trainer.state.global_step == cfg.train.max_steps
     return times["last"] - times["first"]
@@ -81,8 +95,12 @@ def train_loop(run_dir: Path, threads: int) -> float:
 def one_round(tmp: Path, threads: int) -> dict:
     command = run_command(tmp / "run", threads)
     loop = train_loop(tmp / "loop", threads)
-    return {**command, "train_loop_s": round(loop, 2), "wall_over_train_loop": round(command["wall_s"] / loop, 3),
-            "eval_share_of_wall": round(command["eval_s"] / command["wall_s"], 3)}
+    return {
+        **command,
+        "train_loop_s": round(loop, 2),
+        "wall_over_train_loop": round(command["wall_s"] / loop, 3),
+        "eval_share_of_wall": round(command["eval_s"] / command["wall_s"], 3),
+    }
 
 
 def main() -> None:

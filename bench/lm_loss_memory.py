@@ -48,8 +48,20 @@ def main() -> None:
     for vocab in args.vocab:
         for variant in ("fused", "logits"):
             out = subprocess.run(
-                [sys.executable, __file__, "--batch", str(args.batch), "--block", str(args.block), "--child", variant,
-                 str(vocab)], capture_output=True, text=True, check=True,
+                [
+                    sys.executable,
+                    __file__,
+                    "--batch",
+                    str(args.batch),
+                    "--block",
+                    str(args.block),
+                    "--child",
+                    variant,
+                    str(vocab),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
             rows[f"{variant}_vocab_{vocab}"] = json.loads(out.strip().splitlines()[-1])
     result = {
@@ -57,7 +69,9 @@ def main() -> None:
         "shape": {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": args.block, "batch": args.batch},
         "steps": rows,
         "memory_ratio_logits_vs_fused": {
-            str(v): round(rows[f"logits_vocab_{v}"]["peak_growth_mb"] / max(1, rows[f"fused_vocab_{v}"]["peak_growth_mb"]), 2)
+            str(v): round(
+                rows[f"logits_vocab_{v}"]["peak_growth_mb"] / max(1, rows[f"fused_vocab_{v}"]["peak_growth_mb"]), 2
+            )
             for v in args.vocab
         },
     }

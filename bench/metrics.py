@@ -68,8 +68,10 @@ def one_size(size: int) -> dict:
     build_s = time.perf_counter() - started
     peak = status_mb("VmHWM")
     rng = np.random.default_rng(1)
-    samples = [tokens[s : s + 32].astype(np.int64) if i % 2 else rng.integers(0, 2048, 32)
-               for i, s in enumerate(rng.integers(0, size - 32, 63))]
+    samples = [
+        tokens[s : s + 32].astype(np.int64) if i % 2 else rng.integers(0, 2048, 32)
+        for i, s in enumerate(rng.integers(0, size - 32, 63))
+    ]
     started = time.perf_counter()
     for n in range(1, 9):
         index.novelty(samples, n)
@@ -77,9 +79,14 @@ def one_size(size: int) -> dict:
     flags = [index.has_copy(s) for s in samples]
     lookup_s = time.perf_counter() - started
     growth = peak - before
-    return {"tokens": size, "build_s": round(build_s, 2), "peak_mb": round(growth, 1),
-            "bytes_per_token": round(growth * 2**20 / size, 2), "lookup_s": round(lookup_s, 3),
-            "check": {"copied": int(sum(flags)), "longest_copy_max": max(c[0] for c in copies)}}
+    return {
+        "tokens": size,
+        "build_s": round(build_s, 2),
+        "peak_mb": round(growth, 1),
+        "bytes_per_token": round(growth * 2**20 / size, 2),
+        "lookup_s": round(lookup_s, 3),
+        "check": {"copied": int(sum(flags)), "longest_copy_max": max(c[0] for c in copies)},
+    }
 
 
 def main() -> None:
@@ -92,7 +99,9 @@ def main() -> None:
         return
     sizes = []
     for size in args.sizes:
-        child = subprocess.run([sys.executable, __file__, "--one", str(size)], capture_output=True, text=True, check=True)
+        child = subprocess.run(
+            [sys.executable, __file__, "--one", str(size)], capture_output=True, text=True, check=True
+        )
         sizes.append(json.loads(child.stdout.strip().splitlines()[-1]))
     print(json.dumps({"benchmark": "metrics_suffix_array", "sizes": sizes}, indent=2))
 

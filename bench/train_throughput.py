@@ -140,8 +140,9 @@ def run_interleaved(args, bf16: bool, stream: torch.Tensor):
 
     def gpt2():
         torch.manual_seed(0)
-        return GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=BLOCK, resid_pdrop=0.0, embd_pdrop=0.0,
-                                          attn_pdrop=0.0, **shape))
+        return GPT2LMHeadModel(
+            GPT2Config(vocab_size=VOCAB, n_positions=BLOCK, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **shape)
+        )
 
     def make_loops(like):
         loops = {"bare": BareLoop(gptfit(), like, stream, 1), "gpt2": BareLoop(gpt2(), like, stream, 1)}
@@ -193,9 +194,12 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "batch": [BATCH, BLOCK],
         "shape": {"n_layer": N_LAYER, "n_head": N_HEAD, "n_embd": N_EMBD, "vocab": VOCAB},
-        "optimizer": {"type": type(trainer.optimizer.optimizer).__name__,
-                      "fused": trainer.optimizer.optimizer.defaults.get("fused"),
-                      "lr": 1e-3, "grad_clip": 1.0},
+        "optimizer": {
+            "type": type(trainer.optimizer.optimizer).__name__,
+            "fused": trainer.optimizer.optimizer.defaults.get("fused"),
+            "lr": 1e-3,
+            "grad_clip": 1.0,
+        },
         "blocks": args.blocks,
         "steps_per_block": args.block_steps,
         "tokens_per_s": {k: round(v, 1) for k, v in tps.items()},
@@ -206,9 +210,14 @@ def main() -> None:
         "loop_overhead_trainer_vs_bare": round(speedup(times, "bare", "trainer") - 1, 4),
         # Same work in bf16 autocast (train.precision=bf16), where the CPU has native bf16. The fp32
         # ratios above are the like-for-like comparison; these say what bf16 adds on top.
-        **({"bf16_speedup_gptfit": speedup(times, "bare_bf16", "bare"),
-            "ratio_model_only_gptfit_vs_gpt2_both_bf16": speedup(times, "bare_bf16", "gpt2_bf16")}
-           if bf16 else {"bf16": "not run: no native bf16 on this CPU" if not native_bf16("cpu") else "not run"}),
+        **(
+            {
+                "bf16_speedup_gptfit": speedup(times, "bare_bf16", "bare"),
+                "ratio_model_only_gptfit_vs_gpt2_both_bf16": speedup(times, "bare_bf16", "gpt2_bf16"),
+            }
+            if bf16
+            else {"bf16": "not run: no native bf16 on this CPU" if not native_bf16("cpu") else "not run"}
+        ),
         "matmul_peak_gflops": round(peak / 1e9, 1),
         "model_flops_per_token": fpt,
         "mfu": {k: round(v * fpt / peak, 4) for k, v in tps.items() if not k.endswith("bf16")},

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from hydra._internal import utils as hydra_utils
 from hydra.errors import HydraException
@@ -29,8 +29,13 @@ EXIT_USER_ERROR = 2
 # A stop signal (SIGTERM, SIGUSR2) was honoured: a checkpoint is saved, the run can be resumed
 # (EX_TEMPFAIL of sysexits.h: "try again later").
 EXIT_STOPPED = 75
-_NOISE = ("Set the environment variable HYDRA_FULL_ERROR", "object_type=", "reference_type=", "Config search path",
-          "provider=")
+_NOISE = (
+    "Set the environment variable HYDRA_FULL_ERROR",
+    "object_type=",
+    "reference_type=",
+    "Config search path",
+    "provider=",
+)
 
 
 def condense(text: str) -> str:
@@ -96,8 +101,12 @@ def _install_hydra_reporter() -> None:
         except OSError as e:
             if not _in_hydra_output_setup(e):
                 raise
-            fail([f"cannot create the run folder {e.filename} ({e.strerror}); set hydra.run.dir (hydra.sweep.dir "
-                  "with -m) to a folder you can write to"])
+            fail(
+                [
+                    f"cannot create the run folder {e.filename} ({e.strerror}); set hydra.run.dir (hydra.sweep.dir "
+                    "with -m) to a folder you can write to"
+                ]
+            )
 
     run_and_report._gptfit = True
     hydra_utils.run_and_report = run_and_report

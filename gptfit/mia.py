@@ -23,15 +23,30 @@ def log_to_wandb(sweep: Path, pool: dict) -> None:
     import wandb  # about a second to import: only --wandb pays it
 
     group = next((r["group"] for r in read_sweep(sweep) if r["group"]), None)
-    run = wandb.init(project="gptfit", job_type="mia", name=f"mia-{sweep.name}", group=group, dir=str(sweep),
-                     mode="online" if has_wandb_key() else "offline")
+    run = wandb.init(
+        project="gptfit",
+        job_type="mia",
+        name=f"mia-{sweep.name}",
+        group=group,
+        dir=str(sweep),
+        mode="online" if has_wandb_key() else "offline",
+    )
     figures = ["auc", "tpr@1%fpr", "tpr@0.1%fpr"]
     table = wandb.Table(columns=["attack", *figures, *(f"{f}_lo" for f in figures), *(f"{f}_hi" for f in figures)])
     for name in ATTACKS:
-        table.add_data(name, *(pool[name].get(f) for f in figures), *(pool[name].get(f"{f}_lo") for f in figures),
-                       *(pool[name].get(f"{f}_hi") for f in figures))
-    run.log({"mia/pooled": table, "mia/roc": wandb.Image(str(sweep / "mia_lira_roc.png")),
-             "mia/counterfactual": wandb.Image(str(sweep / "mia_counterfactual.png"))})
+        table.add_data(
+            name,
+            *(pool[name].get(f) for f in figures),
+            *(pool[name].get(f"{f}_lo") for f in figures),
+            *(pool[name].get(f"{f}_hi") for f in figures),
+        )
+    run.log(
+        {
+            "mia/pooled": table,
+            "mia/roc": wandb.Image(str(sweep / "mia_lira_roc.png")),
+            "mia/counterfactual": wandb.Image(str(sweep / "mia_counterfactual.png")),
+        }
+    )
     run.finish()
 
 

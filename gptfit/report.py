@@ -27,12 +27,23 @@ from pathlib import Path
 
 from gptfit.cli import fail
 from gptfit.errors import UserError
+from gptfit.run.tracking import has_wandb_key
 from gptfit.show.explore import explore_sweep
+from gptfit.show.sweep import (
+    COLUMNS,
+    decoding_table,
+    fmt,
+    grammar_settings,
+    grammar_tables,
+    read_sweep,
+    seed_table,
+    settings_of,
+    table,
+    trends,
+    varying,
+)
 from gptfit.show.sweep_figures import sweep_figures
 from gptfit.show.sweep_sequences import duplication_table, exposure_table, forgetting_table, membership_table
-from gptfit.run.tracking import has_wandb_key
-from gptfit.show.sweep import (COLUMNS, decoding_table, fmt, grammar_settings, grammar_tables, read_sweep, seed_table,
-                               settings_of, table, trends, varying)
 
 
 def report(sweep: Path, to_wandb: bool = False) -> Path:
@@ -50,8 +61,12 @@ def report(sweep: Path, to_wandb: bool = False) -> Path:
     if settings_of(runs):
         lines += ["## Decoding settings (mean over seeds; least copying first)", "", decoding_table(runs, swept), ""]
     if grammar is not None:
-        lines += ["## Grammar: held-out NLL per sentence (nats) and the sentences of the samples (mean over seeds)",
-                  "", grammar, ""]
+        lines += [
+            "## Grammar: held-out NLL per sentence (nats) and the sentences of the samples (mean over seeds)",
+            "",
+            grammar,
+            "",
+        ]
     lines += sequence_sections(runs, sweep, swept)
     lines += ["## Trends with corpus size (Spearman rank correlation)", ""]
     lines += [f"- {label}: {fmt(value)}" for label, value in corr.items()]
@@ -61,8 +76,12 @@ def report(sweep: Path, to_wandb: bool = False) -> Path:
         lines += [f"- job {r['job']}: {r['status']}" + (f" ({r['error']})" if r["error"] else "") for r in not_done]
     paths = sweep_figures(runs, sweep)
     page = explore_sweep(sweep, runs, ladder_series(runs))
-    lines += ["", f"Explore every run's curves in [{page.name}]({page.name}).", "",
-              *[f"![{p.stem}]({p.name})" for p in paths]]
+    lines += [
+        "",
+        f"Explore every run's curves in [{page.name}]({page.name}).",
+        "",
+        *[f"![{p.stem}]({p.name})" for p in paths],
+    ]
     out = sweep / "report.md"
     out.write_text("\n".join(lines) + "\n")
     print(body)
@@ -84,9 +103,19 @@ def ladder_series(runs: list[dict]) -> list[dict]:
     if len({r["train_tokens"] for r in done}) < 2:
         return []
     keys = [("gap", "gap"), ("mem/extraction_rate_train", "extraction"), ("mem/mia_auc", "membership AUC")]
-    return [{"title": "against training tokens", "series": [
-        [label, [r["train_tokens"] for r in done if key in r["final"]], [r["final"][key] for r in done if key in r["final"]]]
-        for key, label in keys]}]
+    return [
+        {
+            "title": "against training tokens",
+            "series": [
+                [
+                    label,
+                    [r["train_tokens"] for r in done if key in r["final"]],
+                    [r["final"][key] for r in done if key in r["final"]],
+                ]
+                for key, label in keys
+            ],
+        }
+    ]
 
 
 def sequence_sections(runs: list[dict], sweep: Path, swept: list[str]) -> list[str]:
@@ -94,8 +123,13 @@ def sequence_sections(runs: list[dict], sweep: Path, swept: list[str]) -> list[s
     lines = []
     exposure = exposure_table(runs, sweep)
     if exposure is not None:
-        lines += ["## Extraction against exposures (ordinary training sequences at the last evaluation; "
-                  "columns: token exposures, cells: extraction rate (sequences))", "", exposure, ""]
+        lines += [
+            "## Extraction against exposures (ordinary training sequences at the last evaluation; "
+            "columns: token exposures, cells: extraction rate (sequences))",
+            "",
+            exposure,
+            "",
+        ]
     duplication = duplication_table(runs)
     if duplication is not None:
         lines += ["## Duplication ladder: extraction rate by number of copies (final)", "", duplication, ""]
@@ -104,8 +138,12 @@ def sequence_sections(runs: list[dict], sweep: Path, swept: list[str]) -> list[s
         lines += ["## Forgetting: the forgotten set when last seen and at the end", "", forgetting, ""]
     membership = membership_table(runs, swept)
     if membership is not None:
-        lines += ["## Membership inference by score (final; 95% intervals from a bootstrap over documents)", "",
-                  membership, ""]
+        lines += [
+            "## Membership inference by score (final; 95% intervals from a bootstrap over documents)",
+            "",
+            membership,
+            "",
+        ]
     return lines
 
 
@@ -113,8 +151,14 @@ def log_to_wandb(sweep: Path, runs: list[dict], paths: list[Path]) -> None:
     import wandb  # about a second to import: only --wandb pays it
 
     group = next((r["group"] for r in runs if r["group"]), None)  # the sweep's own W&B group
-    run = wandb.init(project="gptfit", job_type="report", name=f"report-{sweep.name}", group=group,
-                     dir=str(sweep), mode="online" if has_wandb_key() else "offline")
+    run = wandb.init(
+        project="gptfit",
+        job_type="report",
+        name=f"report-{sweep.name}",
+        group=group,
+        dir=str(sweep),
+        mode="online" if has_wandb_key() else "offline",
+    )
     columns = ["job", "status", "train_tokens", *[k for k, _ in COLUMNS]]
     t = wandb.Table(columns=columns)
     for r in runs:

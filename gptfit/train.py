@@ -14,9 +14,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from gptfit.cli import CONF_DIR, EXIT_STOPPED, fail, hydra_main
-from gptfit.run.folder import discard_unused_run_dir
 from gptfit.config import ConfigError, register, validate
 from gptfit.errors import UserError
+from gptfit.run.folder import discard_unused_run_dir
 from gptfit.run.signals import TrainingStopped
 
 register()

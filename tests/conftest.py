@@ -86,20 +86,34 @@ def tiny_run(compose_cfg, tmp_path_factory):
 def tiny_corpus_run(tmp_path_factory, cache_dir) -> Path:
     """The folder of `python -m gptfit.train +experiment=tiny_corpus` itself: the memorizing model users see."""
     run_dir = tmp_path_factory.mktemp("tiny_corpus")
-    result = run_cli("+experiment=tiny_corpus", "logger=none", f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}")
+    result = run_cli(
+        "+experiment=tiny_corpus", "logger=none", f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return run_dir
 
 
 # Long enough to be killed in the middle: a checkpoint and an evaluation every 5 steps.
-LONG = [*TINY, "train.max_steps=40", "train.save_every=5", "train.save_total_limit=10", "eval.memorization_every=2",
-        "eval.generation_every=2"]
+LONG = [
+    *TINY,
+    "train.max_steps=40",
+    "train.save_every=5",
+    "train.save_total_limit=10",
+    "eval.memorization_every=2",
+    "eval.generation_every=2",
+]
 
 
 def launch(args: list[str], env: dict | None = None) -> subprocess.Popen:
     full_env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "gptfit.train", *args], cwd=ROOT, env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gptfit.train", *args],
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:

@@ -13,8 +13,11 @@ from gptfit.core.masks import causal_mask
 
 def qkv(batch=2, heads=3, q_len=7, k_len=7, dim=8, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(batch, heads, q_len, dim, generator=g), torch.randn(batch, heads, k_len, dim, generator=g),
-            torch.randn(batch, heads, k_len, dim, generator=g))
+    return (
+        torch.randn(batch, heads, q_len, dim, generator=g),
+        torch.randn(batch, heads, k_len, dim, generator=g),
+        torch.randn(batch, heads, k_len, dim, generator=g),
+    )
 
 
 def test_causal_mask_allows_exactly_the_past_and_present():
@@ -115,9 +118,9 @@ import math  # noqa: E402
 
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from gptfit.plots.attention import head_summary, heatmap_grid, line_diagram  # noqa: E402
 from gptfit.core.attention import attention_maps, copying_score, head_entropy  # noqa: E402
 from gptfit.model import GPTConfig, GPTForCausalLM  # noqa: E402
+from gptfit.plots.attention import head_summary, heatmap_grid, line_diagram  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
 
 
@@ -157,8 +160,13 @@ def test_gpt2_maps_equal_the_librarys_eager_output_attentions():
 @pytest.mark.parametrize("make", ["gptfit", "gpt2"])
 def test_maps_are_causal_and_rows_sum_to_one(make):
     torch.manual_seed(1)
-    model = gptfit_model() if make == "gptfit" else GPT2LMHeadModel(
-        GPT2Config(vocab_size=100, n_positions=32, n_embd=16, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0))
+    model = (
+        gptfit_model()
+        if make == "gptfit"
+        else GPT2LMHeadModel(
+            GPT2Config(vocab_size=100, n_positions=32, n_embd=16, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)
+        )
+    )
     maps = attention_maps(model, torch.randint(0, 100, (12,)))
     assert torch.all(maps.triu(diagonal=1) == 0)
     torch.testing.assert_close(maps.sum(-1), torch.ones(maps.shape[:-1]))
@@ -210,11 +218,14 @@ def test_attend_command_writes_the_figures(tiny_run, tmp_path):
         assert (tmp_path / name).stat().st_size > 5000 and str(tmp_path / name) in result.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["prompt= "], "prompt is empty"),
-    (["prompt=" + "word " * 200], "longer than the model's context"),
-    (["layer=9"], "layer=9: the model has layers 0..1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["prompt= "], "prompt is empty"),
+        (["prompt=" + "word " * 200], "longer than the model's context"),
+        (["layer=9"], "layer=9: the model has layers 0..1"),
+    ],
+)
 def test_attend_bad_input(tiny_run, tmp_path, args, message):
     result = run_cli(f"run={tiny_run[0]}", f"out={tmp_path}", *args, module="gptfit.attend")
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
@@ -228,7 +239,7 @@ def test_training_logs_attention_entropy_when_asked(compose_cfg, tmp_path):
 
     train(compose_cfg([*TINY, "train.max_steps=5", "eval.attention=true", "decoding=none"], tmp_path / "run"))
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert all(f"attn/l{l}h{h}/entropy" in r for r in rows for l in range(2) for h in range(2))
+    assert all(f"attn/l{layer}h{h}/entropy" in r for r in rows for layer in range(2) for h in range(2))
 
 
 def test_attend_command_prints_its_composed_config_and_refuses_unknown_keys(tiny_run):

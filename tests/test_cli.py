@@ -38,10 +38,22 @@ BAD_INPUTS = [
     (["seed=-1"], "seed=-1: must be in 0 .. 4294967295 (2**32 - 1)"),
     (["data.split_seed=4294967296"], "data.split_seed=4294967296: must be in 0 .. 4294967295"),
     (["train.threads=100000"], "train.threads=100000: must be in 0 .. "),
-    (["+data/duplicates=ladder", "data.duplicates.counts=[0,2]"], "data.duplicates.counts=[0, 2]: every count must be >= 1"),
-    (["+data/duplicates=ladder", "data.duplicates.per_count=100000"], "data.duplicates: 800000 sequences of 16 tokens are needed"),
-    (["+data/forget=default", "data.forget.until_step=20"], "data.forget.until_step=20: must be below train.max_steps=20"),
-    (["+data/forget=default", "data.forget.until_step=10", "train.sampling=epochs"], "data.forget: works with train.sampling=random only"),
+    (
+        ["+data/duplicates=ladder", "data.duplicates.counts=[0,2]"],
+        "data.duplicates.counts=[0, 2]: every count must be >= 1",
+    ),
+    (
+        ["+data/duplicates=ladder", "data.duplicates.per_count=100000"],
+        "data.duplicates: 800000 sequences of 16 tokens are needed",
+    ),
+    (
+        ["+data/forget=default", "data.forget.until_step=20"],
+        "data.forget.until_step=20: must be below train.max_steps=20",
+    ),
+    (
+        ["+data/forget=default", "data.forget.until_step=10", "train.sampling=epochs"],
+        "data.forget: works with train.sampling=random only",
+    ),
 ]
 
 
@@ -75,18 +87,36 @@ def _cut_model(tiny_run, tmp_path):
 # Inputs that need files: (name, make(tiny_run, tmp_path) -> overrides, what the one line must say)
 BAD_FILES = [
     ("empty corpus file", lambda r, t: ["data=text", f"data.path={_write(t / 'empty.txt', b'')}"], "is empty"),
-    ("blank corpus file", lambda r, t: ["data=text", f"data.path={_write(t / 'blank.txt', b'  ' + bytes([10]) * 3)}"],
-     "is empty"),
-    ("binary corpus file", lambda r, t: ["data=text", f"data.path={_write(t / 'x.bin', bytes(range(256)) * 4)}"],
-     "looks binary"),
-    ("corpus not UTF-8", lambda r, t: ["data=text", f"data.path={_write(t / 'l1.txt', 'café crème'.encode('latin-1') * 50)}"],
-     "not UTF-8"),
-    ("corpus folder without files", lambda r, t: ["data=text", f"data.path={_write(t / 'd' / '.keep', b'').parent}"],
-     "no such file or folder"),
-    ("unreadable model config", lambda r, t: ["model=hf", f"model.name_or_path={_write(t / 'm' / 'config.json', b'{oops').parent}"],
-     "could not load"),
-    ("truncated model weights", lambda r, t: ["model=hf", f"model.name_or_path={_cut_model(r, t)}"],
-     "could not load its weights"),
+    (
+        "blank corpus file",
+        lambda r, t: ["data=text", f"data.path={_write(t / 'blank.txt', b'  ' + bytes([10]) * 3)}"],
+        "is empty",
+    ),
+    (
+        "binary corpus file",
+        lambda r, t: ["data=text", f"data.path={_write(t / 'x.bin', bytes(range(256)) * 4)}"],
+        "looks binary",
+    ),
+    (
+        "corpus not UTF-8",
+        lambda r, t: ["data=text", f"data.path={_write(t / 'l1.txt', 'café crème'.encode('latin-1') * 50)}"],
+        "not UTF-8",
+    ),
+    (
+        "corpus folder without files",
+        lambda r, t: ["data=text", f"data.path={_write(t / 'd' / '.keep', b'').parent}"],
+        "no such file or folder",
+    ),
+    (
+        "unreadable model config",
+        lambda r, t: ["model=hf", f"model.name_or_path={_write(t / 'm' / 'config.json', b'{oops').parent}"],
+        "could not load",
+    ),
+    (
+        "truncated model weights",
+        lambda r, t: ["model=hf", f"model.name_or_path={_cut_model(r, t)}"],
+        "could not load its weights",
+    ),
     ("truncated checkpoints", lambda r, t: [f"train.resume={_cut_checkpoints(r, t)}"], "no complete checkpoint"),
     ("run folder not writable", lambda r, t: [f"hydra.run.dir={_write(t / 'file', b'x')}/run"], "hydra.run.dir"),
 ]
@@ -102,7 +132,6 @@ def test_bad_files_get_one_clear_line(make, message, tiny_run, tmp_path, cache_d
     assert len(lines) == 1 and message in lines[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr + result.stdout
     assert not run_dir.exists()
-
 
 
 @pytest.mark.parametrize("overrides, message", BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
@@ -147,8 +176,15 @@ def test_a_tiny_run_through_the_command_line(tmp_path, cache_dir):
 
 def test_wandb_offline_run_is_written_inside_the_run_directory(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
-    result = run_cli(*TINY, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", "train.max_steps=5",
-                     "logger=wandb", "logger.mode=offline", env={"WANDB_MODE": None})
+    result = run_cli(
+        *TINY,
+        f"data.cache_dir={cache_dir}",
+        f"hydra.run.dir={run_dir}",
+        "train.max_steps=5",
+        "logger=wandb",
+        "logger.mode=offline",
+        env={"WANDB_MODE": None},
+    )
     assert result.returncode == 0, result.stderr
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
@@ -156,12 +192,20 @@ def test_wandb_offline_run_is_written_inside_the_run_directory(tmp_path, cache_d
 
 def test_the_wandb_mode_environment_variable_is_checked(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
-    args = [*TINY, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", "train.max_steps=2", "logger=wandb",
-            "logger.mode=offline"]
+    args = [
+        *TINY,
+        f"data.cache_dir={cache_dir}",
+        f"hydra.run.dir={run_dir}",
+        "train.max_steps=2",
+        "logger=wandb",
+        "logger.mode=offline",
+    ]
     bad = run_cli(*args, env={"WANDB_MODE": "loud"})
     assert bad.returncode == 2 and not run_dir.exists()
-    assert bad.stderr.strip() == ("error: WANDB_MODE='loud' (environment): W&B accepts online, offline or disabled; "
-                                  "set one of those or unset it and use logger.mode")
+    assert bad.stderr.strip() == (
+        "error: WANDB_MODE='loud' (environment): W&B accepts online, offline or disabled; "
+        "set one of those or unset it and use logger.mode"
+    )
     empty = run_cli(*args, env={"WANDB_MODE": ""})  # set but empty counts as unset
     assert empty.returncode == 0, empty.stderr[-2000:]
     assert list((run_dir / "wandb").glob("offline-run-*/*.wandb"))

@@ -53,8 +53,17 @@ def test_yaml_integers_are_accepted_where_floats_are_meant(compose_cfg):
 
 
 def test_validation_reports_every_problem_at_once(compose_cfg):
-    cfg = compose_cfg(["model.n_embd=130", "model.n_head=4", "train.lr=-1", "logger.mode=sometimes",
-                       "data.train_tokens=8", "model.block_size=64", "model.dropout=1.5"])
+    cfg = compose_cfg(
+        [
+            "model.n_embd=130",
+            "model.n_head=4",
+            "train.lr=-1",
+            "logger.mode=sometimes",
+            "data.train_tokens=8",
+            "model.block_size=64",
+            "model.dropout=1.5",
+        ]
+    )
     with pytest.raises(ConfigError) as info:
         validate(cfg)
     problems = info.value.problems

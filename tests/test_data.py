@@ -99,9 +99,12 @@ def test_hf_dataset_saved_to_disk(tmp_path, cache_dir):
 )
 def test_bad_corpora_get_a_clear_message(tmp_path, cache_dir, make, kw, message):
     path = tmp_path / "corpus.txt"
-    contents = {"empty": b"\n\n  \n", "binary": b"\x00\x01\x02text" * 100,
-                "latin1": ("caf\u00e9 au lait\n\n" * 200).encode("latin-1"),
-                "small": b"a few words\n\nand a few more\n\n" * 50}
+    contents = {
+        "empty": b"\n\n  \n",
+        "binary": b"\x00\x01\x02text" * 100,
+        "latin1": ("caf\u00e9 au lait\n\n" * 200).encode("latin-1"),
+        "small": b"a few words\n\nand a few more\n\n" * 50,
+    }
     if make:
         path.write_bytes(contents[make])
     kw = {"path": str(path), "train_tokens": 100, **kw}
@@ -114,7 +117,9 @@ def test_training_windows_are_reproducible_and_inside_the_stream():
     stream = np.arange(1000)
     a, b = RandomWindows(stream, 16, 50, seed=1), RandomWindows(stream, 16, 50, seed=1)
     assert all(np.array_equal(a[i]["input_ids"], b[i]["input_ids"]) for i in range(50))
-    assert any(not np.array_equal(a[i]["input_ids"], RandomWindows(stream, 16, 50, 2)[i]["input_ids"]) for i in range(50))
+    assert any(
+        not np.array_equal(a[i]["input_ids"], RandomWindows(stream, 16, 50, 2)[i]["input_ids"]) for i in range(50)
+    )
     for i in range(50):
         w = a[i]["input_ids"].numpy()
         assert len(w) == 16 and np.array_equal(w, np.arange(w[0], w[0] + 16))

@@ -24,8 +24,13 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--host-resolver-rules=MAP * ~NOTFOUND"):  # no host resolves: nothing can leave the machine
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+    ):  # no host resolves: nothing can leave the machine
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
@@ -40,9 +45,13 @@ def open_page(browser, path):
     browser.get(path.resolve().as_uri())
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(browser, 30).until(lambda d: all(
-        d.execute_script(f"return document.querySelector('[data-view=\"{v}\"]').dataset.rendered") == "true"
-        for v in VIEWS if d.execute_script(f"return !!document.querySelector('[data-view=\"{v}\"]')")))
+    WebDriverWait(browser, 30).until(
+        lambda d: all(
+            d.execute_script(f"return document.querySelector('[data-view=\"{v}\"]').dataset.rendered") == "true"
+            for v in VIEWS
+            if d.execute_script(f"return !!document.querySelector('[data-view=\"{v}\"]')")
+        )
+    )
 
 
 def network_requests(browser) -> list[str]:
@@ -61,7 +70,10 @@ def test_the_tiny_corpus_page_loads_offline_and_draws_every_view(browser, tiny_c
     assert page.stat().st_size < 8_000_000
     open_page(browser, page)
     for view in VIEWS:
-        assert browser.execute_script(f"return document.querySelector('[data-view=\"{view}\"]').dataset.rendered") == "true"
+        assert (
+            browser.execute_script(f"return document.querySelector('[data-view=\"{view}\"]').dataset.rendered")
+            == "true"
+        )
     assert browser.execute_script("return document.body.dataset.errors || '0'") == "0"
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
     assert network_requests(browser) == []
@@ -93,8 +105,12 @@ def test_hovering_a_token_draws_its_attention_to_earlier_tokens_only(browser, ti
     open_page(browser, tiny_corpus_run / "explore.html")
     queries = browser.find_elements("css selector", "[data-view=attention] .att-query")
     ActionChains(browser).move_to_element(queries[5]).perform()
-    keys = [int(k) for k in browser.execute_script(
-        "return [...document.querySelectorAll('[data-view=attention] .att-line')].map(l => l.dataset.key)")]
+    keys = [
+        int(k)
+        for k in browser.execute_script(
+            "return [...document.querySelectorAll('[data-view=attention] .att-line')].map(l => l.dataset.key)"
+        )
+    ]
     assert keys and max(keys) <= 5
 
 
@@ -107,8 +123,13 @@ def test_the_pages_transforms_equal_the_cores(browser, tiny_corpus_run):
         temperature = float(np.float32(rng.uniform(0.3, 2.0)))
         top_k = int(rng.choice([0, 1, 5, 40]))
         top_p = float(rng.choice([1.0, rng.uniform(0.3, 0.99)]))
-        page = browser.execute_script("return window.gptfitKeep(arguments[0], arguments[1], arguments[2], arguments[3])",
-                                      logits.tolist(), temperature, top_k, top_p)
+        page = browser.execute_script(
+            "return window.gptfitKeep(arguments[0], arguments[1], arguments[2], arguments[3])",
+            logits.tolist(),
+            temperature,
+            top_k,
+            top_p,
+        )
         setting = DecodingConfig(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p)
         scores = transform(torch.from_numpy(logits)[None], setting)[0]
         probs = scores.softmax(-1)

@@ -57,13 +57,20 @@ RunCallback.on_save = full_after
 
 def train_with(fault: str, args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-c", TRAIN_WITH.format(fault=fault), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", TRAIN_WITH.format(fault=fault), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def files_of(run_dir: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(run_dir)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in run_dir.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(run_dir)): (p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()
+    }
 
 
 def steps_once(run_dir: Path) -> list[int]:
@@ -106,8 +113,9 @@ def test_a_lock_left_by_a_killed_run_never_blocks(uninterrupted, tmp_path, cache
     assert_same_rows(read_jsonl(run_dir / "metrics.jsonl"), uninterrupted)
 
 
-def test_kill_between_the_files_of_a_checkpoint_resumes_from_the_previous_one(uninterrupted, uninterrupted_run,
-                                                                              tmp_path, cache_dir):
+def test_kill_between_the_files_of_a_checkpoint_resumes_from_the_previous_one(
+    uninterrupted, uninterrupted_run, tmp_path, cache_dir
+):
     run_dir = tmp_path / "run"
     args = [*LONG, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
     killed = train_with(KILL_BETWEEN_FILES.format(step=20), args)
@@ -122,8 +130,7 @@ def test_kill_between_the_files_of_a_checkpoint_resumes_from_the_previous_one(un
     assert_same_ledger_and_table(run_dir, uninterrupted_run)  # the ledger continues from checkpoint-15 exactly
 
 
-def test_a_disk_that_fills_up_during_a_checkpoint_is_one_line_and_the_rerun_resumes(uninterrupted, tmp_path,
-                                                                                     cache_dir):
+def test_a_disk_that_fills_up_during_a_checkpoint_is_one_line_and_the_rerun_resumes(uninterrupted, tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     args = [*LONG, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
     full = train_with(FILL_DISK_AFTER_FIRST_CHECKPOINT, args)
@@ -131,15 +138,18 @@ def test_a_disk_that_fills_up_during_a_checkpoint_is_one_line_and_the_rerun_resu
     lines = error_lines(full.stderr)
     assert len(lines) == 1 and "the disk is full" in lines[0] and "checkpoint-5" in lines[0], full.stderr[-2000:]
     assert "Traceback" not in full.stderr
-    assert find_checkpoint(run_dir).name == "checkpoint-5" and unreadable(run_dir / "checkpoints" / "checkpoint-5") is None
+    assert (
+        find_checkpoint(run_dir).name == "checkpoint-5" and unreadable(run_dir / "checkpoints" / "checkpoint-5") is None
+    )
     result = run_cli(*args)  # space again: the same command resumes from the last complete checkpoint
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((run_dir / "summary.json").read_text())["resumed_from_step"] == 5
     assert_same_rows(read_jsonl(run_dir / "metrics.jsonl"), uninterrupted)
 
 
-def test_a_torn_last_metrics_line_is_dropped_with_one_line_and_never_duplicates_a_row(uninterrupted, tmp_path,
-                                                                                      cache_dir):
+def test_a_torn_last_metrics_line_is_dropped_with_one_line_and_never_duplicates_a_row(
+    uninterrupted, tmp_path, cache_dir
+):
     run_dir = tmp_path / "run"
     args = [*LONG, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
     proc = launch(args)

@@ -138,8 +138,18 @@ def test_shuffled_sentences_are_rejected_unless_the_grammar_derives_them():
 
 
 def test_empirical_frequencies_match_the_probabilities():
-    spec = GrammarSpec(n_nouns=1, n_verbs=2, n_adjectives=1, max_depth=1, p_adjective=0.1, p_pp=0.05,
-                       p_relative=0.1, p_vp_pp=0.05, p_transitive=0.2, p_plural=0.2)
+    spec = GrammarSpec(
+        n_nouns=1,
+        n_verbs=2,
+        n_adjectives=1,
+        max_depth=1,
+        p_adjective=0.1,
+        p_pp=0.05,
+        p_relative=0.1,
+        p_vp_pp=0.05,
+        p_transitive=0.2,
+        p_plural=0.2,
+    )
     g, n = Grammar(spec), 20_000
     counts = Counter(g.sentences(n, seed=0))
     for sentence, c in counts.most_common(5):
@@ -212,10 +222,21 @@ def test_rules_and_word_classes_are_distributions():
 
 
 def test_word_lists_are_inflected_and_unambiguous():
-    assert [plural(w) for w in ("dog", "box", "city", "wolf", "child", "key")] == \
-        ["dogs", "boxes", "cities", "wolves", "children", "keys"]
-    assert [third_person(w) for w in ("chase", "watch", "carry", "play", "kiss")] == \
-        ["chases", "watches", "carries", "plays", "kisses"]
+    assert [plural(w) for w in ("dog", "box", "city", "wolf", "child", "key")] == [
+        "dogs",
+        "boxes",
+        "cities",
+        "wolves",
+        "children",
+        "keys",
+    ]
+    assert [third_person(w) for w in ("chase", "watch", "carry", "play", "kiss")] == [
+        "chases",
+        "watches",
+        "carries",
+        "plays",
+        "kisses",
+    ]
     assert len(NOUNS) >= 150 and min(len(INTRANSITIVE), len(TRANSITIVE)) >= 75 and len(ADJECTIVES) >= 80
     g = Grammar(GrammarSpec(n_nouns=len(NOUNS), n_verbs=150, n_adjectives=len(ADJECTIVES)))
     owners = Counter(w for cls, words in g.lexicon.items() if not cls.startswith("Det") for w in words)
@@ -241,21 +262,26 @@ def test_classify_counts_copied_novel_and_invalid():
 
 def test_split_sentences_keeps_the_unfinished_tail_apart():
     assert split_sentences("the dog runs .  the cats\nsleep . . the bird") == (
-        ["the dog runs .", "the cats sleep .", "."], "the bird")
+        ["the dog runs .", "the cats sleep .", "."],
+        "the bird",
+    )
     assert split_sentences("the dog runs.") == ([], "the dog runs.")
     assert split_sentences("") == ([], "")
 
 
-@pytest.mark.parametrize("knob,value,allowed", [
-    ("p_relative", 1.5, "[0, 1]"),
-    ("p_plural", -0.1, "[0, 1]"),
-    ("p_pp", 1.0, "[0, 1)"),
-    ("n_nouns", 10_000, f"[1, {len(NOUNS)}]"),
-    ("n_verbs", 1, "[2, "),
-    ("n_adjectives", 0, f"[1, {len(ADJECTIVES)}]"),
-    ("max_depth", -1, ">= 0"),
-    ("zipf", -1.0, ">= 0"),
-])
+@pytest.mark.parametrize(
+    "knob,value,allowed",
+    [
+        ("p_relative", 1.5, "[0, 1]"),
+        ("p_plural", -0.1, "[0, 1]"),
+        ("p_pp", 1.0, "[0, 1)"),
+        ("n_nouns", 10_000, f"[1, {len(NOUNS)}]"),
+        ("n_verbs", 1, "[2, "),
+        ("n_adjectives", 0, f"[1, {len(ADJECTIVES)}]"),
+        ("max_depth", -1, ">= 0"),
+        ("zipf", -1.0, ">= 0"),
+    ],
+)
 def test_bad_knobs_are_named_with_their_range(knob, value, allowed):
     with pytest.raises(UserError, match=rf"^data\.grammar\.{knob}={value!r}: must be") as e:
         Grammar(GrammarSpec(**{knob: value}))

@@ -17,16 +17,38 @@ from gptfit.metrics.grammar import complete_sentences
 from tests.conftest import TINY, run_cli
 
 # A language small enough that many sentences repeat, so the held-out split must drop some.
-SMALL_LANGUAGE = ["data=grammar", "data.vocab_size=512", "data.grammar.n_nouns=2", "data.grammar.n_verbs=2",
-                  "data.grammar.n_adjectives=1", "data.grammar.max_depth=0", "data.grammar.p_pp=0.1",
-                  "data.grammar.p_vp_pp=0.1", "data.grammar.n_sentences=400", "data.train_tokens=1024"]
+SMALL_LANGUAGE = [
+    "data=grammar",
+    "data.vocab_size=512",
+    "data.grammar.n_nouns=2",
+    "data.grammar.n_verbs=2",
+    "data.grammar.n_adjectives=1",
+    "data.grammar.max_depth=0",
+    "data.grammar.p_pp=0.1",
+    "data.grammar.p_vp_pp=0.1",
+    "data.grammar.n_sentences=400",
+    "data.train_tokens=1024",
+]
 # The tiny run: ~40 sentences of a 40-word language, trained long enough to learn them by heart.
-MEMORIZE = [*TINY, "data=grammar", "data.vocab_size=512", "data.grammar.n_nouns=12", "data.grammar.n_verbs=12",
-            "data.grammar.n_adjectives=6", "data.grammar.max_depth=1", "data.grammar.n_sentences=1000",
-            "data.train_tokens=512", "model.n_embd=64", "train.max_steps=300", "train.eval_every=300",
-            "train.save_every=300", "eval.heldout_prompts=16", "decoding=[greedy,sample]",
-            # Long samples: an untrained model writes end-of-text about once per vocabulary size of tokens.
-            "decoding.sample.max_new_tokens=256"]
+MEMORIZE = [
+    *TINY,
+    "data=grammar",
+    "data.vocab_size=512",
+    "data.grammar.n_nouns=12",
+    "data.grammar.n_verbs=12",
+    "data.grammar.n_adjectives=6",
+    "data.grammar.max_depth=1",
+    "data.grammar.n_sentences=1000",
+    "data.train_tokens=512",
+    "model.n_embd=64",
+    "train.max_steps=300",
+    "train.eval_every=300",
+    "train.save_every=300",
+    "eval.heldout_prompts=16",
+    "decoding=[greedy,sample]",
+    # Long samples: an untrained model writes end-of-text about once per vocabulary size of tokens.
+    "decoding.sample.max_new_tokens=256",
+]
 
 
 def decode_documents(tokenizer, stream: np.ndarray, eot: int) -> list[str]:
@@ -61,8 +83,9 @@ def test_bad_grammar_knob_is_one_error_line():
 def test_config_validation_reports_every_grammar_problem(compose_cfg):
     from gptfit.config import ConfigError, validate
 
-    cfg = compose_cfg(["data=grammar", "data.grammar.n_nouns=0", "data.grammar.zipf=-1", "data.grammar.n_sentences=1",
-                       "train.lr=-1"])
+    cfg = compose_cfg(
+        ["data=grammar", "data.grammar.n_nouns=0", "data.grammar.zipf=-1", "data.grammar.n_sentences=1", "train.lr=-1"]
+    )
     with pytest.raises(ConfigError) as e:
         validate(cfg)
     named = sorted(p.split("=")[0] for p in e.value.problems)
@@ -147,16 +170,24 @@ def test_the_report_shows_the_grammar_metrics(memorized, tmp_path):
         (d / ".hydra").mkdir(parents=True)
         (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"data.train_tokens={size}"]))
         shutil.copy(run_dir / "metrics.jsonl", d / "metrics.jsonl")
-        final = {**summary["final"], "grammar/greedy/novel_valid": novel, "grammar/greedy/copied": 0.9 - novel,
-                 "grammar/greedy/invalid": 0.1}
-        summary_job = {**summary, "final": final, "config": {**summary["config"], "data": {
-            **summary["config"]["data"], "train_tokens": size}}}
+        final = {
+            **summary["final"],
+            "grammar/greedy/novel_valid": novel,
+            "grammar/greedy/copied": 0.9 - novel,
+            "grammar/greedy/invalid": 0.1,
+        }
+        summary_job = {
+            **summary,
+            "final": final,
+            "config": {**summary["config"], "data": {**summary["config"]["data"], "train_tokens": size}},
+        }
         (d / "summary.json").write_text(json.dumps(summary_job))
     text = report(sweep).read_text()
     grammar = text.split("## Grammar")[1].split("\n## ")[0]
     assert "NLL model" in grammar and "NLL grammar" in grammar
-    assert [line.split("|")[3].strip() for line in grammar.splitlines() if line.startswith("| 2048 | greedy")] == \
-        ["0.600"]
+    assert [line.split("|")[3].strip() for line in grammar.splitlines() if line.startswith("| 2048 | greedy")] == [
+        "0.600"
+    ]
     assert len([line for line in grammar.splitlines() if line.startswith("| 512 | ")]) == 1 + 2  # NLL + 2 settings
     assert "novel-valid share (greedy): 1.000" in text
     assert (sweep / "report_grammar.png").stat().st_size > 5000

@@ -46,26 +46,37 @@ def test_no_file_is_longer_than_450_lines():
 
 
 def test_no_function_is_longer_than_80_lines():
-    long = [f"{p.relative_to(ROOT)}:{f.name}: {f.end_lineno - f.lineno + 1}"
-            for p, tree, _ in modules(*EVERYTHING) for f in ast.walk(tree)
-            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f.end_lineno - f.lineno + 1 > MAX_FUNCTION_LINES]
+    long = [
+        f"{p.relative_to(ROOT)}:{f.name}: {f.end_lineno - f.lineno + 1}"
+        for p, tree, _ in modules(*EVERYTHING)
+        for f in ast.walk(tree)
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f.end_lineno - f.lineno + 1 > MAX_FUNCTION_LINES
+    ]
     assert not long, long
 
 
 def test_the_core_imports_nothing_above_it():
     core = PACKAGE / "core"
-    upward = [f"{p.relative_to(PACKAGE.parent)} imports {name}"
-              for p, tree, _ in modules() if core in p.parents
-              for node in ast.walk(tree)  # top-level and function-local imports alike
-              for name in imported(p, node)
-              if name.split(".")[0] == "gptfit" and not (name == "gptfit.errors" or name.startswith("gptfit.core"))]
+    upward = [
+        f"{p.relative_to(PACKAGE.parent)} imports {name}"
+        for p, tree, _ in modules()
+        if core in p.parents
+        for node in ast.walk(tree)  # top-level and function-local imports alike
+        for name in imported(p, node)
+        if name.split(".")[0] == "gptfit" and not (name == "gptfit.errors" or name.startswith("gptfit.core"))
+    ]
     assert not upward, upward
 
 
 def test_the_import_check_sees_what_it_must():
     # The check above would pass vacuously if it found no imports: it must see the core's own ones.
-    core_imports = {name for p, tree, _ in modules() if (PACKAGE / "core") in p.parents
-                    for node in ast.walk(tree) for name in imported(p, node)}
+    core_imports = {
+        name
+        for p, tree, _ in modules()
+        if (PACKAGE / "core") in p.parents
+        for node in ast.walk(tree)
+        for name in imported(p, node)
+    }
     assert "gptfit.core.sampling.cache" in core_imports and "gptfit.errors" in core_imports
     relative = ast.parse("from ...model import gpt").body[0]  # gptfit.core.sampling.x -> gptfit.model
     assert imported(PACKAGE / "core" / "sampling" / "x.py", relative) == ["gptfit.model"]

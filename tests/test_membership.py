@@ -49,7 +49,7 @@ def by_formula(model: Bigram, seq: list[int]) -> tuple[list[float], list[float],
         second = sum(p[v] * log_p[v] ** 2 for v in range(VOCAB))
         log_probs.append(log_p[target])
         mus.append(mu)
-        sigmas.append(math.sqrt(second - mu ** 2))
+        sigmas.append(math.sqrt(second - mu**2))
     return log_probs, mus, sigmas
 
 
@@ -65,16 +65,21 @@ def test_every_score_is_its_formula_on_random_logits(k):
     target, ref = Bigram(1), Bigram(2)
     texts = ["".join(chr(97 + t % 26) for t in row) for row in seqs]
     tokens = torch.from_numpy(seqs)
-    scores = membership.model_scores(score_sequences(target, tokens, 5, moments=True), texts, k,
-                                     -score_sequences(ref, tokens, 5).losses.numpy())
+    scores = membership.model_scores(
+        score_sequences(target, tokens, 5, moments=True), texts, k, -score_sequences(ref, tokens, 5).losses.numpy()
+    )
     for i, seq in enumerate(seqs.tolist()):
         log_probs, mus, sigmas = by_formula(target, seq)
         ref_log_probs, _, _ = by_formula(ref, seq)
         mean = float(np.mean(log_probs))
         z = [(lp - mu) / sigma for lp, mu, sigma in zip(log_probs, mus, sigmas)]
-        expected = {"mia_loss": mean, "mia_zlib": mean / len(zlib.compress(texts[i].encode("utf-8"))),
-                    "mia_min_k": lowest_mean(log_probs, k), "mia_min_k_plus_plus": lowest_mean(z, k),
-                    "mia_reference": mean - float(np.mean(ref_log_probs))}
+        expected = {
+            "mia_loss": mean,
+            "mia_zlib": mean / len(zlib.compress(texts[i].encode("utf-8"))),
+            "mia_min_k": lowest_mean(log_probs, k),
+            "mia_min_k_plus_plus": lowest_mean(z, k),
+            "mia_reference": mean - float(np.mean(ref_log_probs)),
+        }
         for name, value in expected.items():
             assert scores[name][i] == pytest.approx(value, rel=1e-5, abs=1e-5), (name, i)
 
@@ -87,7 +92,9 @@ def test_min_k_plus_plus_needs_float64():
     assert scores.mu.dtype == scores.sigma.dtype == scores.losses.dtype == torch.float64
     for i, seq in enumerate(seqs.tolist()):
         _, mus, sigmas = by_formula(model, seq)
-        assert np.allclose(scores.mu[i].numpy(), mus, rtol=1e-9) and np.allclose(scores.sigma[i].numpy(), sigmas, rtol=1e-7)
+        assert np.allclose(scores.mu[i].numpy(), mus, rtol=1e-9) and np.allclose(
+            scores.sigma[i].numpy(), sigmas, rtol=1e-7
+        )
 
 
 def brute_force_tpr(members: np.ndarray, scores: np.ndarray, fpr: float) -> float:
@@ -171,8 +178,17 @@ def test_the_blind_baseline_is_near_chance_on_a_corpus_of_many_documents(compose
     words = [f"w{i}" for i in range(300)]
     path = tmp_path / "lines.txt"
     path.write_text("\n".join(" ".join(rng.choice(words, rng.integers(4, 12))) for _ in range(6000)) + "\n")
-    cfg = compose_cfg([*TINY, "data=text", f"data.path={path}", "data.sample_by=line", "data.train_tokens=40000",
-                       "eval.sequences=1000", "decoding=none"])
+    cfg = compose_cfg(
+        [
+            *TINY,
+            "data=text",
+            f"data.path={path}",
+            "data.sample_by=line",
+            "data.train_tokens=40000",
+            "eval.sequences=1000",
+            "decoding=none",
+        ]
+    )
     corpus = load_corpus(cfg.data)
     evaluator = Evaluator(cfg, corpus, corpus.tokenizer)
     train, val = evaluator.sides[:2]
@@ -243,8 +259,13 @@ def test_a_min_k_share_outside_zero_one_is_one_line(override, says, tmp_path):
 
 def test_a_reference_with_another_tokenizer_is_one_line(tiny_run, cache_dir, tmp_path):
     reference_dir, _ = tiny_run
-    result = run_cli(*TINY, "data.vocab_size=600", f"data.cache_dir={cache_dir}", f"eval.mia.reference={reference_dir}",
-                     f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_cli(
+        *TINY,
+        "data.vocab_size=600",
+        f"data.cache_dir={cache_dir}",
+        f"eval.mia.reference={reference_dir}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert result.returncode == 2
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and "eval.mia.reference" in lines[0] and "tokenizer" in lines[0]

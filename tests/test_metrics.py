@@ -3,28 +3,37 @@
 from __future__ import annotations
 
 import json
-
-import pandas as pd
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from gptfit.data.canaries import make_canaries
 from gptfit.data.corpus import load_corpus
-from gptfit.run.evaluation import Evaluator
-from gptfit.metrics.canaries import exposure
 from gptfit.metrics import ngrams
+from gptfit.metrics.canaries import exposure
 from gptfit.metrics.ngrams import NgramIndex
 from gptfit.model.loading import build_model
+from gptfit.run.evaluation import Evaluator
 from gptfit.run.training import train
 from tests.conftest import TINY
 
-# 512 tokens, each seen ~450 times (the last ones, which fewer windows hold, less). A 16-token prefix locates a window in the training text without ambiguity.
-MEMORIZE = [*TINY, "model.n_embd=128", "data.train_tokens=512", "train.max_steps=600", "train.eval_every=150",
-            "train.lr=5e-3", "train.warmup_steps=10", "eval.sequences=256",
-            "eval.prefix_tokens=16", "eval.suffix_tokens=16"]
+# 512 tokens, each seen ~450 times (the last ones, which fewer windows hold, less).
+# A 16-token prefix locates a window in the training text without ambiguity.
+MEMORIZE = [
+    *TINY,
+    "model.n_embd=128",
+    "data.train_tokens=512",
+    "train.max_steps=600",
+    "train.eval_every=150",
+    "train.lr=5e-3",
+    "train.warmup_steps=10",
+    "eval.sequences=256",
+    "eval.prefix_tokens=16",
+    "eval.suffix_tokens=16",
+]
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +159,9 @@ def test_the_suffix_array_answers_as_a_brute_force_search_does():
         return best
 
     for trial in range(20):
-        sample = np.concatenate([rng.integers(0, 4, 5), train_tokens[trial * 100 : trial * 100 + 12], rng.integers(0, 6, 5)])
+        sample = np.concatenate(
+            [rng.integers(0, 4, 5), train_tokens[trial * 100 : trial * 100 + 12], rng.integers(0, 6, 5)]
+        )
         lengths = [longest_at(sample[i:].tolist()) for i in range(len(sample))]
         assert index.matches(sample)[0].tolist() == lengths
         for n in (1, 3, 6, 9):
@@ -195,10 +206,23 @@ def test_canary_candidates_share_the_format_and_never_the_secret():
 
 
 def test_a_canary_planted_many_times_is_more_exposed_than_one_planted_once(compose_cfg, tmp_path):
-    canaries = ('+data.canaries=[{name: often, format: "my pin is ####", repeats: 40},'
-                ' {name: once, format: "the code is ####", repeats: 1}]')
-    cfg = compose_cfg([*TINY, "model.n_embd=64", "data.train_tokens=8192", "train.max_steps=120",
-                       "train.eval_every=120", "train.lr=1e-2", canaries, "decoding=none"], tmp_path / "run")
+    canaries = (
+        '+data.canaries=[{name: often, format: "my pin is ####", repeats: 40},'
+        ' {name: once, format: "the code is ####", repeats: 1}]'
+    )
+    cfg = compose_cfg(
+        [
+            *TINY,
+            "model.n_embd=64",
+            "data.train_tokens=8192",
+            "train.max_steps=120",
+            "train.eval_every=120",
+            "train.lr=1e-2",
+            canaries,
+            "decoding=none",
+        ],
+        tmp_path / "run",
+    )
     corpus = load_corpus(cfg.data)
     text = corpus.tokenizer.decode(corpus.train.tolist())
     often, once = corpus.canaries

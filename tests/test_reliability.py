@@ -19,12 +19,14 @@ import pandas as pd
 import pytest
 import torch
 
-from gptfit.run.tracking import read_jsonl
 from gptfit.run.checkpoints import COMPLETE, find_checkpoint
+from gptfit.run.tracking import read_jsonl
 from tests.conftest import LONG, ROOT, TINY, assert_same_rows, error_lines, launch, run_cli, wait_for
 
-def test_sigkill_at_a_random_step_then_resume_ends_with_the_same_metrics(uninterrupted, uninterrupted_run, tmp_path,
-                                                                         cache_dir):
+
+def test_sigkill_at_a_random_step_then_resume_ends_with_the_same_metrics(
+    uninterrupted, uninterrupted_run, tmp_path, cache_dir
+):
     step = random.Random().choice(range(5, 40, 5))  # which checkpoint the kill follows
     print(f"killing after checkpoint-{step}")
     run_dir = tmp_path / "run"
@@ -52,8 +54,7 @@ def assert_same_ledger_and_table(run_dir: Path, reference: Path) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGTERM], ids=["SIGUSR2", "SIGTERM"])
-def test_a_stop_signal_saves_a_checkpoint_and_exits_75_and_the_rerun_continues(sig, uninterrupted, tmp_path,
-                                                                                cache_dir):
+def test_a_stop_signal_saves_a_checkpoint_and_exits_75_and_the_rerun_continues(sig, uninterrupted, tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     args = [*LONG, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
     proc = launch(args)
@@ -75,8 +76,15 @@ def test_a_stop_signal_saves_a_checkpoint_and_exits_75_and_the_rerun_continues(s
 
 def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
-    result = run_cli(*TINY, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", "train.lr=1e30",
-                     "train.warmup_steps=0", "train.grad_clip=0", "train.save_every=1")
+    result = run_cli(
+        *TINY,
+        f"data.cache_dir={cache_dir}",
+        f"hydra.run.dir={run_dir}",
+        "train.lr=1e30",
+        "train.warmup_steps=0",
+        "train.grad_clip=0",
+        "train.save_every=1",
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     [line] = error_lines(result.stderr)
     assert "train/loss is not finite at step 2" in line and "lower train.lr" in line
@@ -91,11 +99,26 @@ def test_out_of_memory_names_the_knobs_to_lower(tmp_path, cache_dir):
         resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
 
     run_dir = tmp_path / "run"
-    args = [*TINY, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", "model.n_embd=256", "model.n_head=4",
-            "model.block_size=1024", "train.batch_size=512", "eval.batch_size=512"]
+    args = [
+        *TINY,
+        f"data.cache_dir={cache_dir}",
+        f"hydra.run.dir={run_dir}",
+        "model.n_embd=256",
+        "model.n_head=4",
+        "model.block_size=1024",
+        "train.batch_size=512",
+        "eval.batch_size=512",
+    ]
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    result = subprocess.run([sys.executable, "-m", "gptfit.train", *args], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=300, preexec_fn=limit_memory)
+    result = subprocess.run(
+        [sys.executable, "-m", "gptfit.train", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit_memory,
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     [line] = error_lines(result.stderr)
     assert line.startswith("error: out of memory") and "lower train.batch_size" in line
@@ -165,10 +188,21 @@ def test_wandb_online_without_a_network_falls_back_to_offline_and_keeps_no_key(t
     run_dir = tmp_path / "run"
     try:
         start = time.time()
-        result = run_cli(*TINY, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", "train.max_steps=5",
-                         "logger=wandb", "logger.mode=online", "logger.init_timeout=5",
-                         env={"WANDB_MODE": None, "WANDB_API_KEY": SECRET, "HF_TOKEN": "hf_" + SECRET,
-                              "WANDB_BASE_URL": f"http://127.0.0.1:{server.port}"})
+        result = run_cli(
+            *TINY,
+            f"data.cache_dir={cache_dir}",
+            f"hydra.run.dir={run_dir}",
+            "train.max_steps=5",
+            "logger=wandb",
+            "logger.mode=online",
+            "logger.init_timeout=5",
+            env={
+                "WANDB_MODE": None,
+                "WANDB_API_KEY": SECRET,
+                "HF_TOKEN": "hf_" + SECRET,
+                "WANDB_BASE_URL": f"http://127.0.0.1:{server.port}",
+            },
+        )
         took = time.time() - start
     finally:
         server.close()
@@ -185,9 +219,15 @@ def test_wandb_online_without_a_network_falls_back_to_offline_and_keeps_no_key(t
 
 def test_no_secret_is_written_into_an_offline_run(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
-    result = run_cli(*TINY, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", "train.max_steps=3",
-                     "logger=wandb", "logger.mode=offline",
-                     env={"WANDB_MODE": None, "WANDB_API_KEY": SECRET, "HF_TOKEN": "hf_" + SECRET})
+    result = run_cli(
+        *TINY,
+        f"data.cache_dir={cache_dir}",
+        f"hydra.run.dir={run_dir}",
+        "train.max_steps=3",
+        "logger=wandb",
+        "logger.mode=offline",
+        env={"WANDB_MODE": None, "WANDB_API_KEY": SECRET, "HF_TOKEN": "hf_" + SECRET},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert list((run_dir / "wandb").glob("offline-run-*/*.wandb"))  # W&B did write its files
     assert files_holding(run_dir, SECRET) == []
@@ -204,9 +244,23 @@ def test_two_processes_train_one_run_like_one_process(tmp_path, cache_dir):
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     runs = tmp_path / "runs"
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-         "-m", "gptfit.train", *args, f"hydra.run.dir={runs}/" + "${now:%H-%M-%S.%f}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={free_port()}",
+            "-m",
+            "gptfit.train",
+            *args,
+            f"hydra.run.dir={runs}/" + "${now:%H-%M-%S.%f}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     [run_dir] = list(runs.iterdir())  # rank 0 chose the directory, rank 1 followed
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -247,8 +301,14 @@ def test_a_preempted_submitit_job_is_requeued_and_resumes(uninterrupted, tmp_pat
     sweep = tmp_path / "sweep"
     args = ["-m", "hydra/launcher=submitit_local", *LONG, f"data.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}"]
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    launcher = subprocess.Popen([sys.executable, "-m", "gptfit.train", *args], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "gptfit.train", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for(sweep / "0" / "checkpoints" / "checkpoint-5" / COMPLETE, launcher)
     [task] = submitit_tasks(sweep)
     os.kill(task, signal.SIGUSR2)  # what SLURM sends before preempting the job

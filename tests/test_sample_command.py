@@ -24,8 +24,17 @@ def run_dir(tmp_path_factory, cache_dir):
 
     tokenizer = train_bpe(TEXTS, 300, cache_dir)
     torch.manual_seed(0)
-    model = GPTForCausalLM(GPTConfig(vocab_size=len(tokenizer), n_layer=2, n_head=2, n_embd=32, block_size=32,
-                                     eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id))
+    model = GPTForCausalLM(
+        GPTConfig(
+            vocab_size=len(tokenizer),
+            n_layer=2,
+            n_head=2,
+            n_embd=32,
+            block_size=32,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+        )
+    )
     run = tmp_path_factory.mktemp("run")
     model.save_pretrained(run / "final")
     tokenizer.save_pretrained(run / "final")
@@ -46,8 +55,17 @@ def sample_main(args: list[str]) -> None:
 
 
 def test_sample_command_end_to_end(run_dir, tmp_path):
-    result = run_cli(f"run={run_dir}", "decoding=all", "prompt=The cat", "trace=true", "max_new_tokens=6",
-                     "decoding.beam.num_beams=2", "threads=1", module="gptfit.sample", timeout=120)
+    result = run_cli(
+        f"run={run_dir}",
+        "decoding=all",
+        "prompt=The cat",
+        "trace=true",
+        "max_new_tokens=6",
+        "decoding.beam.num_beams=2",
+        "threads=1",
+        module="gptfit.sample",
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for name in ("greedy", "beam", "temp_low", "temp_high", "top_k", "top_p", "sample"):
@@ -61,16 +79,16 @@ def test_sample_command_end_to_end(run_dir, tmp_path):
 
 
 def test_sample_command_writes_figures_where_asked(run_dir, tmp_path, capsys):
-    sample_main([f"run={run_dir}", "decoding=[top_p,sample]", "max_new_tokens=3", f"out={tmp_path / 'figs'}",
-                 "seed=2"])
+    sample_main([f"run={run_dir}", "decoding=[top_p,sample]", "max_new_tokens=3", f"out={tmp_path / 'figs'}", "seed=2"])
     out = capsys.readouterr().out
     assert "top_p (sample)" in out and "seed: 2" in out and "prompt: end-of-text" in out
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["greedy_path.png", "next_token_transforms.png"]
 
 
 def test_sample_command_prints_its_composed_config(run_dir):
-    result = run_cli(f"run={run_dir}", "decoding=[greedy,beam]", "decoding.beam.num_beams=5", "--cfg", "job",
-                     module="gptfit.sample")
+    result = run_cli(
+        f"run={run_dir}", "decoding=[greedy,beam]", "decoding.beam.num_beams=5", "--cfg", "job", module="gptfit.sample"
+    )
     assert result.returncode == 0, result.stderr
     cfg = yaml.safe_load(result.stdout)
     assert list(cfg["decoding"]) == ["greedy", "beam"] and cfg["decoding"]["beam"]["num_beams"] == 5

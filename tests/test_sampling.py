@@ -36,8 +36,16 @@ def gptfit_model(block=48, seed=0):
 
 def gpt2_model(block=48, seed=0):
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=VOCAB, n_layer=2, n_head=2, n_embd=32, n_positions=block, bos_token_id=0,
-                        eos_token_id=1, pad_token_id=1)
+    config = GPT2Config(
+        vocab_size=VOCAB,
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        n_positions=block,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
     return GPT2LMHeadModel(config).eval()
 
 
@@ -116,8 +124,9 @@ def test_the_fast_path_follows_the_models_modules(setting):
     ours = generate(model, ids, setting, eos_token_id=[])
     assert ours.backend == "cached"
     with torch.inference_mode():
-        theirs = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, eos_token_id=None,
-                                pad_token_id=0, **setting)
+        theirs = model.generate(
+            ids, attention_mask=torch.ones_like(ids), do_sample=False, eos_token_id=None, pad_token_id=0, **setting
+        )
     assert torch.equal(ours.sequences, theirs)
     assert not torch.equal(ours.sequences, before)  # the patch changed what is decoded
 
@@ -155,17 +164,25 @@ def test_search_equals_generate_token_for_token(kind, seed, search):
     s = dict(SEARCH[search], max_new_tokens=12)
     eos_ids = [(ids, None), (ids, frequent_token(model, ids, step=2 + seed)), (ids[1:], frequent_token(model, ids[1:]))]
     for ids, eos in eos_ids:  # a single prompt too: there, an early end shortens the output
-        expected = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, eos_token_id=eos,
-                                  pad_token_id=1 if eos is None else eos, return_dict_in_generate=True,
-                                  output_scores=True, **s)
+        expected = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            eos_token_id=eos,
+            pad_token_id=1 if eos is None else eos,
+            return_dict_in_generate=True,
+            output_scores=True,
+            **s,
+        )
         got = generate(model, ids, s, eos_token_id=[] if eos is None else eos)
         assert got.backend == ("cached" if kind == "gptfit" else "generate")
         assert torch.equal(got.sequences, expected.sequences), (eos, got.sequences, expected.sequences)
         if s["num_beams"] > 1:
             torch.testing.assert_close(got.scores, expected.sequences_scores)
         # gptfit's own loop, without the cache, agrees for every model.
-        assert torch.equal(generate(model, ids, s, eos_token_id=eos or [], use_cache=False).sequences,
-                           expected.sequences)
+        assert torch.equal(
+            generate(model, ids, s, eos_token_id=eos or [], use_cache=False).sequences, expected.sequences
+        )
 
 
 def test_end_of_text_stops_each_row_and_pads_it_and_min_new_tokens_holds_it_off():
@@ -205,9 +222,17 @@ def test_sampling_is_seeded_and_matches_generate_with_the_same_seed(kind, sample
     assert not torch.equal(first.sequences, generate(model, ids, s, seed=6, eos_token_id=[]).sequences)
     # generate draws from the global RNG; seeded the same, with gptfit's transforms, it draws the same tokens.
     torch.manual_seed(5)
-    expected = model.generate(ids.repeat_interleave(s.num_return_sequences, 0), do_sample=True, top_k=0, top_p=1.0,
-                              temperature=1.0, max_new_tokens=16, eos_token_id=None, pad_token_id=1,
-                              logits_processor=LogitsProcessorList([TransformProcessor(s)]))
+    expected = model.generate(
+        ids.repeat_interleave(s.num_return_sequences, 0),
+        do_sample=True,
+        top_k=0,
+        top_p=1.0,
+        temperature=1.0,
+        max_new_tokens=16,
+        eos_token_id=None,
+        pad_token_id=1,
+        logits_processor=LogitsProcessorList([TransformProcessor(s)]),
+    )
     assert torch.equal(first.sequences, expected)
 
 
@@ -222,11 +247,15 @@ def test_every_setting_decoded_at_once_is_each_setting_decoded_alone(kind, rows_
     mask[0, :2] = 0
     # End-of-text: the third greedy token of every row, so that every greedy row ends there.
     eos = generate(model, ids, dict(max_new_tokens=3), attention_mask=mask, eos_token_id=[]).new_tokens[:, 2].tolist()
-    settings = {"greedy": dict(max_new_tokens=12), "beam": dict(num_beams=2, max_new_tokens=12),
-                **{f"sampled_{i}": dict(s, max_new_tokens=12) for i, s in enumerate(SAMPLED)},
-                "short": dict(do_sample=True, top_k=6, max_new_tokens=4)}
-    together = generate_each(model, ids, settings, attention_mask=mask, seed=5, eos_token_id=eos,
-                             rows_at_once=rows_at_once)
+    settings = {
+        "greedy": dict(max_new_tokens=12),
+        "beam": dict(num_beams=2, max_new_tokens=12),
+        **{f"sampled_{i}": dict(s, max_new_tokens=12) for i, s in enumerate(SAMPLED)},
+        "short": dict(do_sample=True, top_k=6, max_new_tokens=4),
+    }
+    together = generate_each(
+        model, ids, settings, attention_mask=mask, seed=5, eos_token_id=eos, rows_at_once=rows_at_once
+    )
     assert list(together) == list(settings)
     ended = 0
     for name, s in settings.items():
@@ -271,8 +300,15 @@ def test_beam_sampling_is_seeded():
 
 
 @pytest.mark.parametrize("kind", MODELS)
-@pytest.mark.parametrize("setting", [dict(max_new_tokens=8), dict(max_new_tokens=8, num_beams=3),
-                                     dict(max_new_tokens=40), dict(max_new_tokens=40, num_beams=2)])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        dict(max_new_tokens=8),
+        dict(max_new_tokens=8, num_beams=3),
+        dict(max_new_tokens=40),
+        dict(max_new_tokens=40, num_beams=2),
+    ],
+)
 def test_left_padded_prompts_decode_as_if_alone(kind, setting):
     model = MODELS[kind](block=16)
     a, b = prompts(1, 6, seed=3), prompts(1, 3, seed=4)
@@ -300,8 +336,9 @@ def test_decoding_past_the_context_slides_the_window_and_never_crashes(kind):
             out = generate(model, ids, dict(max_new_tokens=30), eos_token_id=[])
             assert out.sequences.shape == (2, ids.shape[1] + 30)
             assert torch.equal(out.sequences, naive_sliding_greedy(model, ids, 30, 16))
-        beams = generate(model, long_prompt, dict(max_new_tokens=25, num_beams=3, num_return_sequences=2),
-                         eos_token_id=[])
+        beams = generate(
+            model, long_prompt, dict(max_new_tokens=25, num_beams=3, num_return_sequences=2), eos_token_id=[]
+        )
         assert beams.sequences.shape == (4, 45)
     assert out.backend == ("cached" if kind == "gptfit" else "window")
 
@@ -324,8 +361,14 @@ def test_greedy_trace_shows_the_most_probable_token_taken(kind):
 
 
 def test_sampling_trace_shows_the_distribution_after_the_transforms():
-    out = generate(gptfit_model(), prompts(), dict(do_sample=True, top_k=3, max_new_tokens=6), trace=True,
-                   trace_top=5, eos_token_id=[])
+    out = generate(
+        gptfit_model(),
+        prompts(),
+        dict(do_sample=True, top_k=3, max_new_tokens=6),
+        trace=True,
+        trace_top=5,
+        eos_token_id=[],
+    )
     for t, step in enumerate(out.steps):
         assert (step.top_probs[:, 3:] == 0).all()  # top-k=3: two of the five candidates are gone
         torch.testing.assert_close(step.top_probs[:, :3].sum(-1), torch.ones(2))
@@ -355,13 +398,16 @@ def test_result_says_what_was_done():
     assert torch.equal(out.new_tokens, out.sequences[:, 5:])
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(top_p=1.5), "decoding.top_p=1.5"),
-    (dict(top_k=-1), "decoding.top_k=-1"),
-    (dict(temperature="hot"), "decoding.temperature='hot': must be a float"),
-    (dict(num_beams=2, num_return_sequences=3), "must be <= num_beams=2"),
-    (dict(beams=2), "decoding.beams: unknown key"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(top_p=1.5), "decoding.top_p=1.5"),
+        (dict(top_k=-1), "decoding.top_k=-1"),
+        (dict(temperature="hot"), "decoding.temperature='hot': must be a float"),
+        (dict(num_beams=2, num_return_sequences=3), "must be <= num_beams=2"),
+        (dict(beams=2), "decoding.beams: unknown key"),
+    ],
+)
 def test_bad_settings_are_user_errors(bad, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         generate(gptfit_model(), prompts(), bad)

@@ -43,8 +43,13 @@ def test_the_ledger_equals_a_brute_force_count(tiny_run):
         starts = ledger["starts"]
     # A sequence held whole: brute force over the windows, against the ledger's arithmetic.
     offsets, length = np.array([0, 16, 400, 1000 - 16]), 16
-    whole = [sum(windows.offset(i) <= a and windows.offset(i) + block >= a + length
-                 for i in range(cfg.train.max_steps * batch)) for a in offsets]
+    whole = [
+        sum(
+            windows.offset(i) <= a and windows.offset(i) + block >= a + length
+            for i in range(cfg.train.max_steps * batch)
+        )
+        for a in offsets
+    ]
     got = sequence_exposures(starts, last, offsets, length, block)
     assert got["exposures"].tolist() == whole
     assert np.allclose(got["token_exposures"], [counts[a : a + length].mean() for a in offsets])
@@ -111,7 +116,9 @@ def test_the_tables_greedy_columns_are_a_greedy_decode_of_every_sequence(tiny_co
 
 
 def test_planted_sequences_occur_as_often_as_asked_and_the_baseline_never(compose_cfg):
-    cfg = compose_cfg([*TINY, "+data/duplicates=ladder", "data.duplicates.counts=[1,3,5]", "data.duplicates.per_count=2"])
+    cfg = compose_cfg(
+        [*TINY, "+data/duplicates=ladder", "data.duplicates.counts=[1,3,5]", "data.duplicates.per_count=2"]
+    )
     corpus = load_corpus(cfg.data, sequence_length=16)
     windows = np.lib.stride_tricks.sliding_window_view(corpus.train, 16)  # [positions, 16]
     for group in corpus.planted:
@@ -128,9 +135,17 @@ def test_planted_sequences_occur_as_often_as_asked_and_the_baseline_never(compos
 def test_a_sequence_planted_often_is_memorized_and_one_planted_once_is_not(compose_cfg, tmp_path):
     from gptfit.run.training import train
 
-    overrides = [*TINY, "model.n_embd=64", "data.train_tokens=4096", "+data/duplicates=ladder", "data.duplicates.counts=[1,48]",
-                 "data.duplicates.per_count=4",
-                 "train.max_steps=400", "train.eval_every=200", "decoding=none"]
+    overrides = [
+        *TINY,
+        "model.n_embd=64",
+        "data.train_tokens=4096",
+        "+data/duplicates=ladder",
+        "data.duplicates.counts=[1,48]",
+        "data.duplicates.per_count=4",
+        "train.max_steps=400",
+        "train.eval_every=200",
+        "decoding=none",
+    ]
     summary = train(compose_cfg(overrides, tmp_path))
     final = summary["final"]
     assert final["dup/48/extraction_rate"] >= 0.75 and final["dup/1/extraction_rate"] <= 0.25
@@ -148,9 +163,17 @@ def test_a_forgotten_set_is_never_seen_after_its_last_step_and_is_forgotten(comp
     from gptfit.run.training import train
 
     until = 80
-    overrides = [*TINY, "model.n_embd=64", "+data/forget=default", "data.forget.sequences=8",
-                 "data.forget.copies=16", f"data.forget.until_step={until}", "train.max_steps=200",
-                 "train.eval_every=40", "decoding=none"]
+    overrides = [
+        *TINY,
+        "model.n_embd=64",
+        "+data/forget=default",
+        "data.forget.sequences=8",
+        "data.forget.copies=16",
+        f"data.forget.until_step={until}",
+        "train.max_steps=200",
+        "train.eval_every=40",
+        "decoding=none",
+    ]
     summary = train(compose_cfg(overrides, tmp_path))
     rows = {r["step"]: r for r in read_jsonl(tmp_path / "metrics.jsonl")}
     assert summary["data"]["planted_tokens"] == 8 * 17 * 16

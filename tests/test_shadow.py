@@ -80,8 +80,16 @@ def test_the_logit_confidence_is_log_p_over_one_minus_p():
 def shadow_sweep(tmp_path_factory, cache_dir):
     """A real 4-model sweep of memorizing tiny models through python -m gptfit.mia."""
     sweep = tmp_path_factory.mktemp("shadows")
-    args = [*SUBSET, "data.train_tokens=4096", "model.n_embd=64", "train.max_steps=150", "train.eval_every=50",
-            "eval.memorization_every=100", "decoding=none", f"data.cache_dir={cache_dir}"]
+    args = [
+        *SUBSET,
+        "data.train_tokens=4096",
+        "model.n_embd=64",
+        "train.max_steps=150",
+        "train.eval_every=50",
+        "eval.memorization_every=100",
+        "decoding=none",
+        f"data.cache_dir={cache_dir}",
+    ]
     result = run_cli("-m", *args, "data.subset.seed=range(0,4)", f"hydra.sweep.dir={sweep}", timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     report = run_cli(str(sweep), module="gptfit.mia")
@@ -112,8 +120,14 @@ def test_a_shadow_sweep_of_one_model_is_one_line(shadow_sweep, tmp_path):
     assert len(lines) == 1 and "at least 2" in lines[0]
 
 
-@pytest.mark.parametrize("override, says", [("data.subset.fraction=1.0", "(0, 1)"), ("data.subset.fraction=0", "(0, 1)"),
-                                            ("+data/duplicates=ladder", "cannot be combined")])
+@pytest.mark.parametrize(
+    "override, says",
+    [
+        ("data.subset.fraction=1.0", "(0, 1)"),
+        ("data.subset.fraction=0", "(0, 1)"),
+        ("+data/duplicates=ladder", "cannot be combined"),
+    ],
+)
 def test_a_bad_subset_is_one_line(override, says, tmp_path):
     result = run_cli(*SUBSET, override, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2

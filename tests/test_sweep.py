@@ -16,9 +16,17 @@ from tests.conftest import TINY, run_cli
 def mini_ladder(tmp_path_factory, cache_dir):
     """A 3-size ladder of the corpus_ladder experiment, shrunk, run as a user would."""
     sweep = tmp_path_factory.mktemp("sweep")
-    result = run_cli("-m", "+experiment=corpus_ladder", *TINY, f"data.cache_dir={cache_dir}",
-                     "data.train_tokens=512,1024,2048", "seed=1", "train.max_steps=10",
-                     f"hydra.sweep.dir={sweep}", timeout=600)
+    result = run_cli(
+        "-m",
+        "+experiment=corpus_ladder",
+        *TINY,
+        f"data.cache_dir={cache_dir}",
+        "data.train_tokens=512,1024,2048",
+        "seed=1",
+        "train.max_steps=10",
+        f"hydra.sweep.dir={sweep}",
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return sweep
 
@@ -90,8 +98,16 @@ def test_spearman():
 
 def test_the_submitit_local_launcher_runs_a_job(tmp_path, cache_dir):
     sweep = tmp_path / "sweep"
-    result = run_cli("-m", "hydra/launcher=submitit_local", *TINY, f"data.cache_dir={cache_dir}", "train.max_steps=3",
-                     "decoding=greedy", f"hydra.sweep.dir={sweep}", timeout=600)
+    result = run_cli(
+        "-m",
+        "hydra/launcher=submitit_local",
+        *TINY,
+        f"data.cache_dir={cache_dir}",
+        "train.max_steps=3",
+        "decoding=greedy",
+        f"hydra.sweep.dir={sweep}",
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((sweep / "0" / "summary.json").read_text())
     assert summary["status"] == "finished"

@@ -11,14 +11,24 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, GPTN
 from gptfit.data.sources import python_docs
 from gptfit.data.tokenizer import train_bpe
 from gptfit.errors import UserError
-from gptfit.run.tracking import read_jsonl
 from gptfit.run.checkpoints import COMPLETE, find_checkpoint
+from gptfit.run.tracking import read_jsonl
 from gptfit.run.trainer import native_bf16
 from gptfit.run.training import train
 from tests.conftest import TINY
 
-METRIC_KEYS = {"step", "tokens_seen", "epoch", "train/loss", "val/loss", "train/ppl", "val/ppl", "train/bpb",
-               "val/bpb", "gap"}
+METRIC_KEYS = {
+    "step",
+    "tokens_seen",
+    "epoch",
+    "train/loss",
+    "val/loss",
+    "train/ppl",
+    "val/ppl",
+    "train/bpb",
+    "val/bpb",
+    "gap",
+}
 
 
 def test_a_run_leaves_its_metrics_summary_models_and_figure(tiny_run):
@@ -68,8 +78,9 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(tiny_r
     shutil.copytree(full_dir, cut)
     shutil.rmtree(cut / "checkpoints" / "checkpoint-20")
     shutil.rmtree(cut / "final")
-    cfg = compose_cfg([*TINY, "train.save_every=10", "train.save_total_limit=3", f"train.resume={cut}"],
-                      tmp_path / "unused")
+    cfg = compose_cfg(
+        [*TINY, "train.save_every=10", "train.save_total_limit=3", f"train.resume={cut}"], tmp_path / "unused"
+    )
     summary = train(cfg)
     resumed = read_jsonl(cut / "metrics.jsonl")
     assert summary["resumed_from_step"] == 10
@@ -81,8 +92,9 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(tiny_r
 
 
 def test_bf16_training_follows_fp32_and_evaluates_in_fp32(tiny_run, compose_cfg, tmp_path):
-    cfg = compose_cfg([*TINY, "train.save_every=10", "train.save_total_limit=3", "train.precision=bf16"],
-                      tmp_path / "bf16")
+    cfg = compose_cfg(
+        [*TINY, "train.save_every=10", "train.save_total_limit=3", "train.precision=bf16"], tmp_path / "bf16"
+    )
     if not native_bf16("cpu"):  # bf16 is refused where it would be emulated
         with pytest.raises(UserError, match="no native bf16"):
             train(cfg)
@@ -124,11 +136,20 @@ def local_hf_models(tmp_path_factory, cache_dir):
     root = tmp_path_factory.mktemp("hf")
     ids = dict(bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
     models = {
-        "gpt2": GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2,
-                                           n_head=2, **ids)),
-        "neox": GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                                                 num_attention_heads=2, intermediate_size=64,
-                                                 max_position_embeddings=64, **ids)),
+        "gpt2": GPT2LMHeadModel(
+            GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2, **ids)
+        ),
+        "neox": GPTNeoXForCausalLM(
+            GPTNeoXConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=64,
+                max_position_embeddings=64,
+                **ids,
+            )
+        ),
     }
     for name, model in models.items():
         model.save_pretrained(root / name)
@@ -139,8 +160,7 @@ def local_hf_models(tmp_path_factory, cache_dir):
 @pytest.mark.parametrize("family", ["gpt2", "neox"])
 def test_fine_tuning_a_local_hugging_face_model(local_hf_models, compose_cfg, tmp_path, family):
     path = local_hf_models / family
-    cfg = compose_cfg([*TINY, "model=hf", f"model.name_or_path={path}", "train.max_steps=10"],
-                      tmp_path / "run")
+    cfg = compose_cfg([*TINY, "model=hf", f"model.name_or_path={path}", "train.max_steps=10"], tmp_path / "run")
     summary = train(cfg)
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert summary["status"] == "finished" and rows[-1]["train/loss"] < rows[0]["train/loss"]
@@ -149,8 +169,9 @@ def test_fine_tuning_a_local_hugging_face_model(local_hf_models, compose_cfg, tm
 
 
 def test_a_window_longer_than_the_model_context_is_refused(local_hf_models, compose_cfg, tmp_path):
-    cfg = compose_cfg([*TINY, "model=hf", f"model.name_or_path={local_hf_models / 'gpt2'}", "model.block_size=128"],
-                      tmp_path / "run")
+    cfg = compose_cfg(
+        [*TINY, "model=hf", f"model.name_or_path={local_hf_models / 'gpt2'}", "model.block_size=128"], tmp_path / "run"
+    )
     with pytest.raises(UserError, match="model.block_size=128: longer than the model's context of 64"):
         train(cfg)
 

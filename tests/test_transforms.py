@@ -40,8 +40,9 @@ def test_top_k_equals_transformers(case, top_k, keep):
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
-@pytest.mark.parametrize("top_p, keep", [(0.1, 1), (0.5, 1), (0.75, 1), (0.875, 1), (0.9, 1), (0.999, 1),
-                                         (0.5, 3), (0.0, 1), (0.25, 2)])
+@pytest.mark.parametrize(
+    "top_p, keep", [(0.1, 1), (0.5, 1), (0.75, 1), (0.875, 1), (0.9, 1), (0.999, 1), (0.5, 3), (0.0, 1), (0.25, 2)]
+)
 def test_top_p_equals_transformers(case, top_p, keep):
     logits = CASES[case]
     expected = TopPLogitsWarper(top_p, min_tokens_to_keep=keep)(None, logits.clone())
@@ -56,8 +57,13 @@ def test_top_p_of_peaked_rows_sorts_only_what_it_must_and_still_equals_transform
     gen = torch.Generator().manual_seed(vocab)
     logits = torch.randn(64, vocab, generator=gen)
     logits[:, 0] += torch.linspace(0.0, 20.0, 64)
-    logits[:8] = torch.log(torch.tensor([top_p + d for d in (-2e-3, -1e-4, 0, 1e-4, 2e-3, 1e-2, 5e-2, 0.0)])
-                           .clamp(1e-3, 0.9999))[:, None].expand(8, vocab).clone()
+    logits[:8] = (
+        torch.log(
+            torch.tensor([top_p + d for d in (-2e-3, -1e-4, 0, 1e-4, 2e-3, 1e-2, 5e-2, 0.0)]).clamp(1e-3, 0.9999)
+        )[:, None]
+        .expand(8, vocab)
+        .clone()
+    )
     logits[:8, 1:] = torch.log((1 - logits[:8, :1].exp()) / (vocab - 1))
     kept = top_p_filter(logits, top_p)
     torch.testing.assert_close(kept, _sorted_top_p(logits, top_p, 1, -math.inf), rtol=0, atol=0)
@@ -98,8 +104,12 @@ scores_st = st.lists(st.floats(-20, 20, allow_nan=False, width=32), min_size=2, 
 def test_the_argmax_always_survives(values, top_k, top_p, temperature):
     logits = torch.tensor([values])
     best = torch.isclose(logits, logits.max())[0]
-    for out in (top_k_filter(logits, top_k), top_p_filter(logits, top_p), apply_temperature(logits, temperature),
-                top_p_filter(top_k_filter(apply_temperature(logits, temperature), top_k), top_p)):
+    for out in (
+        top_k_filter(logits, top_k),
+        top_p_filter(logits, top_p),
+        apply_temperature(logits, temperature),
+        top_p_filter(top_k_filter(apply_temperature(logits, temperature), top_k), top_p),
+    ):
         kept = torch.isfinite(out)[0]
         assert kept[best].any()  # a superset of (one of) the most probable tokens
     tied = (logits == logits.max())[0]  # exactly equal: top-k keeps every tie at its boundary

@@ -18,14 +18,23 @@ OUT = Path(__file__).parent
 def main(page: Path) -> None:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--host-resolver-rules=MAP * ~NOTFOUND",
-                 "--window-size=1280,900", "--hide-scrollbars"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--window-size=1280,900",
+        "--hide-scrollbars",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     driver.get(page.resolve().as_uri())
     time.sleep(2)
-    hovers = {"text": "[data-view=text] .tok.hit", "samples": "[data-view=samples] .copy",
-              "attention": "[data-view=attention] .att-query:nth-of-type(15)"}
+    hovers = {
+        "text": "[data-view=text] .tok.hit",
+        "samples": "[data-view=samples] .copy",
+        "attention": "[data-view=attention] .att-query:nth-of-type(15)",
+    }
     for view in ("curves", "text", "samples", "decoding", "attention"):
         section = driver.find_element("css selector", f"[data-view={view}]")
         driver.execute_script("arguments[0].scrollIntoView()", section)

@@ -33,10 +33,26 @@ from gptfit.config.model import ModelConfig
 from gptfit.config.train import TrainConfig
 from gptfit.core.sampling.settings import DecodingConfig
 
-__all__ = ["AttendConfig", "ExploreConfig", "CanaryConfig", "Config", "ConfigError", "DataConfig", "DecodingConfig", "DuplicatesConfig",
-           "EvalConfig", "ForgetConfig",
-           "GrammarConfig", "LoggerConfig", "ModelConfig", "SampleConfig", "TrainConfig", "register",
-           "unknown_keys", "validate"]
+__all__ = [
+    "AttendConfig",
+    "ExploreConfig",
+    "CanaryConfig",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "DecodingConfig",
+    "DuplicatesConfig",
+    "EvalConfig",
+    "ForgetConfig",
+    "GrammarConfig",
+    "LoggerConfig",
+    "ModelConfig",
+    "SampleConfig",
+    "TrainConfig",
+    "register",
+    "unknown_keys",
+    "validate",
+]
 
 
 @dataclass
@@ -59,19 +75,29 @@ class Config:
         """Each section's own problems, then the rules that join sections."""
         own = Checks("", self)
         own.seed("seed")
-        problems = [*own.problems, *self.model.problems(), *self.data.problems(), *self.train.problems(),
-                    *self.eval.problems(), *self.logger.problems()]
+        problems = [
+            *own.problems,
+            *self.model.problems(),
+            *self.data.problems(),
+            *self.train.problems(),
+            *self.eval.problems(),
+            *self.logger.problems(),
+        ]
         block = self.model.block_size
         if 0 < self.data.train_tokens < block:
             problems.append(f"data.train_tokens={self.data.train_tokens}: must be at least model.block_size={block}")
         problems += self.eval.window_problems(block)
         forget = self.data.forget
         if forget is not None and forget.until_step >= self.train.max_steps:
-            problems.append(f"data.forget.until_step={forget.until_step}: must be below train.max_steps="
-                            f"{self.train.max_steps}, or nothing is left to forget in")
+            problems.append(
+                f"data.forget.until_step={forget.until_step}: must be below train.max_steps="
+                f"{self.train.max_steps}, or nothing is left to forget in"
+            )
         if forget is not None and self.train.sampling == "epochs":
-            problems.append("data.forget: works with train.sampling=random only (epochs would need a new cut of "
-                            "the windows at until_step); use train.sampling=random")
+            problems.append(
+                "data.forget: works with train.sampling=random only (epochs would need a new cut of "
+                "the windows at until_step); use train.sampling=random"
+            )
         for name, setting in self.decoding.items():
             problems += setting.problems(f"decoding.{name}")
         return problems

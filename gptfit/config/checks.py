@@ -46,8 +46,11 @@ class Checks:
     def threads(self, name: str) -> None:
         """0 (torch's default) up to the CPUs there are: torch would start as many OpenMP threads as asked."""
         cpus = os.cpu_count() or 1
-        self.need(0 <= getattr(self.section, name) <= cpus, name,
-                  f"must be in 0 .. {cpus} (0: torch's default; this machine has {cpus} CPUs)")
+        self.need(
+            0 <= getattr(self.section, name) <= cpus,
+            name,
+            f"must be in 0 .. {cpus} (0: torch's default; this machine has {cpus} CPUs)",
+        )
 
     def seed(self, name: str) -> None:
         """numpy and torch take seeds in 0 .. 2**32 - 1 and raise a traceback for anything else."""

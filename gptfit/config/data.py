@@ -112,8 +112,11 @@ class DataConfig:
             c.need(bool(self.path), "path", f"data={self.source} needs a path (file, folder or dataset name)")
         if self.source == "text" and self.path:
             path = os.path.expanduser(self.path)
-            c.need(os.path.exists(path) or bool(glob.glob(path)), "path",
-                   "no such file or folder; give a text file, a folder or a glob pattern")
+            c.need(
+                os.path.exists(path) or bool(glob.glob(path)),
+                "path",
+                "no such file or folder; give a text file, a folder or a glob pattern",
+            )
         c.one_of("sample_by", SAMPLE_BY)
         c.positive("train_tokens")
         c.at_least("train_offset", 0)
@@ -126,15 +129,26 @@ class DataConfig:
                 c.line("data.grammar=None: data.source=grammar needs the grammar's knobs; use data=grammar")
             else:
                 c.problems.extend(grammar_problems(spec_of(self.grammar)))
-                c.need(self.grammar.n_sentences >= 2, "grammar.n_sentences", "must be >= 2 (some are held out)",
-                       got=self.grammar.n_sentences)
+                c.need(
+                    self.grammar.n_sentences >= 2,
+                    "grammar.n_sentences",
+                    "must be >= 2 (some are held out)",
+                    got=self.grammar.n_sentences,
+                )
         if self.duplicates is not None:
             d = Checks("data.duplicates", self.duplicates)
-            d.need(len(self.duplicates.counts) > 0 and all(n >= 1 for n in self.duplicates.counts), "counts",
-                   "every count must be >= 1 (count 0, never planted, is the baseline: always measured)",
-                   got=list(self.duplicates.counts))
-            d.need(len(set(self.duplicates.counts)) == len(self.duplicates.counts), "counts", "must not repeat",
-                   got=list(self.duplicates.counts))
+            d.need(
+                len(self.duplicates.counts) > 0 and all(n >= 1 for n in self.duplicates.counts),
+                "counts",
+                "every count must be >= 1 (count 0, never planted, is the baseline: always measured)",
+                got=list(self.duplicates.counts),
+            )
+            d.need(
+                len(set(self.duplicates.counts)) == len(self.duplicates.counts),
+                "counts",
+                "must not repeat",
+                got=list(self.duplicates.counts),
+            )
             d.at_least("per_count", 1)
             c.problems.extend(d.problems)
         if self.forget is not None:
@@ -157,13 +171,25 @@ class DataConfig:
     def subset_problems(self) -> list[str]:
         c = Checks("data.subset", self.subset)
         if c.finite("fraction"):
-            c.need(0.0 < self.subset.fraction < 1.0, "fraction", "must be in (0, 1): the share of the candidates "
-                   "each shadow model trains on (0.5 for LiRA)")
+            c.need(
+                0.0 < self.subset.fraction < 1.0,
+                "fraction",
+                "must be in (0, 1): the share of the candidates each shadow model trains on (0.5 for LiRA)",
+            )
         c.seed("seed")
-        others = [name for name, on in (("data.canaries", bool(self.canaries)), ("data.duplicates", self.duplicates),
-                                        ("data.forget", self.forget), ("data=grammar", self.source == "grammar"))
-                  if on]
+        others = [
+            name
+            for name, on in (
+                ("data.canaries", bool(self.canaries)),
+                ("data.duplicates", self.duplicates),
+                ("data.forget", self.forget),
+                ("data=grammar", self.source == "grammar"),
+            )
+            if on
+        ]
         if others:
-            c.line(f"data.subset: cannot be combined with {', '.join(others)}; a shadow model trains on candidate "
-                   "sequences of a text corpus only")
+            c.line(
+                f"data.subset: cannot be combined with {', '.join(others)}; a shadow model trains on candidate "
+                "sequences of a text corpus only"
+            )
         return c.problems

@@ -28,8 +28,11 @@ class MiaConfig:
             c.need(0.0 < self.k <= 1.0, "k", "must be in (0, 1]: the share of a sequence's tokens Min-K% averages")
         c.at_least("bootstrap", 0)
         if self.reference and self.reference.startswith(("/", ".", "~")):
-            c.need(os.path.exists(os.path.expanduser(self.reference)), "reference",
-                   "no such directory; give a run directory or a saved model directory")
+            c.need(
+                os.path.exists(os.path.expanduser(self.reference)),
+                "reference",
+                "no such directory; give a run directory or a saved model directory",
+            )
         return c.problems
 
 
@@ -77,10 +80,23 @@ class EvalConfig:
 
     def problems(self) -> list[str]:
         c = Checks("eval", self)
-        c.positive("train_windows", "val_windows", "batch_size", "prefix_tokens", "suffix_tokens",
-                   "sequences", "extraction_samples", "prompt_tokens", "copy_span", "max_ngram",
-                   "generation_every", "memorization_every", "grammar_sentences", "grammar_prompt_tokens",
-                   "canary_candidates")
+        c.positive(
+            "train_windows",
+            "val_windows",
+            "batch_size",
+            "prefix_tokens",
+            "suffix_tokens",
+            "sequences",
+            "extraction_samples",
+            "prompt_tokens",
+            "copy_span",
+            "max_ngram",
+            "generation_every",
+            "memorization_every",
+            "grammar_sentences",
+            "grammar_prompt_tokens",
+            "canary_candidates",
+        )
         c.at_least("heldout_prompts", 0)
         for i, prompt in enumerate(self.prompts):
             c.need(bool(prompt.strip()), f"prompts[{i}]", "must not be empty", got=prompt)
@@ -93,11 +109,15 @@ class EvalConfig:
             return []
         span = self.prefix_tokens + self.suffix_tokens
         if span > block_size:
-            c.line(f"eval.prefix_tokens + eval.suffix_tokens = {span}: must fit model.block_size={block_size}; "
-                   "lower them or raise the block size")
+            c.line(
+                f"eval.prefix_tokens + eval.suffix_tokens = {span}: must fit model.block_size={block_size}; "
+                "lower them or raise the block size"
+            )
         if self.prompt_tokens >= block_size:
             c.line(f"eval.prompt_tokens={self.prompt_tokens}: must be below model.block_size={block_size}")
         if self.grammar_prompt_tokens + 1 >= block_size:
-            c.line(f"eval.grammar_prompt_tokens={self.grammar_prompt_tokens}: must be below model.block_size - 1 "
-                   f"= {block_size - 1} (the prompt also holds the end-of-text token)")
+            c.line(
+                f"eval.grammar_prompt_tokens={self.grammar_prompt_tokens}: must be below model.block_size - 1 "
+                f"= {block_size - 1} (the prompt also holds the end-of-text token)"
+            )
         return c.problems

@@ -29,15 +29,15 @@ class LoggerConfig:
     # Seconds to wait for the W&B service before falling back to offline.
     init_timeout: float = 10.0
 
-
-
     def problems(self) -> list[str]:
         c = Checks("logger", self)
         c.one_of("backend", LOGGER_BACKENDS)
         c.one_of("mode", WANDB_MODES)
         env_mode = os.environ.get("WANDB_MODE")  # W&B reads it too, and fails deep inside on a bad value
         if self.backend == "wandb" and env_mode and env_mode not in ("online", "offline", "disabled", "dryrun", "run"):
-            c.line(f"WANDB_MODE={env_mode!r} (environment): W&B accepts online, offline or disabled; "
-                   "set one of those or unset it and use logger.mode")
+            c.line(
+                f"WANDB_MODE={env_mode!r} (environment): W&B accepts online, offline or disabled; "
+                "set one of those or unset it and use logger.mode"
+            )
         c.positive("init_timeout")
         return c.problems

@@ -42,8 +42,10 @@ class ModelConfig:
             c.need(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
         if self.kind == "hf":
             c.need(bool(self.name_or_path), "name_or_path", "model=hf needs a hub name or a local model directory")
-        for key, path in (("name_or_path", self.name_or_path if self.kind == "hf" else None),
-                          ("init_from", self.init_from)):
+        for key, path in (
+            ("name_or_path", self.name_or_path if self.kind == "hf" else None),
+            ("init_from", self.init_from),
+        ):
             # A path that is clearly local ("/", ".", "~") must exist; anything else may be a hub name.
             if path and path.startswith(("/", ".", "~")):
                 c.need(os.path.exists(os.path.expanduser(path)), key, "no such directory")

@@ -15,7 +15,7 @@ key positions j <= i and never to a later one.
 from __future__ import annotations
 
 import math
-from typing import Optional, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -29,15 +29,14 @@ from gptfit.core.masks import causal_mask, full_mask
 class KVCache(Protocol):
     """What attention needs of a key/value cache (transformers' DynamicCache has the same method)."""
 
-    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
-        ...
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs): ...
 
 
 def explicit_attention(
     q: torch.Tensor,  # [batch, head, query, dim]
     k: torch.Tensor,  # [batch, head, key, dim]
     v: torch.Tensor,  # [batch, head, key, dim]
-    key_padding: Optional[torch.Tensor] = None,  # [batch, key], True = real token
+    key_padding: torch.Tensor | None = None,  # [batch, key], True = real token
     dropout_p: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (output [batch, head, query, dim], probabilities [batch, head, query, key])."""
@@ -54,7 +53,7 @@ def fast_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    key_padding: Optional[torch.Tensor] = None,
+    key_padding: torch.Tensor | None = None,
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
     """The same output as `explicit_attention`, through the fastest kernel for the case."""
@@ -89,13 +88,13 @@ class CausalSelfAttention(nn.Module):
         self.dropout = dropout
         self.resid_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.capture = False
-        self.captured: Optional[torch.Tensor] = None
+        self.captured: torch.Tensor | None = None
 
     def forward(
         self,
         x: torch.Tensor,  # [batch, time, n_embd]
-        cache: Optional[KVCache] = None,
-        key_padding: Optional[torch.Tensor] = None,
+        cache: KVCache | None = None,
+        key_padding: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
         m = self._modules  # not self.c_attn: a dict read instead of Module.__getattr__ (decoding's hot path)

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 from gptfit.core.masks import causal_mask
 
-
 # Up to this many positions, plain causal self-attention on CPU runs as two batched matmuls around a
 # softmax: the fused kernel works in blocks sized for long sequences, and at 64 positions it takes about
 # 1.4x as long forward and backward (1.15-1.4x over repeated measurements; 1.8x at 128 positions; at 256
@@ -107,4 +106,3 @@ def short_causal_attention(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.
 def short_causal_applies(q_len: int, k_len: int, device: torch.device, key_padding=None) -> bool:
     """Whether the batched-matmul kernel serves this case: plain causal self-attention, short, on CPU."""
     return key_padding is None and q_len == k_len <= SHORT_WINDOW and device.type == "cpu"
-

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 
@@ -19,7 +17,7 @@ def causal_mask(q_len: int, k_len: int, device=None) -> torch.Tensor:
     return cols <= rows
 
 
-def full_mask(q_len: int, k_len: int, key_padding: Optional[torch.Tensor], device) -> torch.Tensor:
+def full_mask(q_len: int, k_len: int, key_padding: torch.Tensor | None, device) -> torch.Tensor:
     """Causal mask combined with a [batch, k_len] padding mask (True = real token): [B|1, 1, Q, K]."""
     allowed = causal_mask(q_len, k_len, device)[None, None]
     if key_padding is not None:
@@ -28,4 +26,3 @@ def full_mask(q_len: int, k_len: int, key_padding: Optional[torch.Tensor], devic
         rows = torch.arange(q_len, device=device).unsqueeze(1) + (k_len - q_len)
         allowed = allowed | (torch.arange(k_len, device=device).unsqueeze(0) == rows)[None, None]
     return allowed
-

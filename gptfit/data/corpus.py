@@ -20,7 +20,6 @@ import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -50,16 +49,18 @@ class Corpus:
     val_documents: list = field(default_factory=list)  # the held-out documents, in the order of `val`
     val_dropped: int = 0  # grammar: held-out sentences dropped because they also occur in the training pool
     planted: list = field(default_factory=list)  # data.duplicates: gptfit.data.duplicates.Planted, one per count
-    aside: Optional[np.ndarray] = None  # data.duplicates: [n, L] held-aside sequences never planted (count 0)
-    forgotten: Optional[object] = None  # data.forget: the Planted group seen only up to data.forget.until_step
-    subset: Optional[Subset] = None  # data.subset: the candidate sequences and which of them are trained on
+    aside: np.ndarray | None = None  # data.duplicates: [n, L] held-aside sequences never planted (count 0)
+    forgotten: object | None = None  # data.forget: the Planted group seen only up to data.forget.until_step
+    subset: Subset | None = None  # data.subset: the candidate sequences and which of them are trained on
 
 
 def split_documents(docs: list[str], split_seed: int, val_fraction: float) -> tuple[list[str], list[str]]:
     """Return (training pool, held-out) documents by the rule in the module docstring."""
     if len(docs) < 2:
-        raise UserError("data: the corpus has a single document, so none can be held out; "
-                        "give more files or use data.sample_by=paragraph or line")
+        raise UserError(
+            "data: the corpus has a single document, so none can be held out; "
+            "give more files or use data.sample_by=paragraph or line"
+        )
     order = list(range(len(docs)))
     random.Random(split_seed).shuffle(order)
     budget = val_fraction * sum(len(d) for d in docs)
@@ -121,8 +122,10 @@ def load_corpus(data_cfg, tokenizer=None, sequence_length: int = 64) -> Corpus:
     if data_cfg.source == "grammar":
         val, dropped = drop_seen(pool, val)
         if not val:
-            raise UserError(f"data.grammar: all {dropped} held-out sentences also occur in training; the language is "
-                            "too small to hold any out: raise data.grammar.n_nouns, n_verbs or max_depth")
+            raise UserError(
+                f"data.grammar: all {dropped} held-out sentences also occur in training; the language is "
+                "too small to hold any out: raise data.grammar.n_nouns, n_verbs or max_depth"
+            )
     if tokenizer is None:
         tokenizer = train_bpe(pool, data_cfg.vocab_size, data_cfg.cache_dir)
     eot_id = tokenizer.eos_token_id

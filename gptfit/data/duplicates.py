@@ -57,9 +57,11 @@ def cut(stream: np.ndarray, length: int, counts: list[int], per_count: int) -> d
     needed = len(groups) * per_count
     available = len(stream) // length
     if available < needed:
-        raise UserError(f"data.duplicates: {needed} sequences of {length} tokens are needed ({per_count} for each of "
-                        f"the counts and for count 0), but the held-aside text holds {available}; lower "
-                        "data.duplicates.per_count or use a larger corpus")
+        raise UserError(
+            f"data.duplicates: {needed} sequences of {length} tokens are needed ({per_count} for each of "
+            f"the counts and for count 0), but the held-aside text holds {available}; lower "
+            "data.duplicates.per_count or use a larger corpus"
+        )
     windows = np.asarray(stream[: needed * length], dtype=np.int64).reshape(needed, length)
     return {count: windows[g * per_count : (g + 1) * per_count] for g, count in enumerate(groups)}
 
@@ -68,8 +70,10 @@ def take(stream: np.ndarray, length: int, first: int, n: int, what: str) -> np.n
     """[n, length]: the held-aside sequences `first` .. `first + n - 1` (those before went to other uses)."""
     available = len(stream) // length - first
     if available < n:
-        raise UserError(f"{what}: {n} sequences of {length} tokens are needed, but the held-aside text holds "
-                        f"{max(available, 0)} more; lower it or use a larger corpus")
+        raise UserError(
+            f"{what}: {n} sequences of {length} tokens are needed, but the held-aside text holds "
+            f"{max(available, 0)} more; lower it or use a larger corpus"
+        )
     return np.asarray(stream[first * length : (first + n) * length], dtype=np.int64).reshape(n, length)
 
 
@@ -83,8 +87,9 @@ def spans(n_tokens: int, groups: list[Planted], length: int) -> np.ndarray:
     return mask
 
 
-def plant(train: np.ndarray, groups: list[tuple[int, np.ndarray]], eot_id: int,
-          seed: int) -> tuple[np.ndarray, list[Planted]]:
+def plant(
+    train: np.ndarray, groups: list[tuple[int, np.ndarray]], eot_id: int, seed: int
+) -> tuple[np.ndarray, list[Planted]]:
     """The training stream with every sequence of each (copies, [n, L] sequences) group inserted `copies`
     times, all in one pass; where each copy landed, a Planted per group in the order given."""
     boundaries = np.flatnonzero(train == eot_id) + 1

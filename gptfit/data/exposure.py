@@ -13,8 +13,9 @@ def token_counts(starts: np.ndarray, block_size: int) -> np.ndarray:
     return cumulative[t + 1] - cumulative[np.maximum(t + 1 - block_size, 0)]
 
 
-def sequence_exposures(starts: np.ndarray, last_seen: np.ndarray, offsets: np.ndarray, length: int,
-                       block_size: int) -> dict[str, np.ndarray]:
+def sequence_exposures(
+    starts: np.ndarray, last_seen: np.ndarray, offsets: np.ndarray, length: int, block_size: int
+) -> dict[str, np.ndarray]:
     """Per sequence [offset, offset + length): exposures, token_exposures, last_seen_step."""
     cumulative = np.concatenate([[0], np.cumsum(starts)])
     lo = np.maximum(offsets + length - block_size, 0)

@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 import random
 from bisect import bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from itertools import accumulate
-from typing import Any, Iterable
+from typing import Any
 
 from gptfit.errors import UserError
 
@@ -35,8 +36,18 @@ NOUNS = """
     jar bucket rope wheel feather shell pebble puddle meadow harbor palace library museum school
     church market tent hut cabin statue fountain pond cliff desert orchard
 """.split()
-PLURALS = {"wolf": "wolves", "mouse": "mice", "goose": "geese", "child": "children", "man": "men",
-           "woman": "women", "thief": "thieves", "leaf": "leaves", "shelf": "shelves", "knife": "knives"}
+PLURALS = {
+    "wolf": "wolves",
+    "mouse": "mice",
+    "goose": "geese",
+    "child": "children",
+    "man": "men",
+    "woman": "women",
+    "thief": "thieves",
+    "leaf": "leaves",
+    "shelf": "shelves",
+    "knife": "knives",
+}
 INTRANSITIVE = """
     sleep run walk sit stand laugh cry smile wait fall jump swim dance arrive rest shine glow vanish
     appear exist sneeze cough yawn shiver tremble wander roam rise sink float drift bark howl growl
@@ -117,14 +128,19 @@ def spec_of(config: Any) -> GrammarSpec:
 def problems(spec: GrammarSpec) -> list[str]:
     """One line per knob out of range, each naming it as `data.grammar.<knob>`."""
     max_verbs = 2 * min(len(INTRANSITIVE), len(TRANSITIVE))
-    bounds = [(name, 0 <= getattr(spec, name) <= 1, "in [0, 1]") for name in
-              ("p_adjective", "p_relative", "p_vp_pp", "p_object_relative", "p_transitive", "p_plural")]
+    bounds = [
+        (name, 0 <= getattr(spec, name) <= 1, "in [0, 1]")
+        for name in ("p_adjective", "p_relative", "p_vp_pp", "p_object_relative", "p_transitive", "p_plural")
+    ]
     bounds += [
         ("p_pp", 0 <= spec.p_pp < 1, "in [0, 1) (at 1 noun phrases never end)"),
         ("n_nouns", 1 <= spec.n_nouns <= len(NOUNS), f"in [1, {len(NOUNS)}] (the built-in nouns)"),
         ("n_verbs", 2 <= spec.n_verbs <= max_verbs, f"in [2, {max_verbs}] (half intransitive, half transitive)"),
-        ("n_adjectives", 1 <= spec.n_adjectives <= len(ADJECTIVES),
-         f"in [1, {len(ADJECTIVES)}] (the built-in adjectives)"),
+        (
+            "n_adjectives",
+            1 <= spec.n_adjectives <= len(ADJECTIVES),
+            f"in [1, {len(ADJECTIVES)}] (the built-in adjectives)",
+        ),
         ("max_depth", spec.max_depth >= 0, ">= 0"),
         ("zipf", spec.zipf >= 0, ">= 0"),
     ]
@@ -204,8 +220,13 @@ def rules(spec: GrammarSpec) -> dict[str, list[tuple[tuple[str, ...], float]]]:
         table[f"PP_{d}"] = _seq(_one("Prep"), np_(d))
         for n in NUMBERS:
             p_rel = s.p_relative if d < s.max_depth else 0.0
-            table[f"NP_{n}_{d}"] = _seq(_one(f"Det_{n}"), _maybe("Adj", s.p_adjective), _one(f"N_{n}"),
-                                        _maybe(f"PP_{d}", s.p_pp), _maybe(f"RC_{n}_{d}", p_rel))
+            table[f"NP_{n}_{d}"] = _seq(
+                _one(f"Det_{n}"),
+                _maybe("Adj", s.p_adjective),
+                _one(f"N_{n}"),
+                _maybe(f"PP_{d}", s.p_pp),
+                _maybe(f"RC_{n}_{d}", p_rel),
+            )
             verb = [((f"Vi_{n}",), 1 - s.p_transitive)]
             verb += [((f"Vt_{n}", f"NP_{m}_{d}"), s.p_transitive * p) for m, p in number.items()]
             table[f"VP_{n}_{d}"] = _seq(verb, _maybe(f"PP_{d}", s.p_vp_pp))

@@ -12,7 +12,6 @@ import glob
 import os
 import re
 from pathlib import Path
-
 from pydoc_data.topics import topics
 
 from gptfit.data.grammar import Grammar, spec_of
@@ -85,8 +84,10 @@ def hf_dataset(path: str, config_name: str | None, split: str, column: str) -> l
         raise
     except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"data.path={path!r}: could not load the dataset ({first}); check the name, "
-                        "data.hf_config and data.split, or save it locally with save_to_disk") from None
+        raise UserError(
+            f"data.path={path!r}: could not load the dataset ({first}); check the name, "
+            "data.hf_config and data.split, or save it locally with save_to_disk"
+        ) from None
     if column not in ds.column_names:
         raise UserError(f"data.text_column={column!r}: not a column of {path}; columns: {', '.join(ds.column_names)}")
     return [t for t in ds[column] if isinstance(t, str)]

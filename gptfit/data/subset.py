@@ -32,8 +32,13 @@ class Subset:
 
     def record(self) -> dict:
         """What `subset.json` holds: enough to tell, for every candidate, whether this run trained on it."""
-        return {"fraction": self.fraction, "seed": self.seed, "sequence_tokens": int(self.tokens.shape[1]),
-                "candidates": int(len(self.tokens)), "members": np.flatnonzero(self.members).tolist()}
+        return {
+            "fraction": self.fraction,
+            "seed": self.seed,
+            "sequence_tokens": int(self.tokens.shape[1]),
+            "candidates": int(len(self.tokens)),
+            "members": np.flatnonzero(self.members).tolist(),
+        }
 
 
 def draw(pool: np.ndarray, eot_id: int, length: int, fraction: float, seed: int) -> tuple[np.ndarray, Subset]:
@@ -41,8 +46,10 @@ def draw(pool: np.ndarray, eot_id: int, length: int, fraction: float, seed: int)
     n = len(pool) // length
     chosen = round(fraction * n)
     if chosen < 1 or chosen == n:
-        raise UserError(f"data.subset.fraction={fraction}: of {n} candidate sequences of {length} tokens it keeps "
-                        f"{chosen}, so one side is empty; raise data.train_tokens or move the fraction from 0 and 1")
+        raise UserError(
+            f"data.subset.fraction={fraction}: of {n} candidate sequences of {length} tokens it keeps "
+            f"{chosen}, so one side is empty; raise data.train_tokens or move the fraction from 0 and 1"
+        )
     tokens = np.asarray(pool[: n * length], dtype=np.int64).reshape(n, length)
     documents = document_index(pool, eot_id)[np.arange(n) * length]
     rng = np.random.default_rng(zlib.crc32(f"subset:{seed}".encode()))

@@ -10,8 +10,6 @@ Evaluation uses fixed windows spread evenly over a stream, the same at every eva
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -28,7 +26,7 @@ class Windows(Dataset):
     def __init__(self, stream: np.ndarray, block_size: int, num_samples: int, seed: int):
         self.stream = torch.from_numpy(np.asarray(stream, dtype=np.int64))
         self.block_size, self.num_samples, self.seed = block_size, num_samples, seed
-        self.avoided: Optional[tuple[int, int, np.ndarray]] = None  # (after sample, from step, cumulative mask)
+        self.avoided: tuple[int, int, np.ndarray] | None = None  # (after sample, from step, cumulative mask)
 
     def avoid(self, mask: np.ndarray, after_step: int, batch_size: int) -> None:
         """From the step after `after_step` on, no window holds a token marked in `mask` ([tokens] bool):

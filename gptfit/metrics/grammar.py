@@ -6,7 +6,7 @@ the samples classified as copied from training, novel and valid, or invalid.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -69,8 +69,9 @@ class GrammarProbe:
     def nll(self, model) -> dict:
         row = {"grammar/val_dropped": self.dropped}
         if self.nll_sentences:
-            row["grammar/val_nll_model"] = float(sentence_nll(model, self.nll_sentences, self.eot,
-                                                              self.batch_size).mean())
+            row["grammar/val_nll_model"] = float(
+                sentence_nll(model, self.nll_sentences, self.eot, self.batch_size).mean()
+            )
             row["grammar/val_nll_true"] = self.nll_true
         return row
 
@@ -78,8 +79,9 @@ class GrammarProbe:
         """Of the complete sentences of each prompt and its sample (`new`: [samples, new tokens], one
         prompt each): the shares copied / novel_valid / invalid (left out when none was complete), and
         the count."""
-        sentences = [s for prompt, tokens in zip(prompts, new)
-                     for s in complete_sentences(prompt, tokens.tolist(), self.eot)]
+        sentences = [
+            s for prompt, tokens in zip(prompts, new) for s in complete_sentences(prompt, tokens.tolist(), self.eot)
+        ]
         counts = classify([self.tokenizer.decode(ids) for ids in sentences], self.training, self.grammar)
         row = {f"grammar/{name}/sentences": counts["n"]}
         if counts["n"]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import zlib as _zlib
-from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -83,7 +82,7 @@ def reference(log_probs: np.ndarray, reference_log_probs: np.ndarray) -> np.ndar
     return loss(log_probs) - loss(reference_log_probs)
 
 
-def blind(tokens: np.ndarray, members: np.ndarray, documents: np.ndarray, seed: int) -> Optional[np.ndarray]:
+def blind(tokens: np.ndarray, members: np.ndarray, documents: np.ndarray, seed: int) -> np.ndarray | None:
     """[n] out-of-fold membership scores of a classifier that never sees the model (Das et al. 2024):
     logistic regression with balanced class weights on counts of token 1- and 2-grams. The folds are
     grouped by document, or the classifier would learn which documents are which, and stratified, since
@@ -94,21 +93,28 @@ def blind(tokens: np.ndarray, members: np.ndarray, documents: np.ndarray, seed: 
     if folds < 2:
         return None
     texts = [" ".join(map(str, row)) for row in np.asarray(tokens)]
-    classifier = make_pipeline(CountVectorizer(token_pattern=r"\S+", ngram_range=(1, 2)),
-                               LogisticRegression(class_weight="balanced", max_iter=1000))
+    classifier = make_pipeline(
+        CountVectorizer(token_pattern=r"\S+", ngram_range=(1, 2)),
+        LogisticRegression(class_weight="balanced", max_iter=1000),
+    )
     cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     return cross_val_predict(classifier, texts, members, groups=documents, cv=cv, method="decision_function")
 
 
-def model_scores(scores, texts: list[str], k: float,
-                 reference_log_probs: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
+def model_scores(
+    scores, texts: list[str], k: float, reference_log_probs: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """{`mia_<score>`: [n]} of the scores that read a model, from `gptfit.metrics.scoring.Scores` of
     sequences of one length (taken with moments=True); `reference_log_probs`: [n, L - 1] a reference
     model's token log-probabilities of the same sequences, or None."""
     log_probs = -scores.losses.numpy()  # [n, L - 1] float64
     mu, sigma = scores.mu.numpy(), scores.sigma.numpy()
-    out = {"mia_loss": loss(log_probs), "mia_zlib": zlib(log_probs, texts), "mia_min_k": min_k(log_probs, k),
-           "mia_min_k_plus_plus": min_k_plus_plus(log_probs, mu, sigma, k)}
+    out = {
+        "mia_loss": loss(log_probs),
+        "mia_zlib": zlib(log_probs, texts),
+        "mia_min_k": min_k(log_probs, k),
+        "mia_min_k_plus_plus": min_k_plus_plus(log_probs, mu, sigma, k),
+    }
     if reference_log_probs is not None:
         out["mia_reference"] = reference(log_probs, reference_log_probs)
     return out
@@ -117,8 +123,7 @@ def model_scores(scores, texts: list[str], k: float,
 # -- how well a score separates members from non-members -----------------------------------------------
 
 
-def roc(members: np.ndarray, scores: np.ndarray,
-        weights: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+def roc(members: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(false-positive rates, true-positive rates) at every threshold, none dropped."""
     false_pos, true_pos, _ = roc_curve(members, scores, sample_weight=weights, drop_intermediate=False)
     return false_pos, true_pos
@@ -128,12 +133,12 @@ def _tpr_at(false_pos: np.ndarray, true_pos: np.ndarray, fpr: float) -> float:
     return float(true_pos[false_pos <= fpr].max())
 
 
-def tpr_at_fpr(members: np.ndarray, scores: np.ndarray, fpr: float, weights: Optional[np.ndarray] = None) -> float:
+def tpr_at_fpr(members: np.ndarray, scores: np.ndarray, fpr: float, weights: np.ndarray | None = None) -> float:
     """The highest true-positive rate of any threshold whose false-positive rate is at most `fpr`."""
     return _tpr_at(*roc(members, scores, weights), fpr)
 
 
-def roc_auc(members: np.ndarray, scores: np.ndarray, weights: Optional[np.ndarray] = None) -> float:
+def roc_auc(members: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> float:
     """P(a random member scores above a random non-member), ties counting one half."""
     return float(auc(*roc(members, scores, weights)))
 
@@ -144,12 +149,15 @@ def estimable(n_nonmembers: int, fpr: float) -> bool:
 
 def unestimable(n_nonmembers: int) -> dict[str, str]:
     """{key suffix: why it is null} for the rates the non-members are too few to estimate."""
-    return {f"tpr@{name}fpr": f"needs at least {math.ceil(MIN_FALSE_POSITIVES / fpr)} non-members "
-            f"({MIN_FALSE_POSITIVES} / {fpr:g}); there are {n_nonmembers}"
-            for name, fpr in FPRS.items() if not estimable(n_nonmembers, fpr)}
+    return {
+        f"tpr@{name}fpr": f"needs at least {math.ceil(MIN_FALSE_POSITIVES / fpr)} non-members "
+        f"({MIN_FALSE_POSITIVES} / {fpr:g}); there are {n_nonmembers}"
+        for name, fpr in FPRS.items()
+        if not estimable(n_nonmembers, fpr)
+    }
 
 
-def separation(members: np.ndarray, scores: np.ndarray, weights: Optional[np.ndarray] = None) -> dict:
+def separation(members: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> dict:
     """{"auc": ..., "tpr@1%fpr": ..., "tpr@0.1%fpr": ...}: a TPR is None where it cannot be estimated."""
     members = np.asarray(members, dtype=bool)
     false_pos, true_pos = roc(members, scores, weights)  # one ROC for all three figures
@@ -185,16 +193,18 @@ def resampled_separation(members: np.ndarray, scores: np.ndarray, weights: np.nd
     return out
 
 
-def bootstrap(members: np.ndarray, scores: np.ndarray, documents: np.ndarray, resamples: int,
-              seed: int) -> dict[str, tuple[float, float]]:
+def bootstrap(
+    members: np.ndarray, scores: np.ndarray, documents: np.ndarray, resamples: int, seed: int
+) -> dict[str, tuple[float, float]]:
     """{figure: (2.5th, 97.5th percentile)} of `separation` over `resamples` draws of whole documents with
     replacement (each sequence weighted by how often its document was drawn)."""
     members = np.asarray(members, dtype=bool)
     _, group = np.unique(documents, return_inverse=True)
     n_groups = int(group.max()) + 1
     rng = np.random.default_rng(seed)
-    counts = np.stack([np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
-                       for _ in range(resamples)])  # [resamples, documents]
+    counts = np.stack(
+        [np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups) for _ in range(resamples)]
+    )  # [resamples, documents]
     weights = counts[:, group].astype(np.float64)  # [resamples, n]
     both = (weights[:, members].sum(1) > 0) & (weights[:, ~members].sum(1) > 0)
     weights = weights[both]  # a draw without one of the sides has no ROC
@@ -202,8 +212,10 @@ def bootstrap(members: np.ndarray, scores: np.ndarray, documents: np.ndarray, re
     for first in range(0, len(weights), _DRAWS_AT_ONCE):
         for key, values in resampled_separation(members, scores, weights[first : first + _DRAWS_AT_ONCE]).items():
             draws.setdefault(key, []).append(values)
-    return {key: (float(np.percentile(np.concatenate(v), 2.5)), float(np.percentile(np.concatenate(v), 97.5)))
-            for key, v in draws.items()}
+    return {
+        key: (float(np.percentile(np.concatenate(v), 2.5)), float(np.percentile(np.concatenate(v), 97.5)))
+        for key, v in draws.items()
+    }
 
 
 def document_groups(table: pa.Table) -> np.ndarray:
@@ -252,5 +264,8 @@ def null_reasons(table: pa.Table) -> dict[str, str]:
 def roc_points(rows: pa.Table) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{score: (false-positive rates, true-positive rates)} of each score in the `kind == "sample"` rows."""
     members = np.asarray(pc.equal(rows["split"], "train"))
-    return {name: roc(members, np.asarray(rows[f"mia_{name}"], dtype=np.float64), None)
-            for name in SCORES if f"mia_{name}" in rows.column_names and not rows[f"mia_{name}"].null_count}
+    return {
+        name: roc(members, np.asarray(rows[f"mia_{name}"], dtype=np.float64), None)
+        for name in SCORES
+        if f"mia_{name}" in rows.column_names and not rows[f"mia_{name}"].null_count
+    }

@@ -18,7 +18,6 @@ from functools import lru_cache
 import numpy as np
 from pydivsufsort import divsufsort
 
-
 _QUERY_ELEMENTS = 1 << 18  # query tokens searched at once: [positions, length] int64 of 2 MB
 _CHUNK = 1 << 18  # positions a step while encoding and compacting: temporaries of a few MB
 _END = np.iinfo(np.int64).min  # past the end of a suffix: below every token id
@@ -72,8 +71,9 @@ class NgramIndex:
         inside = at < len(self.train)
         return np.where(inside, self.train[np.minimum(at, len(self.train) - 1)].astype(np.int64), _END)
 
-    def _agreement(self, rank: np.ndarray, queries: np.ndarray,
-                   lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _agreement(
+        self, rank: np.ndarray, queries: np.ndarray, lengths: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """([rows] how many leading tokens each query shares with the suffix of `rank`, [rows] where that
         suffix starts, [rows] its token at the first difference). queries: [rows, width], anything past
         each one's length."""

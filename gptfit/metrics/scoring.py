@@ -10,8 +10,8 @@ keep float32, six times faster.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +27,8 @@ class Scores:
     hits: torch.Tensor  # [n, time - 1] bool: the most probable token is the target; False where masked
     mask: torch.Tensor  # [n, time - 1] bool: a real target, not padding
     # With moments=True, of the model's next-token distribution p at each target (for min-k++):
-    mu: Optional[torch.Tensor] = None  # [n, time - 1] float64: sum_v p(v) log p(v)
-    sigma: Optional[torch.Tensor] = None  # [n, time - 1] float64: the standard deviation of log p(v) under p
+    mu: torch.Tensor | None = None  # [n, time - 1] float64: sum_v p(v) log p(v)
+    sigma: torch.Tensor | None = None  # [n, time - 1] float64: the standard deviation of log p(v) under p
 
     def total(self) -> torch.Tensor:
         """[n] summed loss of each sequence's targets."""
@@ -80,9 +80,14 @@ def _token_scores(logits: torch.Tensor, targets: torch.Tensor, moments: bool) ->
     return [torch.cat(column).view(b, t) for column in zip(*parts)]
 
 
-def score_sequences(model, sequences: torch.Tensor | Sequence[Sequence[int]], batch_size: int,
-                    pad_id: int = 0, moments: bool = False,
-                    visit: Optional[Callable[[torch.Tensor, torch.Tensor], None]] = None) -> Scores:
+def score_sequences(
+    model,
+    sequences: torch.Tensor | Sequence[Sequence[int]],
+    batch_size: int,
+    pad_id: int = 0,
+    moments: bool = False,
+    visit: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+) -> Scores:
     """Score `sequences` ([n, time] ids, or n lists of ids of any lengths) in eval mode, without gradients,
     `batch_size` at a time on the model's device. `pad_id` fills the right of the shorter sequences; it is
     never scored, so any token id does. `moments`: also mu and sigma of each next-token distribution.

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -47,14 +46,14 @@ class Sequences:
     doc_ids: np.ndarray  # [n] the document of its first token (-1: its own, outside the streams)
     tokens: torch.Tensor  # [n, L]
     kind: str = "sample"  # sample | duplicate
-    copies: Optional[np.ndarray] = None  # [n] how many times each was planted (None: 0)
-    positions: Optional[list[list[int]]] = None  # duplicates: where each copy starts in the training stream
-    candidates: Optional[np.ndarray] = None  # data.subset: [n] each one's index among the candidates
+    copies: np.ndarray | None = None  # [n] how many times each was planted (None: 0)
+    positions: list[list[int]] | None = None  # duplicates: where each copy starts in the training stream
+    candidates: np.ndarray | None = None  # data.subset: [n] each one's index among the candidates
     # Fixed for the run, by `prepare_membership`: the decoded texts (for zlib), the blind classifier's
     # out-of-fold scores and the reference model's token log-probabilities ([n, L - 1]).
-    texts: Optional[list[str]] = None
-    blind: Optional[np.ndarray] = None
-    reference_log_probs: Optional[np.ndarray] = None
+    texts: list[str] | None = None
+    blind: np.ndarray | None = None
+    reference_log_probs: np.ndarray | None = None
 
 
 def prepare_membership(sides: list[Sequences], tokenizer, reference, batch_size: int, seed: int) -> None:
@@ -68,9 +67,13 @@ def prepare_membership(sides: list[Sequences], tokenizer, reference, batch_size:
     ordinary = [side for side in sides if side.kind == "sample"]
     if len({side.split for side in ordinary}) < 2:
         return
-    rows = pa.table({"split": [side.split for side in ordinary for _ in side.offsets],
-                     "doc_id": np.concatenate([side.doc_ids for side in ordinary]),
-                     "candidate": np.concatenate([_candidates(side) for side in ordinary])})
+    rows = pa.table(
+        {
+            "split": [side.split for side in ordinary for _ in side.offsets],
+            "doc_id": np.concatenate([side.doc_ids for side in ordinary]),
+            "candidate": np.concatenate([_candidates(side) for side in ordinary]),
+        }
+    )
     members = np.concatenate([np.full(len(side.offsets), side.split == "train") for side in ordinary])
     tokens = np.concatenate([side.tokens.numpy() for side in ordinary])
     scores = membership.blind(tokens, members, membership.document_groups(rows), seed)
@@ -87,13 +90,17 @@ def _candidates(side: Sequences) -> np.ndarray:
 def duplicate_sides(train: np.ndarray, eot_id: int, planted: list, aside: np.ndarray) -> list[Sequences]:
     """The planted sequences of the duplication ladder, and the held-aside ones never planted (count 0)."""
     n0 = len(aside)
-    return [planted_side(train, eot_id, planted, "duplicate"),
-            Sequences("aside", np.full(n0, -1), np.full(n0, -1), torch.from_numpy(aside), "duplicate",
-                      np.zeros(n0, np.int64))]
+    return [
+        planted_side(train, eot_id, planted, "duplicate"),
+        Sequences(
+            "aside", np.full(n0, -1), np.full(n0, -1), torch.from_numpy(aside), "duplicate", np.zeros(n0, np.int64)
+        ),
+    ]
 
 
-def pick(stream: np.ndarray, eot_id: int, length: int, count: int, split: str,
-         planted: Optional[np.ndarray] = None) -> Sequences:
+def pick(
+    stream: np.ndarray, eot_id: int, length: int, count: int, split: str, planted: np.ndarray | None = None
+) -> Sequences:
     """`count` of the non-overlapping sequences of `length` tokens of `stream`, evenly spread; none that
     touches a token marked in `planted` ([tokens] bool: planted text is not ordinary text)."""
     starts = np.arange(len(stream) // length) * length
@@ -109,8 +116,9 @@ def pick(stream: np.ndarray, eot_id: int, length: int, count: int, split: str,
     return Sequences(split, offsets, documents[offsets], tokens)
 
 
-def both_sides(train: np.ndarray, val: np.ndarray, eot_id: int, length: int, count: int,
-               planted: Optional[np.ndarray] = None) -> list[Sequences]:
+def both_sides(
+    train: np.ndarray, val: np.ndarray, eot_id: int, length: int, count: int, planted: np.ndarray | None = None
+) -> list[Sequences]:
     """The same number of training and held-out sequences (`planted`: the training tokens to avoid)."""
     train_side = pick(train, eot_id, length, count, "train", planted)
     val_side = pick(val, eot_id, length, min(count, len(train_side.offsets)), "val")
@@ -123,9 +131,16 @@ def subset_sides(subset) -> list[Sequences]:
     """data.subset: every candidate, the members as training sequences (at their place in the training
     stream) and the others as held-out ones (in no stream)."""
     index = np.arange(len(subset.tokens))
-    return [Sequences(split, subset.positions[chosen], subset.documents[chosen],
-                      torch.from_numpy(subset.tokens[chosen]), candidates=index[chosen])
-            for split, chosen in (("train", subset.members), ("val", ~subset.members))]
+    return [
+        Sequences(
+            split,
+            subset.positions[chosen],
+            subset.documents[chosen],
+            torch.from_numpy(subset.tokens[chosen]),
+            candidates=index[chosen],
+        )
+        for split, chosen in (("train", subset.members), ("val", ~subset.members))
+    ]
 
 
 def planted_side(train: np.ndarray, eot_id: int, groups: list, kind: str) -> Sequences:
@@ -149,8 +164,9 @@ def decoded_matches(model, tokens: torch.Tensor, prefix: int, setting, batch_siz
     return torch.cat(out)
 
 
-def greedy_matches(model, tokens: torch.Tensor, prefix: int, hits: torch.Tensor, batch_size: int,
-                   seed: int) -> torch.Tensor:
+def greedy_matches(
+    model, tokens: torch.Tensor, prefix: int, hits: torch.Tensor, batch_size: int, seed: int
+) -> torch.Tensor:
     """[n, suffix] whether each greedy token after the prefix equals the true suffix token. `hits`: [n, L - 1]
     the table's teacher-forced argmax hits. A row whose every suffix token is its argmax under teacher
     forcing is what greedy decoding reproduces (by induction over the suffix: each decoded token is then
@@ -188,8 +204,9 @@ class SampledExtraction:
         return {name: torch.cat(v).exp().numpy() for name, v in self.log_p.items()}
 
 
-def score(model, sides: list[Sequences], prefix: int, decoding: dict, batch_size: int, step: int,
-          seed: int, mia_k: float) -> pa.Table:
+def score(
+    model, sides: list[Sequences], prefix: int, decoding: dict, batch_size: int, step: int, seed: int, mia_k: float
+) -> pa.Table:
     """One evaluation's rows: every sequence of both sides with its scores (the columns of the module doc);
     `mia_k`: Min-K%'s share. The sides went through `prepare_membership`."""
     columns: dict[str, list] = {}
@@ -201,11 +218,18 @@ def score(model, sides: list[Sequences], prefix: int, decoding: dict, batch_size
         greedy = greedy_matches(model, side.tokens, prefix, scores.hits, batch_size, seed)
         n = len(side.offsets)
         part = {
-            "step": [step] * n, "split": [side.split] * n, "sequence_id": list(range(n)),
-            "doc_id": side.doc_ids.tolist(), "offset": side.offsets.tolist(), "tokens": side.tokens.tolist(),
-            "loss": scores.mean().tolist(), "suffix_match": greedy.float().mean(1).tolist(),
-            "extracted": (greedy.all(1)).tolist(), "exact_match": scores.hit_rate().tolist(),
-            "kind": [side.kind] * n, "copies": (side.copies.tolist() if side.copies is not None else [0] * n),
+            "step": [step] * n,
+            "split": [side.split] * n,
+            "sequence_id": list(range(n)),
+            "doc_id": side.doc_ids.tolist(),
+            "offset": side.offsets.tolist(),
+            "tokens": side.tokens.tolist(),
+            "loss": scores.mean().tolist(),
+            "suffix_match": greedy.float().mean(1).tolist(),
+            "extracted": (greedy.all(1)).tolist(),
+            "exact_match": scores.hit_rate().tolist(),
+            "kind": [side.kind] * n,
+            "copies": (side.copies.tolist() if side.copies is not None else [0] * n),
             "candidate": _candidates(side).tolist(),
         }
         mia = membership.model_scores(scores, side.texts, mia_k, side.reference_log_probs)
@@ -225,8 +249,12 @@ def score(model, sides: list[Sequences], prefix: int, decoding: dict, batch_size
                 matches = decoded_matches(model, side.tokens, prefix, setting, batch_size, seed)
                 part[f"extraction/{name}"] = matches.all(1).double().tolist()
         _extend(columns, part)
-    return pa.table({k: pa.array(v, type=pa.float64() if k.startswith(("extraction/", "mia_")) else None)
-                     for k, v in columns.items()})
+    return pa.table(
+        {
+            k: pa.array(v, type=pa.float64() if k.startswith(("extraction/", "mia_")) else None)
+            for k, v in columns.items()
+        }
+    )
 
 
 def _extend(columns: dict[str, list], part: dict[str, list]) -> None:
@@ -234,23 +262,33 @@ def _extend(columns: dict[str, list], part: dict[str, list]) -> None:
         columns.setdefault(key, []).extend(values)
 
 
-def exposure_columns(sides: list[Sequences], starts: np.ndarray, last_seen: np.ndarray, length: int,
-                     block_size: int) -> dict[str, np.ndarray]:
+def exposure_columns(
+    sides: list[Sequences], starts: np.ndarray, last_seen: np.ndarray, length: int, block_size: int
+) -> dict[str, np.ndarray]:
     """`exposures`, `token_exposures`, `last_seen_step` of every row: from the ledger for training
     sequences; 0, 0 and -1 for held-out ones, which no training window holds."""
     parts = []
     for side in sides:
         if side.positions is not None:  # planted copies: the exposures of every copy, summed
             copies = [sequence_exposures(starts, last_seen, np.asarray(p), length, block_size) for p in side.positions]
-            parts.append({"exposures": np.array([c["exposures"].sum() for c in copies]),
-                          "token_exposures": np.array([c["token_exposures"].sum() for c in copies]),
-                          "last_seen_step": np.array([c["last_seen_step"].max() for c in copies])})
+            parts.append(
+                {
+                    "exposures": np.array([c["exposures"].sum() for c in copies]),
+                    "token_exposures": np.array([c["token_exposures"].sum() for c in copies]),
+                    "last_seen_step": np.array([c["last_seen_step"].max() for c in copies]),
+                }
+            )
         elif side.split == "train":
             parts.append(sequence_exposures(starts, last_seen, side.offsets, length, block_size))
         else:
             n = len(side.offsets)
-            parts.append({"exposures": np.zeros(n, np.int64), "token_exposures": np.zeros(n),
-                          "last_seen_step": np.full(n, -1, np.int64)})
+            parts.append(
+                {
+                    "exposures": np.zeros(n, np.int64),
+                    "token_exposures": np.zeros(n),
+                    "last_seen_step": np.full(n, -1, np.int64),
+                }
+            )
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 

@@ -14,7 +14,6 @@ without the Hugging Face output wrapping and with the output layer on the last p
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -160,8 +159,8 @@ class GPTForCausalLM(PreTrainedModel, GenerationMixin):
         self,
         input_ids: torch.LongTensor,  # [batch, time]: the new tokens
         cache: KVCache,
-        position_ids: Optional[torch.LongTensor] = None,  # [batch, time]; None: right after the cache
-        attention_mask: Optional[torch.Tensor] = None,  # [batch, past + time], 1 = real token
+        position_ids: torch.LongTensor | None = None,  # [batch, time]; None: right after the cache
+        attention_mask: torch.Tensor | None = None,  # [batch, past + time], 1 = real token
     ) -> torch.Tensor:
         """The next-token logits [batch, vocab] after `input_ids`, the cache holding what came before."""
         if position_ids is None:
@@ -174,11 +173,11 @@ class GPTForCausalLM(PreTrainedModel, GenerationMixin):
     def forward(
         self,
         input_ids: torch.LongTensor,  # [batch, time]
-        attention_mask: Optional[torch.Tensor] = None,  # [batch, past + time], 1 = real token
-        position_ids: Optional[torch.LongTensor] = None,
+        attention_mask: torch.Tensor | None = None,  # [batch, past + time], 1 = real token
+        position_ids: torch.LongTensor | None = None,
         cache=None,
-        labels: Optional[torch.LongTensor] = None,
-        use_cache: Optional[bool] = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
         logits_to_keep: int = 0,
         return_logits: bool = False,
         **kwargs,
@@ -193,9 +192,7 @@ class GPTForCausalLM(PreTrainedModel, GenerationMixin):
         past = cache.get_seq_length() if cache is not None else 0
         T = input_ids.shape[1]
         if past + T > self.config.block_size and position_ids is None:
-            raise ValueError(
-                f"sequence of {past + T} tokens exceeds the model's context of {self.config.block_size}"
-            )
+            raise ValueError(f"sequence of {past + T} tokens exceeds the model's context of {self.config.block_size}")
         if position_ids is None:
             position_ids = torch.arange(past, past + T, device=input_ids.device).unsqueeze(0)
         x = self.transformer.ln_f(self._hidden(input_ids, position_ids, cache, _key_padding(attention_mask)))
@@ -215,7 +212,7 @@ class GPTForCausalLM(PreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache)
 
 
-def _key_padding(attention_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+def _key_padding(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     """[batch, keys] True = real token, or None: only a mask that hides something takes the masked path."""
     if attention_mask is None or bool(attention_mask.all()):
         return None

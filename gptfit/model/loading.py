@@ -26,16 +26,20 @@ def resolve_model_dir(path: str, key: str = "model.init_from") -> Path:
     for sub in ("final", "best"):
         if (p / sub / "config.json").exists():
             return p / sub
-    raise UserError(f"{key}={path!r}: no saved model there (expected config.json, or final/ or best/ "
-                    "of a run directory); point it at a finished run")
+    raise UserError(
+        f"{key}={path!r}: no saved model there (expected config.json, or final/ or best/ "
+        "of a run directory); point it at a finished run"
+    )
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
-        raise UserError(f"model {path!r}: could not load its tokenizer ({_first_line(e)}); give a hub name or a "
-                        "local model directory (set HF_HUB_OFFLINE=1 without a network)") from None
+        raise UserError(
+            f"model {path!r}: could not load its tokenizer ({_first_line(e)}); give a hub name or a "
+            "local model directory (set HF_HUB_OFFLINE=1 without a network)"
+        ) from None
     if tokenizer.eos_token_id is None:
         raise UserError(f"model {path!r}: its tokenizer has no eos token to join documents with")
     if tokenizer.pad_token_id is None:
@@ -50,11 +54,15 @@ def load_model(path: str, trust_remote_code: bool = False, attn_implementation: 
     try:
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as e:
-        raise UserError(f"model {path!r}: could not load ({_first_line(e)}); give a hub name or a local model "
-                        "directory (set HF_HUB_OFFLINE=1 without a network)") from None
+        raise UserError(
+            f"model {path!r}: could not load ({_first_line(e)}); give a hub name or a local model "
+            "directory (set HF_HUB_OFFLINE=1 without a network)"
+        ) from None
     except Exception as e:  # corrupt weights surface as safetensors or torch errors
-        raise UserError(f"model {path!r}: could not load its weights ({_first_line(e)}); the files may be "
-                        "corrupt or incomplete, save the model again") from None
+        raise UserError(
+            f"model {path!r}: could not load its weights ({_first_line(e)}); the files may be "
+            "corrupt or incomplete, save the model again"
+        ) from None
 
 
 def load_pretrained(path: str, trust_remote_code: bool = False, attn_implementation: str | None = None):

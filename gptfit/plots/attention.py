@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import matplotlib.pyplot as plt
 import torch
@@ -32,8 +31,14 @@ def heatmap_grid(maps: torch.Tensor, labels: list[str], title: str = ""):
     return fig
 
 
-def line_diagram(maps: torch.Tensor, labels: list[str], layer: int, head: Optional[int] = None,
-                 threshold: float = 0.02, title: str = ""):
+def line_diagram(
+    maps: torch.Tensor,
+    labels: list[str],
+    layer: int,
+    head: int | None = None,
+    threshold: float = 0.02,
+    title: str = "",
+):
     """Tokens in two columns: each query token (right) linked to every earlier or same token it attends
     to (left), the line's opacity its weight. `head=None` draws the mean over heads. Lines below
     `threshold` are left out. Each line's gid is "query->key", so what is drawn can be checked."""
@@ -77,8 +82,9 @@ def head_summary(maps: torch.Tensor, tokens: list[int], title: str = ""):
     return fig
 
 
-def save_all(maps: torch.Tensor, labels: list[str], tokens: list[int], out: Path, layer: int,
-             head: Optional[int]) -> list[Path]:
+def save_all(
+    maps: torch.Tensor, labels: list[str], tokens: list[int], out: Path, layer: int, head: int | None
+) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     figures = {
         "attention_heatmaps.png": heatmap_grid(maps, labels),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import matplotlib.pyplot as plt
 
@@ -17,8 +16,13 @@ def loss_curves(rows: list[dict], path: Path, title: str = "") -> Path:
     ax.plot(x, [r["val/loss"] for r in rows], label="validation", color="tab:orange")
     if rows:
         best = min(rows, key=lambda r: r["val/loss"])
-        ax.scatter([best["tokens_seen"]], [best["val/loss"]], color="tab:orange", zorder=3,
-                   label=f"val minimum (step {best['step']})")
+        ax.scatter(
+            [best["tokens_seen"]],
+            [best["val/loss"]],
+            color="tab:orange",
+            zorder=3,
+            label=f"val minimum (step {best['step']})",
+        )
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("loss (nats / token)")
     ax.set_title(title or "loss")
@@ -49,8 +53,13 @@ def memorization_curves(rows: list[dict], path: Path, title: str = "") -> Path:
     left.set_ylabel("loss (nats / token)")
     for key, (label, color, style) in MEMORIZATION_KEYS.items():
         if any(key in r for r in rows):
-            right.plot([r["tokens_seen"] for r in rows if key in r], [r[key] for r in rows if key in r],
-                       label=label, color=color, linestyle=style)
+            right.plot(
+                [r["tokens_seen"] for r in rows if key in r],
+                [r[key] for r in rows if key in r],
+                label=label,
+                color=color,
+                linestyle=style,
+            )
     right.set_ylim(-0.02, 1.02)
     right.set_ylabel("rate")
     for ax in (left, right):
@@ -64,7 +73,7 @@ def memorization_curves(rows: list[dict], path: Path, title: str = "") -> Path:
     return path
 
 
-def duplication_curve(rows: list[dict], path: Path, title: str = "") -> Optional[Path]:
+def duplication_curve(rows: list[dict], path: Path, title: str = "") -> Path | None:
     """Extraction and loss of the planted sequences against their number of copies (log x), at the last
     evaluation that measured them; the held-aside sequences never planted (count 0) as dashed lines."""
     row = next((r for r in reversed(rows) if any(k.startswith("dup/") for k in r)), None)
@@ -90,7 +99,7 @@ def duplication_curve(rows: list[dict], path: Path, title: str = "") -> Optional
     return path
 
 
-def forgetting_curve(rows: list[dict], until_step: int, path: Path, title: str = "") -> Optional[Path]:
+def forgetting_curve(rows: list[dict], until_step: int, path: Path, title: str = "") -> Path | None:
     """The forgotten set's extraction, suffix match and loss against the step, with its last step marked."""
     rows = [r for r in rows if "forget/loss" in r]
     if not rows:

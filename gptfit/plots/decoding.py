@@ -4,8 +4,8 @@ path, and the beam-search tree. They read `gptfit.core.sampling` results; `label
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import torch
@@ -35,12 +35,15 @@ def transform_panels(
     model_probs = torch.softmax(scores, -1)[0]
     panels = [("model (T = 1)", scores)]
     panels += [(f"temperature {t:g}", apply_temperature(scores, t)) for t in temperatures]
-    panels += [(f"top-k, k = {top_k}", top_k_filter(scores, top_k)),
-               (f"top-p, p = {top_p:g}", top_p_filter(scores, top_p))]
+    panels += [
+        (f"top-k, k = {top_k}", top_k_filter(scores, top_k)),
+        (f"top-p, p = {top_p:g}", top_p_filter(scores, top_p)),
+    ]
     order = torch.argsort(model_probs, descending=True)[:n]  # the x axis of every panel
 
-    fig, axes = plt.subplots(len(panels), 1, figsize=(max(6, 0.45 * len(order)), 1.9 * len(panels)), dpi=110,
-                             sharex=True)
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(max(6, 0.45 * len(order)), 1.9 * len(panels)), dpi=110, sharex=True
+    )
     for ax, (name, s) in zip(axes, panels):
         probs = torch.softmax(s, -1)[0]
         kept = probs > 0
@@ -69,8 +72,16 @@ def greedy_path(steps: list[Step], label: Label, path: Path, row: int = 0, title
     for j in range(T):
         for i in range(n):
             p = float(probs[i, j])
-            ax.text(j, i, f"{label(int(ids[i, j]))}\n{p:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if p > 0.6 else "black", fontweight="bold" if i == 0 else "normal")
+            ax.text(
+                j,
+                i,
+                f"{label(int(ids[i, j]))}\n{p:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if p > 0.6 else "black",
+                fontweight="bold" if i == 0 else "normal",
+            )
     ax.set_xticks(range(T))
     ax.set_xticklabels([str(j + 1) for j in range(T)])
     ax.set_yticks(range(n))
@@ -84,8 +95,9 @@ def greedy_path(steps: list[Step], label: Label, path: Path, row: int = 0, title
     return path
 
 
-def beam_tree(steps: list[Step], label: Label, path: Path, best: Sequence[int] = (), batch: int = 0,
-              title: str = "") -> Path:
+def beam_tree(
+    steps: list[Step], label: Label, path: Path, best: Sequence[int] = (), batch: int = 0, title: str = ""
+) -> Path:
     """Running beams per step (token and sum of log-probs), joined to the beam each one extends.
 
     `best`: the new tokens of the returned sequence; the beams on its way are drawn in red.
@@ -112,8 +124,9 @@ def beam_tree(steps: list[Step], label: Label, path: Path, best: Sequence[int] =
     ax.set_xlabel("new token")
     ax.set_ylabel("beam")
     ax.invert_yaxis()
-    ax.set_title(title or "beam search: each beam's token and sum of log-probs (red: the returned sequence)",
-                 fontsize=10)
+    ax.set_title(
+        title or "beam search: each beam's token and sum of log-probs (red: the returned sequence)", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

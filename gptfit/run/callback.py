@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
@@ -36,13 +35,13 @@ class Run:
         self.tokens_per_step = cfg.train.batch_size * cfg.model.block_size
         best = tracker.best("val/loss") if tracker is not None else None
         self.best_val = best["value"] if best else float("inf")
-        self.trainer: Optional[GptfitTrainer] = None
-        self.stopped_at: Optional[int] = None
+        self.trainer: GptfitTrainer | None = None
+        self.stopped_at: int | None = None
         self.start = time.time()
         self.eval_seconds = 0.0
-        self.first_step_at: Optional[float] = None
+        self.first_step_at: float | None = None
 
-    def evaluate(self, model, step: int, exposure, lr: Optional[float] = None, running: Optional[float] = None) -> dict:
+    def evaluate(self, model, step: int, exposure, lr: float | None = None, running: float | None = None) -> dict:
         """exposure: the ledger's (starts, last_seen) over every rank, up to this step."""
         started = time.time()
         cfg = self.cfg
@@ -75,7 +74,6 @@ class Run:
         tqdm.write(f"{line} | {time.time() - self.start:.0f}s")
         return row
 
-
     def membership_notes(self, table, final: bool, tokens_seen: int) -> None:
         """Why some mia/ figures are null (in summary.json), and at the end the ROC of every score."""
         reasons = membership.null_reasons(table)
@@ -83,8 +81,11 @@ class Run:
             self.tracker.update(mia_null=reasons)
         if final:
             rows = membership.ordinary(table)
-            fig = roc_figure(membership.roc_points(rows), membership.nonmembers(rows),
-                             f"membership inference at step {self.cfg.train.max_steps}")
+            fig = roc_figure(
+                membership.roc_points(rows),
+                membership.nonmembers(rows),
+                f"membership inference at step {self.cfg.train.max_steps}",
+            )
             fig.savefig(self.run_dir / "mia_roc.png")
             self.tracker.log_figures({"mia/roc": fig}, tokens_seen)
 
@@ -111,9 +112,11 @@ class RunCallback(TrainerCallback):
         if diverged:  # before anything is saved: the checkpoints on disk are the last good ones
             lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else run.cfg.train.lr
             kept = find_checkpoint(run.run_dir)
-            raise UserError(f"train/loss is not finite at step {step} (learning rate {lr:.3g}): training diverged; "
-                            f"lower train.lr={run.cfg.train.lr:g} or raise train.warmup_steps; last good checkpoint: "
-                            f"{kept or 'none'}")
+            raise UserError(
+                f"train/loss is not finite at step {step} (learning rate {lr:.3g}): training diverged; "
+                f"lower train.lr={run.cfg.train.lr:g} or raise train.warmup_steps; last good checkpoint: "
+                f"{kept or 'none'}"
+            )
         run.ledger.settle(step)  # the windows of this step count from now on
         if step % run.cfg.train.eval_every == 0 or step >= state.max_steps:
             running = run.trainer.pop_running_loss()  # collectives: every rank takes part
@@ -133,5 +136,10 @@ class RunCallback(TrainerCallback):
             # The ledger before the marker: a checkpoint that counts holds the exposures of its steps.
             write_ledger(ckpt / LEDGER_FILE, starts, last_seen, self.run.ledger.block_size)
             trainer = self.run.trainer
-            write_marker(ckpt, state.global_step, self.run.tracker.summary.get("wandb_id"), float(trainer.loss_sum),
-                         trainer.loss_steps)
+            write_marker(
+                ckpt,
+                state.global_step,
+                self.run.tracker.summary.get("wandb_id"),
+                float(trainer.loss_sum),
+                trainer.loss_steps,
+            )

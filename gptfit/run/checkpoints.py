@@ -13,7 +13,6 @@ import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import torch
 from omegaconf import OmegaConf
@@ -25,7 +24,7 @@ from gptfit.errors import UserError
 COMPLETE = "gptfit_complete.json"  # written into a checkpoint after everything else: only then it counts
 
 
-def unreadable(ckpt: Path) -> Optional[str]:
+def unreadable(ckpt: Path) -> str | None:
     """Why a checkpoint cannot be resumed from (a missing marker, a cut or corrupt file), or None.
 
     Tensors are read as safetensors; the Trainer's optimizer, scheduler and RNG states with
@@ -51,7 +50,7 @@ def unreadable(ckpt: Path) -> Optional[str]:
     return None
 
 
-def find_checkpoint(run_dir: Path) -> Optional[Path]:
+def find_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoint of a run; half-written or corrupt ones are skipped with a warning."""
     candidates = []
     for ckpt in (run_dir / "checkpoints").glob("checkpoint-*"):
@@ -63,7 +62,7 @@ def find_checkpoint(run_dir: Path) -> Optional[Path]:
         problem = unreadable(ckpt)
         if problem is None:
             return ckpt
-        warnings.warn(f"skipping incomplete or corrupt checkpoint {ckpt} ({problem})")
+        warnings.warn(f"skipping incomplete or corrupt checkpoint {ckpt} ({problem})", stacklevel=2)
     return None
 
 
@@ -80,7 +79,7 @@ def save_model_atomic(model, tokenizer, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def check_resume(cfg, run_dir: Path) -> tuple[Path, Optional[Path]]:
+def check_resume(cfg, run_dir: Path) -> tuple[Path, Path | None]:
     """(the directory the run writes to, the checkpoint it continues from, or None)."""
     if not cfg.train.resume:
         return run_dir, None
@@ -91,18 +90,20 @@ def check_resume(cfg, run_dir: Path) -> tuple[Path, Optional[Path]]:
     if ckpt is None:
         if cfg.train.resume == "auto":
             return run_dir, None
-        raise UserError(f"train.resume={cfg.train.resume!r}: no complete checkpoint in {target / 'checkpoints'}; "
-                        "start a new run instead")
+        raise UserError(
+            f"train.resume={cfg.train.resume!r}: no complete checkpoint in {target / 'checkpoints'}; "
+            "start a new run instead"
+        )
     saved = target / "config.yaml"
     if saved.exists():
         old = OmegaConf.load(saved)
         for section in ("model", "data"):
             if OmegaConf.to_container(old[section]) != OmegaConf.to_container(cfg[section]):
-                raise UserError(f"train.resume: the {section} config differs from the run being resumed "
-                                f"({saved}); resume with the same {section} settings")
+                raise UserError(
+                    f"train.resume: the {section} config differs from the run being resumed "
+                    f"({saved}); resume with the same {section} settings"
+                )
     return target, ckpt
-
-
 
 
 @dataclass
@@ -111,7 +112,7 @@ class Resume:
 
     checkpoint: Path
     step: int
-    wandb_id: Optional[str] = None
+    wandb_id: str | None = None
     running_loss: dict = field(default_factory=dict)  # {"sum": float, "micro_steps": int}
 
 
@@ -120,7 +121,7 @@ def read_marker(ckpt: Path) -> Resume:
     return Resume(ckpt, marker["step"], marker.get("wandb_id"), marker.get("running_loss", {}))
 
 
-def write_marker(ckpt: Path, step: int, wandb_id: Optional[str], loss_sum: float, micro_steps: int) -> None:
+def write_marker(ckpt: Path, step: int, wandb_id: str | None, loss_sum: float, micro_steps: int) -> None:
     """Mark a checkpoint complete (atomically), with the run's own state at its step."""
     # the training loss summed since the last evaluation, so that a resumed run's train/running_loss
     # equals an uninterrupted one's

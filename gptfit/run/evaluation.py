@@ -25,8 +25,8 @@ from gptfit.data.duplicates import spans
 from gptfit.data.tokenizer import tokenizer_hash
 from gptfit.data.windows import fixed_windows
 from gptfit.errors import UserError
-from gptfit.metrics.canaries import canary_exposures
 from gptfit.metrics import sequences
+from gptfit.metrics.canaries import canary_exposures
 from gptfit.metrics.grammar import GrammarProbe
 from gptfit.metrics.ngrams import NgramIndex
 from gptfit.metrics.scoring import score_sequences
@@ -81,9 +81,11 @@ def load_reference(path: str, ours: str):
     directory = resolve_model_dir(path, key="eval.mia.reference")
     theirs = tokenizer_hash(load_tokenizer(str(directory)))
     if theirs != ours:
-        raise UserError(f"eval.mia.reference={path!r}: its tokenizer ({theirs}) is not this run's ({ours}), so "
-                        "it cannot score the same tokens; use a model trained with this corpus's tokenizer (same "
-                        "data source, data.split_seed, data.val_fraction and data.vocab_size)")
+        raise UserError(
+            f"eval.mia.reference={path!r}: its tokenizer ({theirs}) is not this run's ({ours}), so "
+            "it cannot score the same tokens; use a model trained with this corpus's tokenizer (same "
+            "data source, data.split_seed, data.val_fraction and data.vocab_size)"
+        )
     return load_model(str(directory))
 
 
@@ -116,8 +118,11 @@ class Evaluator:
         if self.grammar is not None:
             heldout = self.grammar.prompts(e.heldout_prompts, e.grammar_prompt_tokens)
         else:
-            heldout = _sampled_windows(corpus.val, e.prompt_tokens, e.heldout_prompts, seed + 2).tolist() \
-                if e.heldout_prompts else []
+            heldout = (
+                _sampled_windows(corpus.val, e.prompt_tokens, e.heldout_prompts, seed + 2).tolist()
+                if e.heldout_prompts
+                else []
+            )
         self.prompts = [("held-out", p) for p in heldout]
         self.prompts += [("prompt", tokenizer.encode(p, add_special_tokens=False)) for p in e.prompts]
         self.attention_ids = tokenizer.encode(e.attention_prompt, add_special_tokens=False)[: cfg.model.block_size]
@@ -147,16 +152,34 @@ class Evaluator:
         canaries. exposure: the ledger's (starts, last_seen) so far; None: nothing seen yet. final: the
         last evaluation, which also bootstraps the intervals of the mia/ keys."""
         e = self.cfg.eval
-        table = sequences.score(model, self.sides, e.prefix_tokens, self.decoding, e.batch_size, step,
-                                self.cfg.seed * 1_000_003 + step, e.mia.k)
+        table = sequences.score(
+            model,
+            self.sides,
+            e.prefix_tokens,
+            self.decoding,
+            e.batch_size,
+            step,
+            self.cfg.seed * 1_000_003 + step,
+            e.mia.k,
+        )
         if exposure is None:
             exposure = (np.zeros(len(self.corpus.train), np.int64), np.full(len(self.corpus.train), -1, np.int64))
         columns = sequences.exposure_columns(self.sides, *exposure, self.span, self.cfg.model.block_size)
         for key, values in columns.items():
             table = table.append_column(key, pa.array(values))
-        row = sequences.aggregates(table, e.extraction_samples, e.mia.bootstrap if final else 0, self.cfg.data.split_seed)
-        row.update(canary_exposures(model, self.corpus.canaries, self.tokenizer, self.corpus.eot_id,
-                                    e.canary_candidates, self.cfg.data.split_seed))
+        row = sequences.aggregates(
+            table, e.extraction_samples, e.mia.bootstrap if final else 0, self.cfg.data.split_seed
+        )
+        row.update(
+            canary_exposures(
+                model,
+                self.corpus.canaries,
+                self.tokenizer,
+                self.corpus.eot_id,
+                e.canary_candidates,
+                self.cfg.data.split_seed,
+            )
+        )
         return row, table
 
     # -- samples and how much of them is copied ------------------------------------------------------
@@ -170,13 +193,20 @@ class Evaluator:
         ids = torch.full((len(self.prompts), longest), eot, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for i, (_, prompt) in enumerate(self.prompts):
-            ids[i, longest - len(prompt):] = torch.tensor(prompt)
-            mask[i, longest - len(prompt):] = 1
+            ids[i, longest - len(prompt) :] = torch.tensor(prompt)
+            mask[i, longest - len(prompt) :] = 1
         row, samples = {}, []
         # Every setting from the same prompts: the greedy and sampled ones share each forward pass.
         seed = self.cfg.seed * 1_000_003 + step
-        generations = generate_each(model, ids, self.decoding, attention_mask=mask, seed=seed,
-                                    eos_token_id=eot if self.stop_at_eot else [], rows_at_once=self.cfg.eval.batch_size)
+        generations = generate_each(
+            model,
+            ids,
+            self.decoding,
+            attention_mask=mask,
+            seed=seed,
+            eos_token_id=eot if self.stop_at_eot else [],
+            rows_at_once=self.cfg.eval.batch_size,
+        )
         for name, setting in self.decoding.items():
             new = generations[name].new_tokens.cpu().numpy()  # [prompts * samples per prompt, new]
             per_prompt = new.shape[0] // len(self.prompts)
@@ -184,10 +214,21 @@ class Evaluator:
             completions = [_until_eot(tokens, eot) for tokens in new]
             shown = completions if self.stop_at_eot else new
             for (source, prompt), tokens, text in zip(prompts, completions, shown):
-                samples.append(Sample(step, name, setting_params(setting), source, self.tokenizer.decode(prompt),
-                                      self.tokenizer.decode(text), self.index.novelty([tokens], 8),
-                                      self.index.longest_copy(tokens)[0], self.index.has_copy(tokens),
-                                      [int(t) for t in prompt], [int(t) for t in text]))
+                samples.append(
+                    Sample(
+                        step,
+                        name,
+                        setting_params(setting),
+                        source,
+                        self.tokenizer.decode(prompt),
+                        self.tokenizer.decode(text),
+                        self.index.novelty([tokens], 8),
+                        self.index.longest_copy(tokens)[0],
+                        self.index.has_copy(tokens),
+                        [int(t) for t in prompt],
+                        [int(t) for t in text],
+                    )
+                )
             row.update(self.copy_metrics(name, completions))
             if self.grammar is not None:
                 row.update(self.grammar.shares(name, [prompt for _, prompt in prompts], new))
@@ -203,7 +244,7 @@ class Evaluator:
         best = max(range(len(copies)), key=lambda i: copies[i][0])
         length, start = copies[best]
         row[f"gen/{name}/longest_copy_tokens"] = length
-        row[f"gen/{name}/longest_copy_chars"] = len(self.tokenizer.decode(completions[best][start:start + length]))
+        row[f"gen/{name}/longest_copy_chars"] = len(self.tokenizer.decode(completions[best][start : start + length]))
         row[f"gen/{name}/copy_rate"] = float(np.mean([self.index.has_copy(c) for c in completions]))
         return row
 
@@ -211,10 +252,16 @@ class Evaluator:
         """Per-head entropy of the fixed prompt's attention, and its pictures (matplotlib figures)."""
         maps = attention_maps(model, torch.tensor(self.attention_ids))
         entropy = head_entropy(maps)
-        row = {f"attn/l{l}h{h}/entropy": float(entropy[l, h]) for l in range(maps.shape[0]) for h in range(maps.shape[1])}
+        row = {
+            f"attn/l{layer}h{h}/entropy": float(entropy[layer, h])
+            for layer in range(maps.shape[0])
+            for h in range(maps.shape[1])
+        }
         labels = [repr(self.tokenizer.decode([t]))[1:-1] for t in self.attention_ids]
-        figures = {"attention/heatmaps": heatmap_grid(maps, labels),
-                   "attention/lines": line_diagram(maps, labels, layer=maps.shape[0] - 1)}
+        figures = {
+            "attention/heatmaps": heatmap_grid(maps, labels),
+            "attention/lines": line_diagram(maps, labels, layer=maps.shape[0] - 1),
+        }
         return row, figures
 
     def __call__(self, model, step: int, final: bool = False, exposure=None) -> tuple[dict, list[Sample], pa.Table]:

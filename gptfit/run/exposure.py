@@ -74,16 +74,23 @@ class ExposureLedger:
         with np.load(path) as saved:
             starts, last_seen = saved["starts"].copy(), saved["last_seen"].copy()
         if len(starts) != len(self.starts):
-            raise UserError(f"train.resume: {path} counts {len(starts)} training tokens, this run has "
-                            f"{len(self.starts)} (eval.prefix_tokens or eval.suffix_tokens changed the planted "
-                            "duplicates?); resume with the settings of the run, or start a new one")
+            raise UserError(
+                f"train.resume: {path} counts {len(starts)} training tokens, this run has "
+                f"{len(self.starts)} (eval.prefix_tokens or eval.suffix_tokens changed the planted "
+                "duplicates?); resume with the settings of the run, or start a new one"
+            )
         self.base_starts, self.base_last_seen = starts, last_seen
 
 
 def write_ledger(path: Path, starts: np.ndarray, last_seen: np.ndarray, block_size: int) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, starts=starts, last_seen=last_seen, counts=token_counts(starts, block_size),
-             block_size=np.int64(block_size))
+    np.savez(
+        tmp,
+        starts=starts,
+        last_seen=last_seen,
+        counts=token_counts(starts, block_size),
+        block_size=np.int64(block_size),
+    )
     tmp.replace(path)
 
 

@@ -20,7 +20,6 @@ from omegaconf import OmegaConf
 
 from gptfit.errors import UserError
 
-
 LOCK_NAME = ".gptfit.lock"  # holds the pid of the process that writes the folder
 _held: dict[str, int] = {}  # folder -> file descriptor of the lock this process holds
 
@@ -38,8 +37,10 @@ def lock_run_dir(run_dir: Path) -> None:
     except BlockingIOError:
         holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise UserError(f"run folder {run_dir} is in use by another gptfit process (pid {holder}); wait for it to end, "
-                        "or choose another folder with hydra.run.dir=...") from None
+        raise UserError(
+            f"run folder {run_dir} is in use by another gptfit process (pid {holder}); wait for it to end, "
+            "or choose another folder with hydra.run.dir=..."
+        ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     _held[key] = fd
@@ -86,8 +87,16 @@ def discard_unused_run_dir(run_dir: str | None) -> None:
 # How a full disk (or a file-size limit) shows: OSError, or the text of the error of a library that wraps it
 # (safetensors' Rust IoError, torch's "file write failed").
 _FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-_FULL_TEXT = ("No space left on device", "File too large", "Disk quota exceeded", "os error 28", "os error 27",
-              "os error 122", "FileTooLarge", "StorageFull")
+_FULL_TEXT = (
+    "No space left on device",
+    "File too large",
+    "Disk quota exceeded",
+    "os error 28",
+    "os error 27",
+    "os error 122",
+    "FileTooLarge",
+    "StorageFull",
+)
 
 
 def disk_full(e: BaseException) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -16,7 +15,7 @@ FILE = "sequences.parquet"
 
 
 class SequenceLog:
-    def __init__(self, run_dir: Path, resume_step: Optional[int] = None):
+    def __init__(self, run_dir: Path, resume_step: int | None = None):
         self.path = run_dir / FILE
         self.tables: list[pa.Table] = []
         if resume_step is not None and self.path.exists():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Optional
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +25,10 @@ class StopSignals:
     SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
     def __init__(self):
-        self.received: Optional[int] = None
+        self.received: int | None = None
         self.previous: dict = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self.previous[sig] = signal.signal(sig, self._handle)
@@ -37,8 +36,7 @@ class StopSignals:
 
     def _handle(self, signum, frame) -> None:
         if self.received is None:
-            log.warning("%s received: saving a checkpoint at the next step, then stopping",
-                        signal.Signals(signum).name)
+            log.warning("%s received: saving a checkpoint at the next step, then stopping", signal.Signals(signum).name)
         self.received = signum
 
     def __exit__(self, *exc) -> None:

@@ -18,7 +18,7 @@ import time
 import warnings
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import matplotlib.pyplot as plt
 
@@ -29,8 +29,17 @@ PACKAGES = ("gptfit", "torch", "transformers", "tokenizers", "datasets", "hydra-
 # Keys whose best value is their minimum; every key's last value is kept under "final".
 LOWER_IS_BETTER = ("/loss", "/ppl", "/bpb")
 SAMPLES = "samples.jsonl"
-SAMPLE_COLUMNS = ["step", "decoding", "params", "source", "prompt", "completion", "novel_8gram",
-                  "longest_copy_tokens", "copied"]
+SAMPLE_COLUMNS = [
+    "step",
+    "decoding",
+    "params",
+    "source",
+    "prompt",
+    "completion",
+    "novel_8gram",
+    "longest_copy_tokens",
+    "copied",
+]
 
 
 def _md(text: str) -> str:
@@ -69,7 +78,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return read_rows(path)[0]
 
 
-def git_commit() -> Optional[str]:
+def git_commit() -> str | None:
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
@@ -98,8 +107,14 @@ def has_wandb_key() -> bool:
         return False
 
 
-def start_wandb(logger_cfg, run_dir: Path, name: str, config: dict, resume_id: Optional[str] = None,
-                resume_step: Optional[int] = None):
+def start_wandb(
+    logger_cfg,
+    run_dir: Path,
+    name: str,
+    config: dict,
+    resume_id: str | None = None,
+    resume_step: int | None = None,
+):
     """Start a W&B run (or return None when logging is off). Never blocks long on a missing network.
 
     A resumed run continues its W&B run when online. Offline runs cannot be resumed by the library: the
@@ -130,8 +145,11 @@ def start_wandb(logger_cfg, run_dir: Path, name: str, config: dict, resume_id: O
     except Exception as e:  # no network, bad key, service down: the run goes on offline
         if mode != "online":
             raise
-        warnings.warn(f"W&B online init failed ({type(e).__name__}: {str(e).strip()[:120]}); logging offline, "
-                      "upload later with `wandb sync`")
+        warnings.warn(
+            f"W&B online init failed ({type(e).__name__}: {str(e).strip()[:120]}); logging offline, "
+            "upload later with `wandb sync`",
+            stacklevel=2,
+        )
         mode = "offline"
         run = wandb.init(mode="offline", settings=settings, **kwargs)
     if resume_id and run.id != resume_id:
@@ -142,8 +160,16 @@ def start_wandb(logger_cfg, run_dir: Path, name: str, config: dict, resume_id: O
 
 
 class Tracker:
-    def __init__(self, run_dir: Path, logger_cfg, name: str, config: dict, info: dict,
-                 resume_step: Optional[int] = None, wandb_id: Optional[str] = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        logger_cfg,
+        name: str,
+        config: dict,
+        info: dict,
+        resume_step: int | None = None,
+        wandb_id: str | None = None,
+    ):
         self.run_dir = run_dir
         self.metrics_path = run_dir / "metrics.jsonl"
         self.summary_path = run_dir / "summary.json"
@@ -154,8 +180,11 @@ class Tracker:
             # evaluated step appears once. The file is rewritten atomically.
             rows, torn = read_rows(self.metrics_path)
             if torn:
-                log.warning("metrics.jsonl: dropped %d torn line(s) at its end, cut by the kill that stopped the "
-                            "run; the resumed run evaluates those steps again", torn)
+                log.warning(
+                    "metrics.jsonl: dropped %d torn line(s) at its end, cut by the kill that stopped the "
+                    "run; the resumed run evaluates those steps again",
+                    torn,
+                )
             self.rows = [r for r in rows if r.get("step", 0) <= resume_step]
             write_text_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in self.rows))
             kept = [r for r in read_rows(run_dir / SAMPLES)[0] if r.get("step", 0) <= resume_step]
@@ -208,11 +237,20 @@ class Tracker:
             return
         with open(self.run_dir / SAMPLES, "a") as f:
             f.writelines(json.dumps(dataclasses.asdict(s)) + "\n" for s in samples)
-        lines = [f"\n## step {samples[0].step}\n", "| decoding | params | source | prompt | completion | copy |",
-                 "|---|---|---|---|---|---|"]
+        lines = [
+            f"\n## step {samples[0].step}\n",
+            "| decoding | params | source | prompt | completion | copy |",
+            "|---|---|---|---|---|---|",
+        ]
         for s in samples:
-            cells = [s.decoding, s.params, s.source, _md(s.prompt), _md(s.completion),
-                     f"{s.longest_copy_tokens} tok" + (" (copied)" if s.copied else "")]
+            cells = [
+                s.decoding,
+                s.params,
+                s.source,
+                _md(s.prompt),
+                _md(s.completion),
+                f"{s.longest_copy_tokens} tok" + (" (copied)" if s.copied else ""),
+            ]
             lines.append("| " + " | ".join(cells) + " |")
         with open(self.run_dir / "samples.md", "a") as f:
             f.write("\n".join(lines) + "\n")
@@ -239,14 +277,18 @@ class Tracker:
         if self.wandb is not None:
             import wandb
 
-            self.wandb.log({name: wandb.Html(path.read_text(), inject=False),
-                            "tokens_seen": self.rows[-1]["tokens_seen"] if self.rows else 0})
+            self.wandb.log(
+                {
+                    name: wandb.Html(path.read_text(), inject=False),
+                    "tokens_seen": self.rows[-1]["tokens_seen"] if self.rows else 0,
+                }
+            )
 
     def update(self, **info) -> None:
         self.summary.update(info)
         self._write_summary()
 
-    def best(self, key: str) -> Optional[dict]:
+    def best(self, key: str) -> dict | None:
         values = [(r[key], r["step"]) for r in self.rows if isinstance(r.get(key), (int, float))]
         values = [v for v in values if math.isfinite(v[0])]
         if not values:
@@ -258,9 +300,7 @@ class Tracker:
         if self.rows:
             final = self.rows[-1]
             self.summary["final"] = final
-            self.summary["best"] = {
-                k: self.best(k) for k in final if k.endswith(LOWER_IS_BETTER) or k == "gap"
-            }
+            self.summary["best"] = {k: self.best(k) for k in final if k.endswith(LOWER_IS_BETTER) or k == "gap"}
             if self.wandb is not None:
                 for k, v in self.summary["best"].items():
                     if v is not None:
@@ -268,7 +308,7 @@ class Tracker:
         self.summary["wall_time_s"] = round(time.time() - self.start, 2)
         write_json_atomic(self.summary_path, self.summary)
 
-    def finish(self, status: str, error: Optional[str] = None) -> None:
+    def finish(self, status: str, error: str | None = None) -> None:
         self.summary["status"] = status
         if error:
             self.summary["error"] = error

@@ -9,7 +9,6 @@ its own keys (run/callback.py).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import torch
 from transformers import Trainer, TrainingArguments
@@ -29,7 +28,7 @@ class GptfitTrainer(Trainer):
     def __init__(self, *args, precision: str = "fp32", **kwargs):
         super().__init__(*args, **kwargs)
         self.autocast_bf16 = precision == "bf16"
-        self.flops_per_token: Optional[int] = None
+        self.flops_per_token: int | None = None
         self.loss_sum = torch.zeros(())
         self.loss_steps = 0
         self.finite = torch.ones((), dtype=torch.bool)  # every micro-step's loss since the last check
@@ -59,7 +58,7 @@ class GptfitTrainer(Trainer):
         self.finite = torch.ones((), dtype=torch.bool)
         return finite
 
-    def pop_running_loss(self) -> Optional[float]:
+    def pop_running_loss(self) -> float | None:
         """The mean training loss since the last call, over all ranks (every rank calls it together)."""
         if self.loss_steps == 0:
             return None
@@ -85,8 +84,10 @@ def native_bf16(device: str) -> bool:
 
 def check_precision(precision: str, device: str) -> None:
     if precision == "bf16" and not native_bf16(device):
-        raise UserError(f"train.precision=bf16: this {device.upper()} has no native bf16 arithmetic, so bf16 would "
-                        "train slower than fp32; use train.precision=fp32")
+        raise UserError(
+            f"train.precision=bf16: this {device.upper()} has no native bf16 arithmetic, so bf16 would "
+            "train slower than fp32; use train.precision=fp32"
+        )
 
 
 def training_arguments(cfg, run_dir: Path, device: str) -> TrainingArguments:
@@ -94,8 +95,10 @@ def training_arguments(cfg, run_dir: Path, device: str) -> TrainingArguments:
     world = dist.world_size()
     per_device, rest = divmod(t.batch_size, t.grad_accum * world)
     if rest or per_device == 0:
-        raise UserError(f"train.batch_size={t.batch_size}: must be a multiple of train.grad_accum x processes "
-                        f"({t.grad_accum} x {world})")
+        raise UserError(
+            f"train.batch_size={t.batch_size}: must be a multiple of train.grad_accum x processes "
+            f"({t.grad_accum} x {world})"
+        )
     return TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         max_steps=t.max_steps,
@@ -135,10 +138,8 @@ def close_progress_bar(trainer: Trainer) -> None:
             callback.training_bar = None
 
 
-
 def out_of_memory(e: BaseException) -> bool:
     text = str(e)
     return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or (
-        isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text))
-
-
+        isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+    )

@@ -13,7 +13,6 @@ import logging
 import signal
 import time
 from pathlib import Path
-from typing import Optional
 
 import torch
 from omegaconf import OmegaConf
@@ -33,9 +32,15 @@ from gptfit.run.exposure import CountedWindows, ExposureLedger, write_ledger
 from gptfit.run.folder import disk_full, lock_run_dir, make_writable_run_dir
 from gptfit.run.signals import StopSignals, TrainingStopped
 from gptfit.run.tracking import Tracker, write_json_atomic
+from gptfit.run.trainer import (
+    GptfitTrainer,
+    check_precision,
+    close_progress_bar,
+    out_of_memory,
+    resolve_device,
+    training_arguments,
+)
 from gptfit.show.explore import explore_run
-from gptfit.run.trainer import (GptfitTrainer, check_precision, close_progress_bar, out_of_memory, resolve_device,
-                                training_arguments)
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +105,11 @@ def _train(cfg, device: str, stop: StopSignals) -> dict:
 
 def no_space_error(run_dir: Path) -> UserError:
     kept = find_checkpoint(run_dir)
-    return UserError(f"the disk is full: a write into {run_dir} failed; free some space (or lower "
-                     f"train.save_total_limit) and run the same command again: it resumes from "
-                     f"{kept if kept is not None else 'the start (no complete checkpoint yet)'}")
+    return UserError(
+        f"the disk is full: a write into {run_dir} failed; free some space (or lower "
+        f"train.save_total_limit) and run the same command again: it resumes from "
+        f"{kept if kept is not None else 'the start (no complete checkpoint yet)'}"
+    )
 
 
 def mark_failed(tracker: Tracker, e: BaseException) -> None:
@@ -127,8 +134,10 @@ def prepare_corpus(cfg) -> Corpus:
     length = cfg.eval.prefix_tokens + cfg.eval.suffix_tokens
     corpus = dist.rank0_first(lambda: load_corpus(cfg.data, tokenizer, length))
     if len(corpus.val) < cfg.model.block_size:
-        raise UserError(f"data.val_fraction={cfg.data.val_fraction}: the held-out text has {len(corpus.val)} tokens, "
-                        f"less than one window of model.block_size={cfg.model.block_size}; raise it")
+        raise UserError(
+            f"data.val_fraction={cfg.data.val_fraction}: the held-out text has {len(corpus.val)} tokens, "
+            f"less than one window of model.block_size={cfg.model.block_size}; raise it"
+        )
     return corpus
 
 
@@ -137,12 +146,14 @@ def prepare_model(cfg, tokenizer):
     model = build_model(cfg, tokenizer)
     context = model_context(model)
     if context is not None and cfg.model.block_size > context:
-        raise UserError(f"model.block_size={cfg.model.block_size}: longer than the model's context of {context}; "
-                        f"lower it to at most {context}")
+        raise UserError(
+            f"model.block_size={cfg.model.block_size}: longer than the model's context of {context}; "
+            f"lower it to at most {context}"
+        )
     return model
 
 
-def start_tracker(cfg, run_dir: Path, corpus: Corpus, model, device: str, resume: Optional[Resume]) -> Tracker:
+def start_tracker(cfg, run_dir: Path, corpus: Corpus, model, device: str, resume: Resume | None) -> Tracker:
     """The run's config and tokenizer on disk, and the tracker with the run's metadata."""
     OmegaConf.save(cfg, run_dir / "config.yaml")
     if corpus.subset is not None:  # which candidates this shadow model trained on
@@ -153,10 +164,15 @@ def start_tracker(cfg, run_dir: Path, corpus: Corpus, model, device: str, resume
         "corpus_hash": corpus.corpus_hash,
         "tokenizer_hash": corpus.tokenizer_hash,
         "n_params": sum(p.numel() for p in model.parameters()),
-        "data": {"train_tokens": len(corpus.train), "val_tokens": len(corpus.val),
-                 "pool_tokens": corpus.pool_tokens, "train_docs": corpus.n_train_docs,
-                 "val_docs": corpus.n_val_docs, "val_dropped": corpus.val_dropped,
-                 "planted_tokens": planted_tokens(corpus)},
+        "data": {
+            "train_tokens": len(corpus.train),
+            "val_tokens": len(corpus.val),
+            "pool_tokens": corpus.pool_tokens,
+            "train_docs": corpus.n_train_docs,
+            "val_docs": corpus.n_val_docs,
+            "val_dropped": corpus.val_dropped,
+            "planted_tokens": planted_tokens(corpus),
+        },
         "device": device,
         "precision": cfg.train.precision,
         "world_size": dist.world_size(),
@@ -165,8 +181,15 @@ def start_tracker(cfg, run_dir: Path, corpus: Corpus, model, device: str, resume
         info["resumed_from_step"] = resume.step
     config = OmegaConf.to_container(cfg, resolve=True)
     run_name = cfg.logger.run_name or f"{cfg.name}-{run_dir.name}"
-    return Tracker(run_dir, cfg.logger, run_name, config, info, resume.step if resume else None,
-                   resume.wandb_id if resume else None)
+    return Tracker(
+        run_dir,
+        cfg.logger,
+        run_name,
+        config,
+        info,
+        resume.step if resume else None,
+        resume.wandb_id if resume else None,
+    )
 
 
 def planted_tokens(corpus: Corpus) -> int:
@@ -201,12 +224,13 @@ def make_windows(cfg, corpus: Corpus) -> Windows:
     windows = training_windows(cfg, corpus.train)
     if corpus.forgotten is not None:  # gone from the training set after data.forget.until_step
         length = cfg.eval.prefix_tokens + cfg.eval.suffix_tokens
-        windows.avoid(spans(len(corpus.train), [corpus.forgotten], length), cfg.data.forget.until_step,
-                      cfg.train.batch_size)
+        windows.avoid(
+            spans(len(corpus.train), [corpus.forgotten], length), cfg.data.forget.until_step, cfg.train.batch_size
+        )
     return windows
 
 
-def make_trainer(cfg, run: Run, model, device: str, stop: StopSignals, resume: Optional[Resume]) -> GptfitTrainer:
+def make_trainer(cfg, run: Run, model, device: str, stop: StopSignals, resume: Resume | None) -> GptfitTrainer:
     dataset = CountedWindows(make_windows(cfg, run.corpus), run.ledger)
     trainer = GptfitTrainer(
         model=model,
@@ -222,7 +246,7 @@ def make_trainer(cfg, run: Run, model, device: str, stop: StopSignals, resume: O
     return trainer
 
 
-def fit(cfg, trainer: GptfitTrainer, ckpt: Optional[Path]) -> None:
+def fit(cfg, trainer: GptfitTrainer, ckpt: Path | None) -> None:
     """Train to `train.max_steps` (or a stop signal); running out of memory is one line that says what to lower."""
     try:
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
@@ -239,8 +263,10 @@ def fit(cfg, trainer: GptfitTrainer, ckpt: Optional[Path]) -> None:
 def stopped(run: Run, stop: StopSignals) -> TrainingStopped:
     """The run ended early by a signal: its summary says so, and the error says how to continue."""
     name = signal.Signals(stop.received).name
-    message = (f"stopped by {name} at step {run.stopped_at}; checkpoint saved in {run.run_dir / 'checkpoints'}; "
-               f"continue with train.resume={run.run_dir}")
+    message = (
+        f"stopped by {name} at step {run.stopped_at}; checkpoint saved in {run.run_dir / 'checkpoints'}; "
+        f"continue with train.resume={run.run_dir}"
+    )
     if run.tracker is not None:
         run.tracker.update(stopped_at_step=run.stopped_at, stop_signal=name)
         run.tracker.finish("stopped")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import torch
 from transformers.utils import logging as hf_logging
@@ -15,7 +14,7 @@ from gptfit.model.loading import load_pretrained
 from gptfit.plots.attention import save_all
 
 
-def prompt_ids(tokenizer, prompt: str, context: Optional[int]) -> list[int]:
+def prompt_ids(tokenizer, prompt: str, context: int | None) -> list[int]:
     ids = tokenizer.encode(prompt, add_special_tokens=False)
     if not ids:
         raise UserError(f"prompt={prompt!r}: the tokenizer makes no token of it")

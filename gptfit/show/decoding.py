@@ -36,16 +36,20 @@ def decode_run(options, directory: Path) -> None:
     def label(token: int) -> str:
         return repr(tokenizer.decode([token]))[1:-1]
 
-    results = {name: generate(model, input_ids, s, seed=seed, eos_token_id=eos, trace=True, trace_top=options.top)
-               for name, s in settings.items()}
+    results = {
+        name: generate(model, input_ids, s, seed=seed, eos_token_id=eos, trace=True, trace_top=options.top)
+        for name, s in settings.items()
+    }
     shown = "end-of-text (unconditional)" if prompt is None else repr(prompt)
     print(f"model: {directory}  seed: {seed}  prompt: {shown} ({len(ids)} tokens)")
     for line in completion_table(results, settings, tokenizer, eos):
         print(line)
     if options.trace:
         for name, r in results.items():
-            print(f"\n[{name}] step by step ({r.strategy}; top {options.top} candidates, probabilities after the "
-                  "setting's transforms)")
+            print(
+                f"\n[{name}] step by step ({r.strategy}; top {options.top} candidates, probabilities after the "
+                "setting's transforms)"
+            )
             for line in trace_lines(r, label):
                 print("  " + line)
     if options.plots:
@@ -87,13 +91,15 @@ def trace_lines(result, label) -> list[str]:
     for step in result.steps:
         if step.parents is None:
             token = int(step.token_ids[0])
-            cands = "  ".join(f"{label(int(i))!r} {float(p):.3f}"
-                              for i, p in zip(step.top_ids[0], step.top_probs[0]) if p > 0)
+            cands = "  ".join(
+                f"{label(int(i))!r} {float(p):.3f}" for i, p in zip(step.top_ids[0], step.top_probs[0]) if p > 0
+            )
             lines.append(f"step {step.index + 1:3d}: took {label(token)!r:<14} | {cands}")
         else:
             beams = "  |  ".join(
                 f"beam {j} <- {int(p)} {label(int(t))!r} ({float(s):.2f})"
-                for j, (p, t, s) in enumerate(zip(step.parents[0], step.token_ids[0], step.scores[0])))
+                for j, (p, t, s) in enumerate(zip(step.parents[0], step.token_ids[0], step.scores[0]))
+            )
             lines.append(f"step {step.index + 1:3d}: {beams}")
     return lines
 
@@ -110,14 +116,30 @@ def draw(model, input_ids, settings: dict, results: dict, label, out: Path, seed
     context = model_context(model) or input_ids.shape[1]
     with torch.inference_mode():
         logits = model(input_ids=input_ids[:, -context:]).logits[0, -1]  # [vocab]
-    paths.append(figures.transform_panels(logits, label, out / "next_token_transforms.png", (low, high),
-                                          top_k, top_p, title="next-token distribution after the prompt"))
+    paths.append(
+        figures.transform_panels(
+            logits,
+            label,
+            out / "next_token_transforms.png",
+            (low, high),
+            top_k,
+            top_p,
+            title="next-token distribution after the prompt",
+        )
+    )
 
     greedy = next((r for r in results.values() if r.strategy == "greedy"), None)
     if greedy is None:
         s = next(iter(settings.values()))
-        greedy = generate(model, input_ids, as_setting(max_new_tokens=s.max_new_tokens), seed=seed, eos_token_id=eos,
-                          trace=True, trace_top=top)
+        greedy = generate(
+            model,
+            input_ids,
+            as_setting(max_new_tokens=s.max_new_tokens),
+            seed=seed,
+            eos_token_id=eos,
+            trace=True,
+            trace_top=top,
+        )
     paths.append(figures.greedy_path(greedy.steps, label, out / "greedy_path.png"))
 
     beam = next((r for r in results.values() if r.strategy in ("beam", "beam_sample")), None)

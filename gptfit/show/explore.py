@@ -5,7 +5,6 @@ page (from gptfit.report) holds every run's curves, the ladder figures and a lin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import torch
 from omegaconf import OmegaConf
@@ -29,19 +28,25 @@ def held_out_prompts(run_dir: Path) -> list[list[int]]:
     return out
 
 
-def explore_run(run_dir: Path, cfg, model, tokenizer, corpus, out: Optional[Path] = None) -> Path:
+def explore_run(run_dir: Path, cfg, model, tokenizer, corpus, out: Path | None = None) -> Path:
     """Write the run's page (by default <run>/explore.html); return its path."""
     e = cfg.eval
     prompts = [tokenizer.encode(p, add_special_tokens=False) for p in e.prompts] + held_out_prompts(run_dir)
     if not prompts:
         prompts = [corpus.val[: e.prompt_tokens].tolist()]
     attention_ids = tokenizer.encode(e.attention_prompt, add_special_tokens=False)[: cfg.model.block_size]
-    data = {"curves": explore_data.curves(run_dir), "text": explore_data.text(run_dir, model),
-            "samples": explore_data.samples(run_dir, corpus.train, corpus.eot_id, e.copy_span),
-            "decoding": explore_data.decoding(model, prompts, corpus.eot_id, cfg.seed),
-            "attention": explore_data.attention(model, attention_ids), "vocab": explore_data.vocabulary(tokenizer)}
+    data = {
+        "curves": explore_data.curves(run_dir),
+        "text": explore_data.text(run_dir, model),
+        "samples": explore_data.samples(run_dir, corpus.train, corpus.eot_id, e.copy_span),
+        "decoding": explore_data.decoding(model, prompts, corpus.eot_id, cfg.seed),
+        "attention": explore_data.attention(model, attention_ids),
+        "vocab": explore_data.vocabulary(tokenizer),
+    }
     out = out or run_dir / FILE
-    write_text_atomic(out, page(data, f"gptfit run: {cfg.name}, {len(corpus.train):,} training tokens ({run_dir.name})"))
+    write_text_atomic(
+        out, page(data, f"gptfit run: {cfg.name}, {len(corpus.train):,} training tokens ({run_dir.name})")
+    )
     return out
 
 
@@ -53,8 +58,10 @@ def explore_saved_run(options, model_dir: Path) -> Path:
 
     run_dir = Path(options.run).expanduser()
     if not (run_dir / "config.yaml").exists():
-        raise UserError(f"run={options.run!r}: no config.yaml there; give a run directory (a saved model alone "
-                        "has no metrics, table or samples to show)")
+        raise UserError(
+            f"run={options.run!r}: no config.yaml there; give a run directory (a saved model alone "
+            "has no metrics, table or samples to show)"
+        )
     if options.threads:
         torch.set_num_threads(options.threads)
     cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(run_dir / "config.yaml"))

@@ -30,9 +30,18 @@ from gptfit.metrics.ngrams import NgramIndex
 from gptfit.run.sequence_log import FILE as SEQUENCES
 from gptfit.run.tracking import SAMPLES, read_jsonl
 
-CURVE_KEYS = ("train/loss", "val/loss", "gap", "mem/extraction_rate_train", "mem/extraction_rate_val",
-              "mem/exact_match_train", "mem/exact_match_val", "mia/loss/auc", "mia/min_k_plus_plus/auc",
-              "mia/blind/auc")
+CURVE_KEYS = (
+    "train/loss",
+    "val/loss",
+    "gap",
+    "mem/extraction_rate_train",
+    "mem/extraction_rate_val",
+    "mem/exact_match_train",
+    "mem/exact_match_val",
+    "mia/loss/auc",
+    "mia/min_k_plus_plus/auc",
+    "mia/blind/auc",
+)
 TEXT_PER_SIDE = 64  # sequences of each side shown in the text view
 PLAYGROUND_PROMPTS, PLAYGROUND_STEPS, BEAMS = 3, 24, (2, 3, 4)
 # Logits the playground stores at most (float16: 2 bytes each, 4/3 more in base64): 3 prompts of a
@@ -43,8 +52,7 @@ CONTEXT = 40  # training tokens shown on each side of a copied span
 
 def curves(run_dir: Path) -> dict:
     rows = read_jsonl(run_dir / "metrics.jsonl")
-    kept = [{k: r[k] for k in ("step", "tokens_seen", *CURVE_KEYS) if isinstance(r.get(k), (int, float))}
-            for r in rows]
+    kept = [{k: r[k] for k in ("step", "tokens_seen", *CURVE_KEYS) if isinstance(r.get(k), (int, float))} for r in rows]
     with_val = [r for r in kept if "val/loss" in r]
     best = min(with_val, key=lambda r: r["val/loss"])["step"] if with_val else None
     return {"rows": kept, "best_step": best}
@@ -64,7 +72,9 @@ def text(run_dir: Path, model) -> dict:
         return {"sequences": []}
     table = pq.read_table(path)
     last = table.filter(pc.and_(pc.equal(table["step"], pc.max(table["step"])), pc.equal(table["kind"], "sample")))
-    rows = [r for split in ("train", "val") for r in last.filter(pc.equal(last["split"], split)).to_pylist()[:TEXT_PER_SIDE]]
+    rows = [
+        r for split in ("train", "val") for r in last.filter(pc.equal(last["split"], split)).to_pylist()[:TEXT_PER_SIDE]
+    ]
     if not rows:
         return {"sequences": []}
     ids = torch.tensor([r["tokens"] for r in rows])  # [n, L]
@@ -79,10 +89,20 @@ def text(run_dir: Path, model) -> dict:
     truth, ranks, top_p, top_ids = (torch.cat(column) for column in zip(*parts))
     out = []
     for i, r in enumerate(rows):
-        out.append({"split": r["split"], "id": r["sequence_id"], "tokens": r["tokens"],
-                    "losses": _round(-truth[i]), "ranks": ranks[i].tolist(), "top_ids": top_ids[i].tolist(),
-                    "top_p": _round(top_p[i]), "loss": round(r["loss"], 3),
-                    "extracted": bool(r["extracted"]), "exposures": round(float(r["token_exposures"]), 2)})
+        out.append(
+            {
+                "split": r["split"],
+                "id": r["sequence_id"],
+                "tokens": r["tokens"],
+                "losses": _round(-truth[i]),
+                "ranks": ranks[i].tolist(),
+                "top_ids": top_ids[i].tolist(),
+                "top_p": _round(top_p[i]),
+                "loss": round(r["loss"], 3),
+                "extracted": bool(r["extracted"]),
+                "exposures": round(float(r["token_exposures"]), 2),
+            }
+        )
     return {"sequences": out}
 
 
@@ -101,12 +121,22 @@ def samples(run_dir: Path, train: np.ndarray, eot_id: int, copy_span: int) -> di
             if pos >= 0 and pos not in sources:
                 lo, hi = max(0, pos - CONTEXT), min(len(train), pos + (end - start) + CONTEXT)
                 sources[pos] = len(found)
-                found.append({"document": int(documents[pos]), "position": pos, "before": train[lo:pos].tolist(),
-                              "span": train[pos : pos + end - start].tolist(), "after": train[pos + end - start : hi].tolist()})
+                found.append(
+                    {
+                        "document": int(documents[pos]),
+                        "position": pos,
+                        "before": train[lo:pos].tolist(),
+                        "span": train[pos : pos + end - start].tolist(),
+                        "after": train[pos + end - start : hi].tolist(),
+                    }
+                )
             r["copies"].append([start, end, sources.get(pos, -1)])
     keep = ("step", "decoding", "params", "source", "prompt_ids", "completion_ids", "copies", "longest_copy_tokens")
-    return {"steps": sorted({r["step"] for r in rows}), "samples": [{k: r[k] for k in keep} for r in rows],
-            "sources": found}
+    return {
+        "steps": sorted({r["step"] for r in rows}),
+        "samples": [{k: r[k] for k in keep} for r in rows],
+        "sources": found,
+    }
 
 
 def _float16_base64(logits: torch.Tensor) -> str:
@@ -119,19 +149,37 @@ def decoding(model, prompts: list[list[int]], eot_id: int, seed: int) -> dict:
     vocab = model.config.vocab_size
     for prompt in prompts[: max(1, min(PLAYGROUND_PROMPTS, LOGIT_BUDGET // (PLAYGROUND_STEPS * vocab)))]:
         ids = torch.tensor([prompt])
-        greedy = generate(model, ids, as_setting(do_sample=False, max_new_tokens=PLAYGROUND_STEPS), eos_token_id=[],
-                          seed=seed)
+        greedy = generate(
+            model, ids, as_setting(do_sample=False, max_new_tokens=PLAYGROUND_STEPS), eos_token_id=[], seed=seed
+        )
         path = greedy.sequences[0].tolist()  # prompt + greedy tokens
         with torch.no_grad(), eval_mode(model):
             logits = model(input_ids=torch.tensor([path[:-1]])).logits[0, len(prompt) - 1 :].float()  # [steps, vocab]
         trees = {}
         for k in BEAMS:
-            beam = generate(model, ids, as_setting(do_sample=False, num_beams=k, max_new_tokens=PLAYGROUND_STEPS // 2),
-                            eos_token_id=[], seed=seed, trace=True, trace_top=k)
-            trees[k] = {"best": beam.new_tokens[0].tolist(), "steps": [
-                {"tokens": s.token_ids[0].tolist(), "parents": s.parents[0].tolist(), "scores": _round(s.scores[0]),
-                 "top_ids": s.top_ids.tolist(), "top_p": _round(s.top_probs)} for s in beam.steps]}
-        out.append({"prompt": prompt, "greedy": path[len(prompt):], "logits": _float16_base64(logits), "beams": trees})
+            beam = generate(
+                model,
+                ids,
+                as_setting(do_sample=False, num_beams=k, max_new_tokens=PLAYGROUND_STEPS // 2),
+                eos_token_id=[],
+                seed=seed,
+                trace=True,
+                trace_top=k,
+            )
+            trees[k] = {
+                "best": beam.new_tokens[0].tolist(),
+                "steps": [
+                    {
+                        "tokens": s.token_ids[0].tolist(),
+                        "parents": s.parents[0].tolist(),
+                        "scores": _round(s.scores[0]),
+                        "top_ids": s.top_ids.tolist(),
+                        "top_p": _round(s.top_probs),
+                    }
+                    for s in beam.steps
+                ],
+            }
+        out.append({"prompt": prompt, "greedy": path[len(prompt) :], "logits": _float16_base64(logits), "beams": trees})
     return {"prompts": out}
 
 

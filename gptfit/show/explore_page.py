@@ -10,20 +10,25 @@ from importlib import resources
 
 from gptfit.show.explore_data import to_json
 
-VIEWS = {"curves": "Curves", "text": "Text", "samples": "Samples", "decoding": "Decoding playground",
-         "attention": "Attention"}
+VIEWS = {
+    "curves": "Curves",
+    "text": "Text",
+    "samples": "Samples",
+    "decoding": "Decoding playground",
+    "attention": "Attention",
+}
 HELP = {
     "curves": "Losses, gap and the memorization and membership rates against tokens seen; the dotted line is "
-              "the step with the lowest validation loss. Hover for the values.",
+    "the step with the lowest validation loss. Hover for the values.",
     "text": "Each token coloured by its loss (white: 0 nats, red: 8 or more); underlined green where the model's "
-            "most probable token is the true one. Hover a token for its loss, rank and top 5 predictions.",
+    "most probable token is the true one. Hover a token for its loss, rank and top 5 predictions.",
     "samples": "Every decoding setting's completions; verbatim copies of the training text are highlighted. "
-               "Hover a copy for the training document it came from.",
+    "Hover a copy for the training document it came from.",
     "decoding": "The model's next-token distribution along the greedy path. The transforms run in the page in "
-                "gptfit.core.sampling's order: temperature, then top-k (ties kept), then top-p. Below: the "
-                "beam-search tree, pruned candidates in grey.",
+    "gptfit.core.sampling's order: temperature, then top-k (ties kept), then top-p. Below: the "
+    "beam-search tree, pruned candidates in grey.",
     "attention": "The attention of the attention prompt. Hover a token on the left to see what it attends to "
-                 "(opacity = weight); the causal mask leaves later tokens out.",
+    "(opacity = weight); the causal mask leaves later tokens out.",
 }
 
 
@@ -37,8 +42,11 @@ def _asset(name: str) -> str:
 def page(data: dict, title: str, views=tuple(VIEWS)) -> str:
     """The page's HTML with `views` (keys of VIEWS) in that order."""
     nav = " ".join(f'<a href="#{v}">{VIEWS[v]}</a>' for v in views)
-    sections = "\n".join(f'<section id="{v}" data-view="{v}"><h2>{VIEWS[v]}</h2><p class="label">{HELP[v]}</p>'
-                         f'<div class="body"></div></section>' for v in views)
+    sections = "\n".join(
+        f'<section id="{v}" data-view="{v}"><h2>{VIEWS[v]}</h2><p class="label">{HELP[v]}</p>'
+        f'<div class="body"></div></section>'
+        for v in views
+    )
     # A script element ends at the first "</script": the JSON escapes "</", and the bundles hold none.
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>

@@ -25,8 +25,16 @@ from gptfit.plots.membership import counterfactual_figure, roc_figure, save
 from gptfit.run.sequence_log import FILE as SEQUENCES
 from gptfit.show.sweep import fmt, read_sweep, with_interval
 
-COLUMNS = ["candidate", "split", "doc_id", "tokens", "loss", "exact_match", "token_exposures",
-           *(f"mia_{name}" for name in membership.MODEL_SCORES)]
+COLUMNS = [
+    "candidate",
+    "split",
+    "doc_id",
+    "tokens",
+    "loss",
+    "exact_match",
+    "token_exposures",
+    *(f"mia_{name}" for name in membership.MODEL_SCORES),
+]
 # The attacks compared on every target: LiRA's two tests, then the single-model scores.
 ATTACKS = ("lira_online", "lira_offline", *membership.MODEL_SCORES)
 TOP = 10  # the most memorized candidates shown with their text
@@ -59,37 +67,57 @@ def read_shadows(sweep: Path) -> Shadows:
     dirs = [sweep / r["job"] for r in runs if r["status"] == "finished"]
     for d in dirs:
         if not (d / "subset.json").exists():
-            raise UserError(f"{d}: no subset.json, so not a shadow model; train the sweep with data.subset "
-                            "(python -m gptfit.train +experiment=shadow_models)")
+            raise UserError(
+                f"{d}: no subset.json, so not a shadow model; train the sweep with data.subset "
+                "(python -m gptfit.train +experiment=shadow_models)"
+            )
     if len(dirs) < 2:
-        raise UserError(f"{sweep}: {len(dirs)} finished shadow model(s); LiRA fits each target's Gaussians on the "
-                        "other models, so it needs at least 2 (shadow_models trains 16: data.subset.seed=range(0,16))")
+        raise UserError(
+            f"{sweep}: {len(dirs)} finished shadow model(s); LiRA fits each target's Gaussians on the "
+            "other models, so it needs at least 2 (shadow_models trains 16: data.subset.seed=range(0,16))"
+        )
     tables = [_final_candidates(d) for d in dirs]
     tokens = np.stack(tables[0]["tokens"].to_numpy(zero_copy_only=False))
     for d, t in zip(dirs, tables):
-        if t.num_rows != len(tokens) or not np.array_equal(np.stack(t["tokens"].to_numpy(zero_copy_only=False)), tokens):
-            raise UserError(f"{d}: its candidates differ from those of {dirs[0]}; every shadow model of a sweep must "
-                            "share data.train_tokens, data.split_seed and the sequence length")
+        if t.num_rows != len(tokens) or not np.array_equal(
+            np.stack(t["tokens"].to_numpy(zero_copy_only=False)), tokens
+        ):
+            raise UserError(
+                f"{d}: its candidates differ from those of {dirs[0]}; every shadow model of a sweep must "
+                "share data.train_tokens, data.split_seed and the sequence length"
+            )
     stack = lambda column: np.stack([np.asarray(t[column], dtype=np.float64) for t in tables])  # noqa: E731
-    return Shadows([d.name for d in dirs], np.stack([np.asarray(pc.equal(t["split"], "train")) for t in tables]),
-                   {f"mia_{n}": stack(f"mia_{n}") for n in membership.MODEL_SCORES}, stack("exact_match"),
-                   stack("loss"), stack("token_exposures"), tokens, np.asarray(tables[0]["doc_id"]),
-                   dirs[0] / "tokenizer")
+    return Shadows(
+        [d.name for d in dirs],
+        np.stack([np.asarray(pc.equal(t["split"], "train")) for t in tables]),
+        {f"mia_{n}": stack(f"mia_{n}") for n in membership.MODEL_SCORES},
+        stack("exact_match"),
+        stack("loss"),
+        stack("token_exposures"),
+        tokens,
+        np.asarray(tables[0]["doc_id"]),
+        dirs[0] / "tokenizer",
+    )
 
 
 def attack_scores(shadows: Shadows) -> dict[str, np.ndarray]:
     """{attack: [M, N]} every attack's score of every candidate, each model in turn the target."""
     phi = logit_confidence(shadows.scores["mia_loss"])
     tests = [lira(phi, shadows.members, target) for target in range(len(phi))]
-    out = {"lira_online": np.stack([t["online"] for t in tests]), "lira_offline": np.stack([t["offline"] for t in tests])}
+    out = {
+        "lira_online": np.stack([t["online"] for t in tests]),
+        "lira_offline": np.stack([t["offline"] for t in tests]),
+    }
     out.update({name: shadows.scores[f"mia_{name}"] for name in membership.MODEL_SCORES})
     return out
 
 
 def per_target(shadows: Shadows, attacks: dict[str, np.ndarray]) -> dict[str, list[dict]]:
     """{attack: [separation of each target]}."""
-    return {name: [membership.separation(shadows.members[m], scores[m]) for m in range(len(scores))]
-            for name, scores in attacks.items()}
+    return {
+        name: [membership.separation(shadows.members[m], scores[m]) for m in range(len(scores))]
+        for name, scores in attacks.items()
+    }
 
 
 def pooled(shadows: Shadows, attacks: dict[str, np.ndarray], resamples: int) -> dict[str, dict]:
@@ -101,8 +129,11 @@ def pooled(shadows: Shadows, attacks: dict[str, np.ndarray], resamples: int) -> 
     for name, scores in attacks.items():
         figures = membership.separation(members, scores.ravel())
         bounds = membership.bootstrap(members, scores.ravel(), documents, resamples, seed=0)
-        out[name] = {**figures, **{f"{k}_lo": bounds.get(k, (None, None))[0] for k in figures},
-                     **{f"{k}_hi": bounds.get(k, (None, None))[1] for k in figures}}
+        out[name] = {
+            **figures,
+            **{f"{k}_lo": bounds.get(k, (None, None))[0] for k in figures},
+            **{f"{k}_hi": bounds.get(k, (None, None))[1] for k in figures},
+        }
     return out
 
 
@@ -110,20 +141,37 @@ def memorization(shadows: Shadows) -> dict[str, np.ndarray]:
     """Counterfactual memorization of every candidate, and its mean token exposures when in."""
     with np.errstate(invalid="ignore"):
         exposures = (shadows.token_exposures * shadows.members).sum(0) / shadows.members.sum(0)
-    return {"accuracy": counterfactual(shadows.exact_match, shadows.members),
-            "loss": -counterfactual(shadows.loss, shadows.members), "exposures": exposures}
+    return {
+        "accuracy": counterfactual(shadows.exact_match, shadows.members),
+        "loss": -counterfactual(shadows.loss, shadows.members),
+        "exposures": exposures,
+    }
 
 
 def attack_tables(shadows: Shadows, targets: dict[str, list[dict]], pool: dict[str, dict]) -> list[str]:
-    lines = ["## The attacks on the same targets", "",
-             f"{len(shadows.jobs)} models, {shadows.members.shape[1]} candidates; each model in turn is the target, "
-             "LiRA fitted on the others. Pooled over all targets (95% intervals from a bootstrap over the pool's "
-             "documents):", "", "| attack | AUC | TPR at 1% FPR | TPR at 0.1% FPR |", "|---|---|---|---|"]
+    lines = [
+        "## The attacks on the same targets",
+        "",
+        f"{len(shadows.jobs)} models, {shadows.members.shape[1]} candidates; each model in turn is the target, "
+        "LiRA fitted on the others. Pooled over all targets (95% intervals from a bootstrap over the pool's "
+        "documents):",
+        "",
+        "| attack | AUC | TPR at 1% FPR | TPR at 0.1% FPR |",
+        "|---|---|---|---|",
+    ]
     for name in ATTACKS:
-        lines.append(f"| {name} | " + " | ".join(with_interval(pool[name], k) for k in ("auc", "tpr@1%fpr", "tpr@0.1%fpr"))
-                     + " |")
-    lines += ["", "Per target (mean and range over the targets; TPR at 1% FPR where a target has 1,000 "
-              "non-members):", "", "| attack | AUC | TPR at 1% FPR |", "|---|---|---|"]
+        lines.append(
+            f"| {name} | "
+            + " | ".join(with_interval(pool[name], k) for k in ("auc", "tpr@1%fpr", "tpr@0.1%fpr"))
+            + " |"
+        )
+    lines += [
+        "",
+        "Per target (mean and range over the targets; TPR at 1% FPR where a target has 1,000 non-members):",
+        "",
+        "| attack | AUC | TPR at 1% FPR |",
+        "|---|---|---|",
+    ]
     for name in ATTACKS:
         cells = []
         for key in ("auc", "tpr@1%fpr"):
@@ -140,13 +188,19 @@ def memorization_section(shadows: Shadows, mem: dict[str, np.ndarray]) -> list[s
     known = np.isfinite(mem["accuracy"])
     acc, loss, exposures = mem["accuracy"][known], mem["loss"][known], mem["exposures"][known]
     rho = spearmanr(acc, exposures).statistic if len(acc) > 2 else None
-    lines = ["## Counterfactual memorization (Zhang et al. 2021)", "",
-             f"Over the {int(known.sum())} candidates with models on both sides: per-token accuracy in minus out, "
-             f"mean {acc.mean():.3f}, median {np.median(acc):.3f}, 99th percentile {np.percentile(acc, 99):.3f}, "
-             f"max {acc.max():.3f}; loss out minus in, mean {loss.mean():.3f}, max {loss.max():.3f}.",
-             f"Spearman correlation with the mean token exposures when in: {fmt(float(rho) if rho is not None else None)}.",
-             "", f"The {TOP} most memorized candidates:", "", "| candidate | accuracy in - out | loss out - in | "
-             "exposures | text |", "|---|---|---|---|---|"]
+    lines = [
+        "## Counterfactual memorization (Zhang et al. 2021)",
+        "",
+        f"Over the {int(known.sum())} candidates with models on both sides: per-token accuracy in minus out, "
+        f"mean {acc.mean():.3f}, median {np.median(acc):.3f}, 99th percentile {np.percentile(acc, 99):.3f}, "
+        f"max {acc.max():.3f}; loss out minus in, mean {loss.mean():.3f}, max {loss.max():.3f}.",
+        f"Spearman correlation with the mean token exposures when in: {fmt(float(rho) if rho is not None else None)}.",
+        "",
+        f"The {TOP} most memorized candidates:",
+        "",
+        "| candidate | accuracy in - out | loss out - in | exposures | text |",
+        "|---|---|---|---|---|",
+    ]
     index = np.flatnonzero(known)
     for i in index[np.argsort(-acc)[:TOP]]:
         text = tokenizer.decode(shadows.tokens[i].tolist()).replace("|", "\\|").replace("\n", "⏎ ")
@@ -162,14 +216,24 @@ def shadow_report(sweep: Path, resamples: int = 200) -> tuple[Path, dict]:
     mem = memorization(shadows)
     members = shadows.members.ravel()
     curves = {name: membership.roc(members, attacks[name].ravel(), None) for name in ATTACKS}
-    roc = save(roc_figure(curves, int((~members).sum()), f"{len(shadows.jobs)} targets, pooled"),
-               sweep / "mia_lira_roc.png")
+    roc = save(
+        roc_figure(curves, int((~members).sum()), f"{len(shadows.jobs)} targets, pooled"), sweep / "mia_lira_roc.png"
+    )
     known = np.isfinite(mem["accuracy"])
-    cf = save(counterfactual_figure(mem["accuracy"][known], mem["loss"][known], mem["exposures"][known]),
-              sweep / "mia_counterfactual.png")
-    lines = [f"# Membership inference with shadow models: {sweep}", "",
-             *attack_tables(shadows, targets, pool), "", *memorization_section(shadows, mem), "",
-             f"![ROC]({roc.name})", f"![counterfactual memorization]({cf.name})"]
+    cf = save(
+        counterfactual_figure(mem["accuracy"][known], mem["loss"][known], mem["exposures"][known]),
+        sweep / "mia_counterfactual.png",
+    )
+    lines = [
+        f"# Membership inference with shadow models: {sweep}",
+        "",
+        *attack_tables(shadows, targets, pool),
+        "",
+        *memorization_section(shadows, mem),
+        "",
+        f"![ROC]({roc.name})",
+        f"![counterfactual memorization]({cf.name})",
+    ]
     out = sweep / "mia_report.md"
     out.write_text("\n".join(lines) + "\n")
     (sweep / "mia_report.json").write_text(json.dumps({"models": shadows.jobs, "pooled": pool}, indent=2) + "\n")

@@ -13,12 +13,17 @@ import yaml
 from gptfit.errors import UserError
 from gptfit.run.tracking import read_jsonl
 
-
 SIZE = "data.train_tokens"
 
-COLUMNS = [("train/loss", "train loss"), ("val/loss", "val loss"), ("gap", "gap"),
-           ("mem/extraction_rate_train", "extraction"), ("mem/exact_match_train", "exact match train"),
-           ("mem/exact_match_val", "exact match val"), ("mem/mia_auc", "MIA AUC")]
+COLUMNS = [
+    ("train/loss", "train loss"),
+    ("val/loss", "val loss"),
+    ("gap", "gap"),
+    ("mem/extraction_rate_train", "extraction"),
+    ("mem/exact_match_train", "exact match train"),
+    ("mem/exact_match_val", "exact match val"),
+    ("mem/mia_auc", "MIA AUC"),
+]
 
 TRENDS = [("gap", "gap"), ("mem/extraction_rate_train", "extraction rate"), ("val/loss", "final val loss")]
 
@@ -36,17 +41,25 @@ def read_job(job: Path) -> dict:
     status = summary.get("status", "not started")
     if status == "running":
         status = "unfinished"
-    return {"job": job.name, "swept": swept, "status": status, "error": summary.get("error"),
-            "final": summary.get("final", {}), "rows": read_jsonl(job / "metrics.jsonl"),
-            "train_tokens": summary.get("config", {}).get("data", {}).get("train_tokens", swept.get(SIZE)),
-            "group": summary.get("config", {}).get("logger", {}).get("group")}
+    return {
+        "job": job.name,
+        "swept": swept,
+        "status": status,
+        "error": summary.get("error"),
+        "final": summary.get("final", {}),
+        "rows": read_jsonl(job / "metrics.jsonl"),
+        "train_tokens": summary.get("config", {}).get("data", {}).get("train_tokens", swept.get(SIZE)),
+        "group": summary.get("config", {}).get("logger", {}).get("group"),
+    }
 
 
 def read_sweep(sweep: Path) -> list[dict]:
     if not sweep.is_dir():
         raise UserError(f"{sweep}: no such sweep directory")
-    jobs = sorted((d for d in sweep.iterdir() if d.is_dir() and (d / ".hydra").is_dir()),
-                  key=lambda d: int(d.name) if d.name.isdigit() else 10**9)
+    jobs = sorted(
+        (d for d in sweep.iterdir() if d.is_dir() and (d / ".hydra").is_dir()),
+        key=lambda d: int(d.name) if d.name.isdigit() else 10**9,
+    )
     if not jobs:
         raise UserError(f"{sweep}: no job directories (with .hydra/) inside; give the folder of a multirun")
     return [read_job(j) for j in jobs]
@@ -108,8 +121,11 @@ def table(runs: list[dict], swept: list[str]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
         f = r["final"] if r["status"] == "finished" else {}
-        cells = [r["job"], *[fmt(r["swept"].get(k)) for k in swept],
-                 r["status"] + (f" ({r['error']})" if r["error"] else "")]
+        cells = [
+            r["job"],
+            *[fmt(r["swept"].get(k)) for k in swept],
+            r["status"] + (f" ({r['error']})" if r["error"] else ""),
+        ]
         cells += [fmt(f.get(key)) for key, _ in COLUMNS]
         cells += [fmt(f.get(f"gen/{s}/copy_rate")) for s in settings]
         lines.append("| " + " | ".join(cells) + " |")
@@ -142,8 +158,12 @@ def seed_table(runs: list[dict], swept: list[str]) -> str:
     return "\n".join(lines)
 
 
-DECODING_COLUMNS = [("copy_rate", "copy rate"), ("novel_4gram", "novel 4-grams"), ("novel_8gram", "novel 8-grams"),
-                    ("longest_copy_tokens", "longest copy (tokens)")]
+DECODING_COLUMNS = [
+    ("copy_rate", "copy rate"),
+    ("novel_4gram", "novel 4-grams"),
+    ("novel_8gram", "novel 8-grams"),
+    ("longest_copy_tokens", "longest copy (tokens)"),
+]
 
 
 def by_setting(runs: list[dict], swept: list[str]) -> dict[tuple, dict[str, dict[str, list[float]]]]:
@@ -176,17 +196,25 @@ def decoding_table(runs: list[dict], swept: list[str]) -> str:
     return "\n".join(lines)
 
 
-GRAMMAR_SHARES = [("novel_valid", "novel valid"), ("copied", "copied"), ("invalid", "invalid"),
-                  ("sentences", "sentences")]
+GRAMMAR_SHARES = [
+    ("novel_valid", "novel valid"),
+    ("copied", "copied"),
+    ("invalid", "invalid"),
+    ("sentences", "sentences"),
+]
 
-GRAMMAR_NLL = [("val/loss", "val loss"), ("grammar/val_nll_model", "NLL model"),
-               ("grammar/val_nll_true", "NLL grammar")]
+GRAMMAR_NLL = [
+    ("val/loss", "val loss"),
+    ("grammar/val_nll_model", "NLL model"),
+    ("grammar/val_nll_true", "NLL grammar"),
+]
 
 
 def grammar_settings(runs: list[dict]) -> list[str]:
     """Decoding settings whose sentences were scored against the grammar."""
-    return sorted({k.split("/")[1] for r in runs for k in r["final"]
-                   if k.startswith("grammar/") and k.endswith("/sentences")})
+    return sorted(
+        {k.split("/")[1] for r in runs for k in r["final"] if k.startswith("grammar/") and k.endswith("/sentences")}
+    )
 
 
 def _mean(values: list) -> float | None:

@@ -4,7 +4,6 @@ curve, copy rate per decoding setting, the decoding settings side by side, and t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -28,7 +27,9 @@ def grammar_figure(done: list[dict]):
     axes[0].set_ylabel("share of sentences: novel and valid")
     axes[0].legend(fontsize=7)
     axes[1].plot(*mean_by_size(done, "grammar/val_nll_model"), marker="o", color="tab:red", label="model")
-    axes[1].plot(*mean_by_size(done, "grammar/val_nll_true"), marker="o", color="black", linestyle="--", label="grammar (true)")
+    axes[1].plot(
+        *mean_by_size(done, "grammar/val_nll_true"), marker="o", color="black", linestyle="--", label="grammar (true)"
+    )
     axes[1].set_ylabel("held-out NLL per sentence (nats)")
     axes[1].legend(fontsize=7)
     for ax in axes:
@@ -50,9 +51,14 @@ def sweep_figures(runs: list[dict], sweep: Path) -> list[Path]:
         plt.close(fig)
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=100)
-    for ax, (key, label) in zip(axes, [("gap", "generalization gap (nats)"),
-                                       ("mem/extraction_rate_train", "extraction rate (train)"),
-                                       ("mem/mia_auc", "membership-inference AUC")]):
+    for ax, (key, label) in zip(
+        axes,
+        [
+            ("gap", "generalization gap (nats)"),
+            ("mem/extraction_rate_train", "extraction rate (train)"),
+            ("mem/mia_auc", "membership-inference AUC"),
+        ],
+    ):
         pts = [(r["train_tokens"], r["final"][key]) for r in done if key in r["final"]]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:red")
         ax.plot(*mean_by_size(done, key), color="tab:red")
@@ -66,8 +72,12 @@ def sweep_figures(runs: list[dict], sweep: Path) -> list[Path]:
     cmap = plt.get_cmap("viridis")
     for i, r in enumerate(done):
         rows = [x for x in r["rows"] if "val/loss" in x]
-        ax.plot([x["tokens_seen"] for x in rows], [x["val/loss"] for x in rows],
-                color=cmap(i / max(len(done) - 1, 1)), label=f"{r['train_tokens']} tokens (job {r['job']})")
+        ax.plot(
+            [x["tokens_seen"] for x in rows],
+            [x["val/loss"] for x in rows],
+            color=cmap(i / max(len(done) - 1, 1)),
+            label=f"{r['train_tokens']} tokens (job {r['job']})",
+        )
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("validation loss (nats)")
     ax.grid(alpha=0.3)
@@ -84,27 +94,9 @@ def sweep_figures(runs: list[dict], sweep: Path) -> list[Path]:
     ax.legend(fontsize=7)
     save(fig, "report_copy_rate.png")
 
-    # Each decoding setting side by side: copy rate and held-out-like novelty, one bar per corpus size.
-    swept, _ = varying(done)
-    groups = by_setting(done, swept)
-    settings = sorted({s for g in groups.values() for s in g},
-                      key=lambda s: -np.mean([np.mean(g[s]["copy_rate"]) for g in groups.values() if s in g]))
-    if settings:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), dpi=100)
-        width = 0.8 / len(groups)
-        for i, (values, g) in enumerate(sorted(groups.items(), key=by_values)):
-            label = ", ".join(f"{k}={fmt(v)}" for k, v in zip([k for k in swept if k != "seed"], values)) or "all runs"
-            x = np.arange(len(settings)) + i * width
-            for ax, key in zip(axes, ("copy_rate", "novel_8gram")):
-                ax.bar(x, [np.mean(g[s][key]) if s in g and key in g[s] else np.nan for s in settings], width,
-                       label=label)
-        for ax, title in zip(axes, ("copy rate (samples with a training span)", "novel 8-grams of the samples")):
-            ax.set_xticks(np.arange(len(settings)) + 0.4 - width / 2, settings, rotation=20)
-            ax.set_ylim(0, 1)
-            ax.set_title(title)
-            ax.grid(alpha=0.3, axis="y")
-        axes[0].legend(fontsize=7)
-        save(fig, "report_decoding.png")
+    decoding = decoding_figure(done)
+    if decoding is not None:
+        save(decoding, "report_decoding.png")
 
     grammar = grammar_figure(done)
     if grammar is not None:
@@ -115,7 +107,35 @@ def sweep_figures(runs: list[dict], sweep: Path) -> list[Path]:
     return paths
 
 
-def exposure_figure(runs: list[dict], sweep: Path) -> Optional[Path]:
+def decoding_figure(done: list[dict]):
+    """Each decoding setting side by side: copy rate and held-out-like novelty, one bar per corpus size."""
+    swept, _ = varying(done)
+    groups = by_setting(done, swept)
+    settings = sorted(
+        {s for g in groups.values() for s in g},
+        key=lambda s: -np.mean([np.mean(g[s]["copy_rate"]) for g in groups.values() if s in g]),
+    )
+    if settings:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), dpi=100)
+        width = 0.8 / len(groups)
+        for i, (values, g) in enumerate(sorted(groups.items(), key=by_values)):
+            label = ", ".join(f"{k}={fmt(v)}" for k, v in zip([k for k in swept if k != "seed"], values)) or "all runs"
+            x = np.arange(len(settings)) + i * width
+            for ax, key in zip(axes, ("copy_rate", "novel_8gram")):
+                ax.bar(
+                    x, [np.mean(g[s][key]) if s in g and key in g[s] else np.nan for s in settings], width, label=label
+                )
+        for ax, title in zip(axes, ("copy rate (samples with a training span)", "novel 8-grams of the samples")):
+            ax.set_xticks(np.arange(len(settings)) + 0.4 - width / 2, settings, rotation=20)
+            ax.set_ylim(0, 1)
+            ax.set_title(title)
+            ax.grid(alpha=0.3, axis="y")
+        axes[0].legend(fontsize=7)
+        return fig
+    return None
+
+
+def exposure_figure(runs: list[dict], sweep: Path) -> Path | None:
     """Extraction against token exposures (binned), one line per finished run with a per-sequence table."""
     measured = [(r, extraction_by_exposure(sweep / r["job"])) for r in runs if r["status"] == "finished"]
     measured = [(r, bins) for r, bins in measured if bins is not None]
@@ -125,8 +145,13 @@ def exposure_figure(runs: list[dict], sweep: Path) -> Optional[Path]:
     cmap = plt.get_cmap("viridis")
     for i, (run, bins) in enumerate(measured):
         points = [(b, value[0]) for b, value in enumerate(bins) if value is not None]
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=run_label(run),
-                color=cmap(i / max(len(measured) - 1, 1)))
+        ax.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            marker="o",
+            label=run_label(run),
+            color=cmap(i / max(len(measured) - 1, 1)),
+        )
     ax.set_xticks(range(len(LABELS)), LABELS, rotation=20)
     ax.set_xlabel("token exposures (training windows that held each token, mean over the sequence)")
     ax.set_ylabel("extraction rate")

@@ -5,7 +5,6 @@ membership-inference score's figures."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pyarrow.compute as pc
@@ -24,7 +23,7 @@ def label(run: dict) -> str:
     return ", ".join(f"{k}={fmt(v)}" for k, v in run["swept"].items()) or f"job {run['job']}"
 
 
-def extraction_by_exposure(job_dir: Path) -> Optional[list[Optional[tuple[float, int]]]]:
+def extraction_by_exposure(job_dir: Path) -> list[tuple[float, int] | None] | None:
     """Per bin of the last evaluation's ordinary training sequences: (extraction rate, sequences), or None."""
     path = job_dir / SEQUENCES
     if not path.exists():
@@ -35,11 +34,13 @@ def extraction_by_exposure(job_dir: Path) -> Optional[list[Optional[tuple[float,
     exposures = np.asarray(rows["token_exposures"], dtype=np.float64)
     extracted = np.asarray(rows["extracted"], dtype=np.float64)
     which = np.digitize(exposures, EDGES[1:-1])  # bin index of each sequence
-    return [(float(extracted[which == b].mean()), int((which == b).sum())) if (which == b).any() else None
-            for b in range(len(LABELS))]
+    return [
+        (float(extracted[which == b].mean()), int((which == b).sum())) if (which == b).any() else None
+        for b in range(len(LABELS))
+    ]
 
 
-def exposure_table(runs: list[dict], sweep: Path) -> Optional[str]:
+def exposure_table(runs: list[dict], sweep: Path) -> str | None:
     """Markdown: a row per finished run, a column per exposure bin: the extraction rate (and how many)."""
     measured = [(r, extraction_by_exposure(sweep / r["job"])) for r in runs if r["status"] == "finished"]
     measured = [(r, bins) for r, bins in measured if bins is not None]
@@ -53,7 +54,7 @@ def exposure_table(runs: list[dict], sweep: Path) -> Optional[str]:
     return "\n".join(lines)
 
 
-def duplication_table(runs: list[dict]) -> Optional[str]:
+def duplication_table(runs: list[dict]) -> str | None:
     """Markdown: per run with the duplication ladder, the final extraction rate by number of copies."""
     with_ladder = [r for r in runs if any(k.startswith("dup/") for k in r["final"])]
     if not with_ladder:
@@ -66,23 +67,27 @@ def duplication_table(runs: list[dict]) -> Optional[str]:
     return "\n".join(lines)
 
 
-def forgetting_table(runs: list[dict]) -> Optional[str]:
+def forgetting_table(runs: list[dict]) -> str | None:
     """Markdown: per run with a forgotten set, its extraction and loss when last seen and at the end."""
     with_forget = [r for r in runs if "forget/loss" in r["final"]]
     if not with_forget:
         return None
-    lines = ["| run | last seen at | extraction then | loss then | extraction at the end | loss at the end |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| run | last seen at | extraction then | loss then | extraction at the end | loss at the end |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in with_forget:
         seen = [x for x in r["rows"] if x.get("forget/steps_since_seen") == 0]
         then = seen[-1] if seen else {}
-        lines.append(f"| {label(r)} | {then.get('step', '–')} | {fmt(then.get('forget/extraction_rate'))} | "
-                     f"{fmt(then.get('forget/loss'))} | {fmt(r['final'].get('forget/extraction_rate'))} | "
-                     f"{fmt(r['final'].get('forget/loss'))} |")
+        lines.append(
+            f"| {label(r)} | {then.get('step', '–')} | {fmt(then.get('forget/extraction_rate'))} | "
+            f"{fmt(then.get('forget/loss'))} | {fmt(r['final'].get('forget/extraction_rate'))} | "
+            f"{fmt(r['final'].get('forget/loss'))} |"
+        )
     return "\n".join(lines)
 
 
-def membership_table(runs: list[dict], swept: list[str]) -> Optional[str]:
+def membership_table(runs: list[dict], swept: list[str]) -> str | None:
     """Markdown: per run (named by the `swept` values) and membership score, the final AUC and TPRs at 1%
     and 0.1% FPR with intervals."""
     scored = [r for r in runs if any(k.startswith("mia/") for k in r["final"])]
@@ -92,7 +97,9 @@ def membership_table(runs: list[dict], swept: list[str]) -> Optional[str]:
     for r in scored:
         for name in SCORES:
             if f"mia/{name}/auc" in r["final"]:
-                cells = [with_interval(r["final"], f"mia/{name}/{figure}") for figure in ("auc", "tpr@1%fpr", "tpr@0.1%fpr")]
+                cells = [
+                    with_interval(r["final"], f"mia/{name}/{figure}") for figure in ("auc", "tpr@1%fpr", "tpr@0.1%fpr")
+                ]
                 run = ", ".join(f"{k}={fmt(r['swept'].get(k))}" for k in swept) or f"job {r['job']}"
                 lines.append(f"| {run} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

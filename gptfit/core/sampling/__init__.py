@@ -20,10 +20,21 @@ from __future__ import annotations
 import importlib
 
 _HOMES = {
-    "DecodingConfig": "settings", "STRATEGIES": "settings", "as_setting": "settings", "strategy_of": "settings",
-    "apply_temperature": "transforms", "top_k_filter": "transforms", "top_p_filter": "transforms",
-    "transform": "transforms", "KVCache": "cache", "Generation": "results", "Step": "results",
-    "TransformProcessor": "hf", "IMPOSSIBLE": "beam", "generate": "decode", "generate_each": "decode",
+    "DecodingConfig": "settings",
+    "STRATEGIES": "settings",
+    "as_setting": "settings",
+    "strategy_of": "settings",
+    "apply_temperature": "transforms",
+    "top_k_filter": "transforms",
+    "top_p_filter": "transforms",
+    "transform": "transforms",
+    "KVCache": "cache",
+    "Generation": "results",
+    "Step": "results",
+    "TransformProcessor": "hf",
+    "IMPOSSIBLE": "beam",
+    "generate": "decode",
+    "generate_each": "decode",
     "model_context": "decode",
 }
 __all__ = sorted(_HOMES)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -45,17 +44,22 @@ class Beams:
     improvable: torch.Tensor  # [batch, 1] bool: a running beam may still beat the worst finished one
 
     @classmethod
-    def start(cls, prompt: torch.Tensor, nb: int, max_len: int, fill: int) -> "Beams":
+    def start(cls, prompt: torch.Tensor, nb: int, max_len: int, fill: int) -> Beams:
         batch, prompt_len = prompt.shape
         dev = prompt.device
         running = torch.full((batch, nb, max_len), fill, dtype=torch.long, device=dev)
         running[:, :, :prompt_len] = prompt[:, None]
         running_scores = torch.zeros(batch, nb, device=dev)
         running_scores[:, 1:] = IMPOSSIBLE  # all beams start equal: let only the first one propose
-        return cls(running, running_scores, running.clone(), torch.full((batch, nb), IMPOSSIBLE, device=dev),
-                   torch.zeros(batch, nb, dtype=torch.long, device=dev),
-                   torch.zeros(batch, nb, dtype=torch.bool, device=dev),
-                   torch.ones(batch, 1, dtype=torch.bool, device=dev))
+        return cls(
+            running,
+            running_scores,
+            running.clone(),
+            torch.full((batch, nb), IMPOSSIBLE, device=dev),
+            torch.zeros(batch, nb, dtype=torch.long, device=dev),
+            torch.zeros(batch, nb, dtype=torch.bool, device=dev),
+            torch.ones(batch, 1, dtype=torch.bool, device=dev),
+        )
 
 
 def _candidates(total: torch.Tensor, keep: int, sampling: bool, gen) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,8 +73,7 @@ def _candidates(total: torch.Tensor, keep: int, sampling: bool, gen) -> tuple[to
     return cand_scores, idx.gather(-1, order)
 
 
-def _finish(b: Beams, cand_seqs, cand_scores, cand_token, hits, top_mask, new_len: int, lp: float,
-            early: bool) -> None:
+def _finish(b: Beams, cand_seqs, cand_scores, cand_token, hits, top_mask, new_len: int, lp: float, early: bool) -> None:
     """The continuations that ended compete with the finished beams for the `beams` slots."""
     nb = b.finished.shape[1]
     just_finished = hits & top_mask[None, :]
@@ -96,8 +99,9 @@ def _may_continue(b: Beams, hits: torch.Tensor, new_len: int, lp: float, early: 
     return bool(torch.any(b.improvable) & open_beams & ~torch.all(hits))
 
 
-def beam_search(steps, prompt, mask, s, sampling: bool, gen, eos: Optional[torch.Tensor], min_new: int,
-                trace: bool, top_n: int):
+def beam_search(
+    steps, prompt, mask, s, sampling: bool, gen, eos: torch.Tensor | None, min_new: int, trace: bool, top_n: int
+):
     """Beam search of `s.num_beams` beams from `prompt` ([batch, prompt]); returns (sequences, scores, trace)."""
     batch, prompt_len = prompt.shape
     nb, lp, early = s.num_beams, s.length_penalty, bool(s.early_stopping)
@@ -112,12 +116,14 @@ def beam_search(steps, prompt, mask, s, sampling: bool, gen, eos: Optional[torch
     min_keep = (len(eos) if eos is not None else 1) + 1  # transformers' min_tokens_to_keep for beam sampling
     record = []
 
-    logits = steps.prefill(b.running[:, :, :prompt_len].reshape(batch * nb, prompt_len),
-                           mask[:, :prompt_len] if mask is not None else None)
+    logits = steps.prefill(
+        b.running[:, :, :prompt_len].reshape(batch * nb, prompt_len), mask[:, :prompt_len] if mask is not None else None
+    )
     for cur_len in range(prompt_len, max_len):
         if cur_len > prompt_len:
-            logits = steps.step(b.running[:, :, :cur_len].reshape(batch * nb, cur_len),
-                                mask[:, :cur_len] if mask is not None else None)
+            logits = steps.step(
+                b.running[:, :, :cur_len].reshape(batch * nb, cur_len), mask[:, :cur_len] if mask is not None else None
+            )
         log_probs = F.log_softmax(logits.float(), dim=-1)  # [batch * beams, vocab]
         if eos is not None and cur_len - prompt_len < min_new:
             log_probs = log_probs.index_fill(1, eos, -math.inf)
@@ -142,8 +148,15 @@ def beam_search(steps, prompt, mask, s, sampling: bool, gen, eos: Optional[torch
         if trace:
             # At the last step every continuation ends and none runs on: show the best ones instead.
             shown = torch.arange(nb, device=dev).expand(batch, nb) if ends else chosen
-            record.append(Step(cur_len - prompt_len, _take(cand_token, shown), *top_candidates(log_probs, top_n),
-                               parents=_take(cand_beam, shown), scores=_take(cand_scores, shown)))
+            record.append(
+                Step(
+                    cur_len - prompt_len,
+                    _take(cand_token, shown),
+                    *top_candidates(log_probs, top_n),
+                    parents=_take(cand_beam, shown),
+                    scores=_take(cand_scores, shown),
+                )
+            )
         new_len = cur_len + 1 - prompt_len
         _finish(b, cand_seqs, cand_scores, cand_token, hits, top_mask, new_len, lp, early)
         if ends:

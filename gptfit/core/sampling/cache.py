@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional, Union
-
 import torch
+
 
 class KVCache:
     """Keys and values of every layer in one preallocated buffer: [layer, 2, batch, head, capacity, head_dim].
@@ -15,10 +14,18 @@ class KVCache:
     `index_select` into a spare buffer) is transformers' reorder, kept for callers of that protocol.
     """
 
-    def __init__(self, n_layer: int, batch: int, n_head: int, head_dim: int, capacity: int,
-                 dtype: torch.dtype = torch.float32, device: Union[str, torch.device, None] = None):
+    def __init__(
+        self,
+        n_layer: int,
+        batch: int,
+        n_head: int,
+        head_dim: int,
+        capacity: int,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device | None = None,
+    ):
         self.buffer = torch.empty(n_layer, 2, batch, n_head, capacity, head_dim, dtype=dtype, device=device)
-        self.spare: Optional[torch.Tensor] = None  # made on the first reorder
+        self.spare: torch.Tensor | None = None  # made on the first reorder
         self.lengths = [0] * n_layer
         self.capacity = capacity
         self._views()
@@ -65,4 +72,3 @@ class KVCache:
 
     def reset(self) -> None:
         self.lengths = [0] * len(self.lengths)
-

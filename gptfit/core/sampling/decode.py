@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -35,7 +36,7 @@ from gptfit.core.sampling.steps import CachedSteps, WindowSteps, decodes_with_ca
 from gptfit.errors import UserError
 
 
-def model_context(model) -> Optional[int]:
+def model_context(model) -> int | None:
     """The most positions a model can take, from the standard names of its config (None: no limit known)."""
     cfg = model.config
     for name in ("max_position_embeddings", "n_positions", "block_size"):
@@ -45,7 +46,7 @@ def model_context(model) -> Optional[int]:
     return None
 
 
-def _eos_tensor(model, eos_token_id, device) -> Optional[torch.Tensor]:
+def _eos_tensor(model, eos_token_id, device) -> torch.Tensor | None:
     if eos_token_id is None:
         eos_token_id = getattr(model.config, "eos_token_id", None)
     if eos_token_id is None:
@@ -75,8 +76,10 @@ def _small_step_kernels(model, device: torch.device):
 def _prepared(model, input_ids, attention_mask, eos_token_id):
     """(device, input_ids, attention_mask, eos) on the model's device; a mask without padding is None."""
     if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-        raise UserError(f"generate: input_ids must be [batch, prompt] with a prompt of at least one token, "
-                        f"got shape {tuple(input_ids.shape)}")
+        raise UserError(
+            f"generate: input_ids must be [batch, prompt] with a prompt of at least one token, "
+            f"got shape {tuple(input_ids.shape)}"
+        )
     device = next(model.parameters()).device
     input_ids = input_ids.to(device)
     if attention_mask is not None:
@@ -91,9 +94,9 @@ def generate(
     input_ids: torch.LongTensor,  # [batch, prompt]
     setting: Any = None,
     *,
-    attention_mask: Optional[torch.Tensor] = None,  # [batch, prompt], 0 = left padding
+    attention_mask: torch.Tensor | None = None,  # [batch, prompt], 0 = left padding
     seed: int = 0,
-    eos_token_id: Union[int, Sequence[int], None] = None,
+    eos_token_id: int | Sequence[int] | None = None,
     min_new_tokens: int = 0,
     trace: bool = False,
     trace_top: int = 5,
@@ -133,12 +136,23 @@ def generate(
         else:
             backend, steps = "window", WindowSteps(model, context)
         if beams:
-            seqs, scores, record = beam_search(steps, input_ids, attention_mask, s, strategy == "beam_sample",
-                                               gen, eos, min_new_tokens, trace, trace_top)
+            seqs, scores, record = beam_search(
+                steps,
+                input_ids,
+                attention_mask,
+                s,
+                strategy == "beam_sample",
+                gen,
+                eos,
+                min_new_tokens,
+                trace,
+                trace_top,
+            )
         else:
             block = Block(slice(None), s, strategy == "sample", gen)
-            seqs, record = one_at_a_time(steps, input_ids, attention_mask, [block], s.max_new_tokens, eos,
-                                         min_new_tokens, trace, trace_top)
+            seqs, record = one_at_a_time(
+                steps, input_ids, attention_mask, [block], s.max_new_tokens, eos, min_new_tokens, trace, trace_top
+            )
             scores = None
     return Generation(seqs, backend=backend, scores=scores, steps=record, **meta)
 
@@ -148,10 +162,10 @@ def generate_each(
     input_ids: torch.LongTensor,  # [batch, prompt]
     settings: dict[str, Any],
     *,
-    attention_mask: Optional[torch.Tensor] = None,  # [batch, prompt], 0 = left padding
+    attention_mask: torch.Tensor | None = None,  # [batch, prompt], 0 = left padding
     seed: int = 0,
-    eos_token_id: Union[int, Sequence[int], None] = None,
-    rows_at_once: Optional[int] = None,
+    eos_token_id: int | Sequence[int] | None = None,
+    rows_at_once: int | None = None,
 ) -> dict[str, Generation]:
     """{name: `generate(model, input_ids, setting, ...)`} for every setting, from the same prompts.
 
@@ -171,12 +185,13 @@ def generate_each(
         out.update(_decode_blocks(model, input_ids, attention_mask, batch, seed, eos_token_id))
     for name, s in parsed.items():
         if name not in out:
-            out[name] = generate(model, input_ids, s, attention_mask=attention_mask, seed=seed,
-                                 eos_token_id=eos_token_id)
+            out[name] = generate(
+                model, input_ids, s, attention_mask=attention_mask, seed=seed, eos_token_id=eos_token_id
+            )
     return {name: out[name] for name in parsed}
 
 
-def _batches(settings: dict, prompts: int, rows_at_once: Optional[int]) -> list[dict]:
+def _batches(settings: dict, prompts: int, rows_at_once: int | None) -> list[dict]:
     """The greedy and sampled settings in batches to decode together: one max_new_tokens a batch, at
     most `rows_at_once` rows (a setting with more goes alone)."""
     by_length: dict[int, list[tuple[int, dict]]] = {}  # max_new_tokens: [(rows, {name: setting})]
@@ -212,12 +227,20 @@ def _decode_blocks(model, input_ids, attention_mask, settings: dict, seed: int, 
         steps = CachedSteps(model, model_context(model), len(prompt), prompt.shape[1] + max_new)
         seqs, _ = one_at_a_time(steps, prompt, mask, blocks, max_new, eos, 0, False, 0)  # [rows, prompt + new]
     length = input_ids.shape[1]
-    return {name: Generation(_until_all_ended(seqs[block.rows], length, eos), prompt_length=length,
-                             strategy=strategy_of(s), backend="cached", setting=dataclasses.asdict(s), seed=seed)
-            for (name, s), block in zip(settings.items(), blocks)}
+    return {
+        name: Generation(
+            _until_all_ended(seqs[block.rows], length, eos),
+            prompt_length=length,
+            strategy=strategy_of(s),
+            backend="cached",
+            setting=dataclasses.asdict(s),
+            seed=seed,
+        )
+        for (name, s), block in zip(settings.items(), blocks)
+    }
 
 
-def _until_all_ended(seqs: torch.Tensor, prompt_length: int, eos: Optional[torch.Tensor]) -> torch.Tensor:
+def _until_all_ended(seqs: torch.Tensor, prompt_length: int, eos: torch.Tensor | None) -> torch.Tensor:
     """`seqs` cut after the step at which its last row ended (where a decode of these rows alone stops)."""
     if eos is None or len(seqs) == 0:
         return seqs

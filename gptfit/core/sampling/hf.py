@@ -27,7 +27,6 @@ class TransformProcessor(LogitsProcessor):
         return transform(scores, self.setting, self.min_tokens_to_keep)
 
 
-
 def via_generate(model, input_ids, attention_mask, s, eos, min_new, trace, top_n, meta) -> Generation:
     """transformers' `generate` with gptfit's transforms as the only warpers."""
     strategy = meta["strategy"]
@@ -43,11 +42,19 @@ def via_generate(model, input_ids, attention_mask, s, eos, min_new, trace, top_n
         attention_mask = torch.ones_like(input_ids)  # said outright, so generate need not guess it
     # Keyword arguments, not a GenerationConfig: only these override the model's defaults with None.
     options = dict(
-        max_new_tokens=s.max_new_tokens, min_new_tokens=min_new, do_sample=sampling,
-        num_beams=s.num_beams if beams else 1, length_penalty=s.length_penalty,
-        early_stopping=bool(s.early_stopping), num_return_sequences=s.num_return_sequences if beams else 1,
-        eos_token_id=eos_ids, pad_token_id=pad, repetition_penalty=1.0, no_repeat_ngram_size=0,
-        return_dict_in_generate=True, output_scores=trace or beams,
+        max_new_tokens=s.max_new_tokens,
+        min_new_tokens=min_new,
+        do_sample=sampling,
+        num_beams=s.num_beams if beams else 1,
+        length_penalty=s.length_penalty,
+        early_stopping=bool(s.early_stopping),
+        num_return_sequences=s.num_return_sequences if beams else 1,
+        eos_token_id=eos_ids,
+        pad_token_id=pad,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        return_dict_in_generate=True,
+        output_scores=trace or beams,
     )
     if sampling:
         # No library warper, whatever the model's generation_config says: gptfit's transforms are the only ones.

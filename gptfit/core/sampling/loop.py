@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -34,8 +33,7 @@ def top_candidates(scores: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Te
     return ids, values
 
 
-def _next_tokens(scores: torch.Tensor, blocks: list[Block],
-                 trace: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+def _next_tokens(scores: torch.Tensor, blocks: list[Block], trace: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """([rows] each row's next token, and with `trace` [rows, vocab] the scores it was chosen from,
     after its setting's transforms)."""
     chosen = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)  # [rows]
@@ -53,8 +51,7 @@ def _next_tokens(scores: torch.Tensor, blocks: list[Block],
     return chosen, shown[0] if len(shown) == 1 else torch.cat(shown)
 
 
-def one_at_a_time(steps, prompt, mask, blocks: list[Block], max_new: int, eos, min_new: int, trace: bool,
-                  top_n: int):
+def one_at_a_time(steps, prompt, mask, blocks: list[Block], max_new: int, eos, min_new: int, trace: bool, top_n: int):
     """Greedy or sampling, one token per row per step, every block of rows under its own setting.
     Returns (sequences [rows, prompt + new], trace); a row that ended is padded with end-of-text until
     every row has ended."""

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
+
 
 @dataclass
 class Step:
@@ -15,8 +15,8 @@ class Step:
     token_ids: torch.Tensor  # [rows] the token each row took; beam search: [batch, beams], the new beams
     top_ids: torch.Tensor  # [rows, n] the most probable next tokens (beam search: of each previous beam)
     top_probs: torch.Tensor  # [rows, n] their probabilities, after the setting's transforms
-    parents: Optional[torch.Tensor] = None  # beam search: [batch, beams] the previous beam each beam extends
-    scores: Optional[torch.Tensor] = None  # beam search: [batch, beams] each beam's sum of log-probs
+    parents: torch.Tensor | None = None  # beam search: [batch, beams] the previous beam each beam extends
+    scores: torch.Tensor | None = None  # beam search: [batch, beams] each beam's sum of log-probs
 
 
 @dataclass
@@ -29,10 +29,9 @@ class Generation:
     backend: str  # cached (gptfit's loop) | window (gptfit's loop, no cache) | generate (transformers)
     setting: dict
     seed: int
-    scores: Optional[torch.Tensor] = None  # beam search: [rows] the length-penalized score of each sequence
+    scores: torch.Tensor | None = None  # beam search: [rows] the length-penalized score of each sequence
     steps: list[Step] = field(default_factory=list)  # filled when trace=True
 
     @property
     def new_tokens(self) -> torch.Tensor:  # [rows, new]
         return self.sequences[:, self.prompt_length :]
-

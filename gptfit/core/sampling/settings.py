@@ -42,11 +42,17 @@ class DecodingConfig:
                 problems.append(f"{prefix}.{key}={getattr(self, key)!r}: {allowed}")
 
         t = self.temperature
-        need(isinstance(t, (int, float)) and math.isfinite(t) and t >= 0, "temperature",
-             "must be a finite number >= 0 (0 means greedy)")
+        need(
+            isinstance(t, (int, float)) and math.isfinite(t) and t >= 0,
+            "temperature",
+            "must be a finite number >= 0 (0 means greedy)",
+        )
         need(self.top_k >= 0, "top_k", "must be >= 0 (0 turns top-k off)")
-        need(isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1, "top_p",
-             "must be in (0, 1] (1 turns top-p off)")
+        need(
+            isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1,
+            "top_p",
+            "must be in (0, 1] (1 turns top-p off)",
+        )
         need(self.num_beams >= 1, "num_beams", "must be >= 1")
         need(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
         need(math.isfinite(self.length_penalty), "length_penalty", "must be a finite number")

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import inspect
-from typing import Optional
 
 import torch
 
@@ -27,7 +26,6 @@ def positions_of(mask: torch.Tensor) -> torch.LongTensor:
     return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
 
 
-
 class CachedSteps:
     """A model's own decode step over its KVCache; at the context length the window slides and the cache is rebuilt.
 
@@ -41,9 +39,9 @@ class CachedSteps:
     def __init__(self, model, context: int, rows: int, total_length: int):
         self.model, self.context = model, context
         self.cache: KVCache = model.new_kv_cache(rows, min(context, total_length))
-        self.next_position: Optional[torch.Tensor] = None  # [rows, 1] only with padding
-        self.slots: Optional[list[int]] = None  # cache row of each row; None: the same row
-        self.order: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # (row of each slot, slot of each row)
+        self.next_position: torch.Tensor | None = None  # [rows, 1] only with padding
+        self.slots: list[int] | None = None  # cache row of each row; None: the same row
+        self.order: tuple[torch.Tensor, torch.Tensor] | None = None  # (row of each slot, slot of each row)
 
     def _forward(self, ids, mask, positions) -> torch.Tensor:
         if self.order is not None:
@@ -54,7 +52,7 @@ class CachedSteps:
         logits = self.model.decode_step(ids, self.cache, positions, mask)  # [rows, vocab]
         return logits[self.order[1]] if self.order is not None else logits
 
-    def prefill(self, tokens: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def prefill(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Fill the cache from the last `context` tokens ([rows, time]); the next-token logits."""
         self.cache.reset()
         self.slots = self.order = None
@@ -66,7 +64,7 @@ class CachedSteps:
             self.next_position = positions[:, -1:] + 1
         return self._forward(window, mask, positions)
 
-    def step(self, tokens: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def step(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """tokens: [rows, time], the newest last. Only that one is run, unless the cache is full."""
         length = self.cache.get_seq_length() + 1
         if length > self.cache.capacity:
@@ -104,12 +102,12 @@ class CachedSteps:
 class WindowSteps:
     """Any causal LM, no cache: every step runs the last `context` tokens (slow, but never too long)."""
 
-    def __init__(self, model, context: Optional[int]):
+    def __init__(self, model, context: int | None):
         self.model, self.context = model, context
         params = inspect.signature(model.forward).parameters
         self.keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
-    def prefill(self, tokens: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def prefill(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if self.context:
             tokens = tokens[:, -self.context :]
             mask = mask[:, -self.context :] if mask is not None else None
@@ -120,5 +118,3 @@ class WindowSteps:
 
     def reorder(self, rows: torch.LongTensor) -> None:
         pass  # the tokens carry everything
-
-

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Scores / temperature: < 1 sharpens the distribution, > 1 flattens it (0 is greedy: no division)."""
     if not temperature > 0:
@@ -89,4 +90,3 @@ def transform(logits: torch.Tensor, setting: Any, min_tokens_to_keep: int = 1) -
         scores = apply_temperature(scores, setting.temperature)
     scores = top_k_filter(scores, setting.top_k, min_tokens_to_keep)
     return top_p_filter(scores, setting.top_p, min_tokens_to_keep)
-
