@@ -55,20 +55,22 @@ def train_loop(run_dir: Path, threads: int) -> float:
     """Seconds from the first step's start to the last step's end: the tiny_corpus loop with nothing else."""
     from hydra import compose, initialize_config_dir
     from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
 
-    from gptfit.config import register
+    from gptfit.config import register, validate
+    from gptfit.data.corpus import run_corpus
     from gptfit.run.exposure import CountedWindows, ExposureLedger
     from gptfit.run.trainer import GptfitTrainer, training_arguments
-    from gptfit.run.training import make_windows, prepare_corpus, prepare_model, quiet_libraries
+    from gptfit.run.training import make_windows, prepare_model, quiet_libraries
 
     register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[*COMMAND, f"run_dir={run_dir}", f"train.threads={threads}"])
+        cfg = validate(compose("config", overrides=[*COMMAND, f"run_dir={run_dir}", f"train.threads={threads}"]))
     quiet_libraries(threads)
-    corpus = prepare_corpus(cfg)
-    model = prepare_model(cfg, corpus.tokenizer)
+    corpus = run_corpus(cfg.model, cfg.data, cfg.eval)
+    model = prepare_model(cfg.model, cfg.seed, corpus.tokenizer)
     ledger = ExposureLedger(len(corpus.train), cfg.model.block_size, cfg.train.batch_size)
-    args = training_arguments(cfg, run_dir, "cpu")
+    args = training_arguments(cfg.train, cfg.seed, run_dir, "cpu")
     args.save_strategy = "no"
     args.disable_tqdm = True
     times = {}
@@ -87,6 +89,7 @@ def train_loop(run_dir: Path, threads: int) -> float:
         callbacks=[Clock()],
         precision=cfg.train.precision,
     )
+    trainer.remove_callback(PrinterCallback)  # stdout carries the JSON alone
     trainer.train()
     assert trainer.state.global_step == cfg.train.max_steps
     return times["last"] - times["first"]

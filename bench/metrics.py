@@ -37,12 +37,10 @@ def reset_peak() -> None:
 
 
 def real_tokens() -> np.ndarray:
-    from omegaconf import OmegaConf
-
     from gptfit.config import Config
     from gptfit.data.corpus import load_corpus
 
-    cfg = OmegaConf.structured(Config)
+    cfg = Config(run_dir="unused")
     cfg.data.train_tokens = load_corpus(cfg.data).pool_tokens  # the whole training pool
     corpus = load_corpus(cfg.data)
     return np.concatenate([corpus.train, corpus.val]).astype(np.uint16)

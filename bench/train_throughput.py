@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from transformers import GPT2Config, GPT2LMHeadModel, TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 from transformers.utils import logging as hf_logging
@@ -152,14 +151,14 @@ def run_interleaved(args, bf16: bool, stream: torch.Tensor):
         return loops
 
     model = gptfit()
-    cfg = OmegaConf.structured(Config(run_dir="unused"))
+    cfg = Config(run_dir="unused")
     cfg.train.max_steps = (args.blocks + 1) * args.block_steps
     cfg.train.batch_size, cfg.train.lr, cfg.train.warmup_steps = BATCH, 1e-3, 0
     cfg.train.save_every = cfg.train.max_steps * 10  # no checkpoint inside the timed blocks
     cfg.model.block_size = BLOCK
     interleave = Interleave(args.block_steps, make_loops)
     with tempfile.TemporaryDirectory() as tmp:
-        targs = training_arguments(cfg, Path(tmp), "cpu")
+        targs = training_arguments(cfg.train, cfg.seed, Path(tmp), "cpu")
         targs.disable_tqdm = True
         targs.save_strategy = "no"
         dataset = RandomWindows(stream.numpy(), BLOCK, cfg.train.max_steps * BATCH, seed=0)

@@ -21,7 +21,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gptfit.config import ConfigError, validate
 from gptfit.errors import UserError
-from gptfit.run.folder import lock_run_dir, saved_model_dir
+from gptfit.files import saved_model_dir
+from gptfit.run.folder import lock_run_dir
 
 # The config folder, by its absolute path: a module path ("../conf") resolves only when run as __main__.
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -75,6 +76,13 @@ def on_saved_run(cfg, schema: type, purpose: str, body: Callable) -> None:
         fail([str(e)])
 
 
+def cannot_create(e: OSError) -> str:
+    return (
+        f"cannot create the run folder {e.filename} ({e.strerror}); set hydra.run.dir (hydra.sweep.dir with -m) "
+        "to a folder you can write to"
+    )
+
+
 def _in_hydra_output_setup(e: BaseException) -> bool:
     """Whether an OS error came from Hydra setting up the job's output folder, before any gptfit code ran."""
     files = [f.filename for f in traceback.extract_tb(e.__traceback__)]
@@ -101,12 +109,7 @@ def _install_hydra_reporter() -> None:
         except OSError as e:
             if not _in_hydra_output_setup(e):
                 raise
-            fail(
-                [
-                    f"cannot create the run folder {e.filename} ({e.strerror}); set hydra.run.dir (hydra.sweep.dir "
-                    "with -m) to a folder you can write to"
-                ]
-            )
+            fail([cannot_create(e)])
 
     run_and_report._gptfit = True
     hydra_utils.run_and_report = run_and_report
@@ -125,6 +128,16 @@ class RunFolderLock(Callback):
             lock_run_dir(Path(config.hydra.run.dir))
         except UserError as e:
             fail([str(e)])
+        except OSError as e:  # said here: Hydra would turn it into a warning of its own, then fail later
+            fail([cannot_create(e)])
+
+
+class SweepSummary(Callback):
+    """At the end of a multirun: where its folder is, and how to read it."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep = Path(config.hydra.sweep.dir).resolve()
+        print(f"sweep folder: {sweep}\nreport: python -m gptfit.report {sweep}")
 
 
 def hydra_main(task: Callable) -> Callable:

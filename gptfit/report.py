@@ -27,8 +27,8 @@ from pathlib import Path
 
 from gptfit.cli import fail
 from gptfit.errors import UserError
+from gptfit.page.write import sweep_page
 from gptfit.run.tracking import has_wandb_key
-from gptfit.show.explore import explore_sweep
 from gptfit.show.sweep import (
     COLUMNS,
     decoding_table,
@@ -75,7 +75,7 @@ def report(sweep: Path, to_wandb: bool = False) -> Path:
         lines += ["", "## Runs that did not finish", ""]
         lines += [f"- job {r['job']}: {r['status']}" + (f" ({r['error']})" if r["error"] else "") for r in not_done]
     paths = sweep_figures(runs, sweep)
-    page = explore_sweep(sweep, runs, ladder_series(runs))
+    page = sweep_page(sweep, runs, ladder_series(runs))
     lines += [
         "",
         f"Explore every run's curves in [{page.name}]({page.name}).",

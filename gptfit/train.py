@@ -35,22 +35,34 @@ def name_sweep_run(cfg: DictConfig) -> None:
         cfg.logger.run_name = hc.job.override_dirname or f"job{hc.job.num}"
 
 
+def with_checkpoint(error: str, run_dir: Path) -> str:
+    """A failed run's error line, with where its last good checkpoint is (when it has one the line does not
+    already name)."""
+    from gptfit.run.checkpoints import find_checkpoint
+
+    kept = find_checkpoint(run_dir) if run_dir.is_dir() else None
+    if kept is None or "checkpoint" in error:
+        return error
+    return f"{error} (last good checkpoint: {kept}; continue with train.resume={run_dir})"
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    name_sweep_run(cfg)  # before the check: nothing changes the config after it
     try:
-        validate(cfg)
+        config = validate(cfg)
     except ConfigError as e:
         discard_unused_run_dir(cfg.get("run_dir"))
         fail(e.problems)
 
-    name_sweep_run(cfg)
     from gptfit.run.training import train  # torch and transformers load only once the config is valid
+    from gptfit.show.run_summary import closing_lines
 
     try:
-        summary = train(cfg)
+        summary = train(config)
     except UserError as e:
-        discard_unused_run_dir(cfg.run_dir)
-        fail([str(e)])
+        discard_unused_run_dir(config.run_dir)
+        fail([with_checkpoint(str(e), Path(config.run_dir))])
     except TrainingStopped as e:
         print(f"stopped: {e}", file=sys.stderr)
         e.forward()  # under submitit: its handler requeues the job
@@ -58,6 +70,8 @@ def main(cfg: DictConfig) -> float | None:
     except KeyboardInterrupt:
         print("interrupted: the run is marked failed in its summary.json", file=sys.stderr)
         sys.exit(130)
+    if summary:  # rank 0's; the other ranks of a torchrun have none
+        print("\n".join(closing_lines(summary)))
     # The value a Hydra sweeper (e.g. Optuna) minimizes.
     return summary.get("final", {}).get("val/loss")
 

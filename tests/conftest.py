@@ -63,6 +63,14 @@ def compose_cfg(cache_dir):
     return _compose
 
 
+@pytest.fixture(scope="session")
+def make_config(compose_cfg):
+    """make(overrides, run_dir) -> the checked config that `python -m gptfit.train` hands its recipe."""
+    from gptfit.config import validate
+
+    return lambda overrides, run_dir="unused": validate(compose_cfg(overrides, run_dir))
+
+
 def run_cli(*args: str, module: str = "gptfit.train", cwd: Path = ROOT, env: dict | None = None, timeout=300):
     """Run a gptfit command in a subprocess, as a user would."""
     full_env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
@@ -73,13 +81,17 @@ def run_cli(*args: str, module: str = "gptfit.train", cwd: Path = ROOT, env: dic
 
 
 @pytest.fixture(scope="session")
-def tiny_run(compose_cfg, tmp_path_factory):
+def tiny_run(make_config, tmp_path_factory):
     """A finished tiny run on the embedded corpus: (run_dir, summary)."""
     from gptfit.run.training import train
 
     run_dir = tmp_path_factory.mktemp("tiny_run")
-    cfg = compose_cfg([*TINY, "train.save_every=10", "train.save_total_limit=3"], run_dir)
+    cfg = make_config([*TINY, "train.save_every=10", "train.save_total_limit=3"], run_dir)
     return run_dir, train(cfg)
+
+
+# What each command fixture printed on stdout, by its run folder (the end-of-run summary is checked on it).
+CONSOLE: dict[Path, str] = {}
 
 
 @pytest.fixture(scope="session")
@@ -90,6 +102,7 @@ def tiny_corpus_run(tmp_path_factory, cache_dir) -> Path:
         "+experiment=tiny_corpus", "logger=none", f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    CONSOLE[run_dir] = result.stdout
     return run_dir
 
 
@@ -140,7 +153,7 @@ def uninterrupted_run(tmp_path_factory, cache_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def uninterrupted(uninterrupted_run) -> list[dict]:
-    from gptfit.run.tracking import read_jsonl
+    from gptfit.files import read_jsonl
 
     return read_jsonl(uninterrupted_run / "metrics.jsonl")
 

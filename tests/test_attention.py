@@ -231,13 +231,13 @@ def test_attend_bad_input(tiny_run, tmp_path, args, message):
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_training_logs_attention_entropy_when_asked(compose_cfg, tmp_path):
+def test_training_logs_attention_entropy_when_asked(make_config, tmp_path):
     import json
 
     from gptfit.run.training import train
     from tests.conftest import TINY
 
-    train(compose_cfg([*TINY, "train.max_steps=5", "eval.attention=true", "decoding=none"], tmp_path / "run"))
+    train(make_config([*TINY, "train.max_steps=5", "eval.attention=true", "decoding=none"], tmp_path / "run"))
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(f"attn/l{layer}h{h}/entropy" in r for r in rows for layer in range(2) for h in range(2))
 

@@ -188,6 +188,8 @@ def test_wandb_offline_run_is_written_inside_the_run_directory(tmp_path, cache_d
     assert result.returncode == 0, result.stderr
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    # The run ends by naming that folder and the command that uploads it.
+    assert f"W&B (offline): {runs[0]}; upload it with `wandb sync {runs[0]}`" in result.stdout
 
 
 def test_the_wandb_mode_environment_variable_is_checked(tmp_path, cache_dir):

@@ -138,11 +138,11 @@ def test_the_pages_transforms_equal_the_cores(browser, tiny_corpus_run):
         assert np.allclose(page["probs"], probs[page["ids"]].numpy(), atol=1e-6), trial
 
 
-def test_a_short_run_without_samples_or_attention_from_a_path_with_spaces(browser, compose_cfg, tmp_path):
+def test_a_short_run_without_samples_or_attention_from_a_path_with_spaces(browser, make_config, tmp_path):
     from gptfit.run.training import train
 
     run_dir = tmp_path / "a run folder with spaces"
-    train(compose_cfg([*TINY, "decoding=none", "eval.attention=false", "train.max_steps=5"], run_dir))
+    train(make_config([*TINY, "decoding=none", "eval.attention=false", "train.max_steps=5"], run_dir))
     open_page(browser, run_dir / "explore.html")
     assert browser.execute_script("return document.body.dataset.errors || '0'") == "0"
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []

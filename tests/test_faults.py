@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from gptfit.files import read_jsonl
 from gptfit.run.checkpoints import COMPLETE, find_checkpoint, unreadable
 from gptfit.run.folder import LOCK_NAME, discard_unused_run_dir
-from gptfit.run.tracking import read_jsonl
 from tests.conftest import LONG, ROOT, assert_same_rows, error_lines, launch, run_cli, wait_for
 from tests.test_reliability import assert_same_ledger_and_table
 

@@ -58,8 +58,8 @@ def decode_documents(tokenizer, stream: np.ndarray, eot: int) -> list[str]:
     return [tokenizer.decode(stream[a:b].tolist()) for a, b in zip(starts, ends)]
 
 
-def test_heldout_sentences_never_occur_in_training(compose_cfg):
-    cfg = compose_cfg(SMALL_LANGUAGE)
+def test_heldout_sentences_never_occur_in_training(make_config):
+    cfg = make_config(SMALL_LANGUAGE)
     corpus = load_corpus(cfg.data)
     pool, _ = split_documents(load_documents(cfg.data), cfg.data.split_seed, cfg.data.val_fraction)
     heldout = decode_documents(corpus.tokenizer, corpus.val, corpus.eot_id)
@@ -104,14 +104,14 @@ def test_complete_sentences_need_a_known_start_and_an_end_among_the_new_tokens()
 
 
 @pytest.fixture(scope="module")
-def memorized(compose_cfg, tmp_path_factory):
+def memorized(make_config, tmp_path_factory):
     """A tiny GPT trained to memorize ~40 grammar sentences: (run_dir, metrics rows, the corpus)."""
     import torch
 
     from gptfit.run.training import train
 
     run_dir = tmp_path_factory.mktemp("grammar_run")
-    cfg = compose_cfg(MEMORIZE, run_dir)
+    cfg = make_config(MEMORIZE, run_dir)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 2-layer model gains nothing from more, and loses much on a busy machine
     try:

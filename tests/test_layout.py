@@ -1,6 +1,7 @@
 """The house's rules, kept true by a test: no file over 450 lines, no function over 80 (in the package, the
-tests, the benchmarks and the experiment scripts), and the shared core (gptfit/core/) importing nothing
-of gptfit outside itself and gptfit.errors."""
+tests, the benchmarks and the experiment scripts); every room of the package importing only the layers below
+it (docs/ARCHITECTURE.md), the shared core (gptfit/core/) nothing of gptfit but itself and gptfit.errors; and
+below the commands, no function taking the root config."""
 
 from __future__ import annotations
 
@@ -66,6 +67,93 @@ def test_the_core_imports_nothing_above_it():
         if name.split(".")[0] == "gptfit" and not (name == "gptfit.errors" or name.startswith("gptfit.core"))
     ]
     assert not upward, upward
+
+
+# The layers of docs/ARCHITECTURE.md, bottom first: a room may import its own modules and the layers below it.
+# Rooms on one layer (metrics and plots; run and show) may not import each other.
+LAYERS = [
+    {"__init__", "errors"},
+    {"files"},
+    {"core"},
+    {"config"},
+    {"model"},
+    {"data"},
+    {"metrics", "plots"},
+    {"page"},
+    {"run", "show"},
+    {"cli"},
+    {"train", "sample", "attend", "explore", "report", "mia"},
+]
+RANK = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
+COMMANDS = LAYERS[-1] | {"cli"}
+
+
+def room(path: Path) -> str:
+    """The room a module of the package belongs to: its subpackage, or its own name at the top."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return parts[0]
+
+
+def upward_imports(files) -> list[str]:
+    """Every import of a room by a room on its own layer or above (top-level, function-local and
+    TYPE_CHECKING imports alike: ast.walk sees them all)."""
+    found = []
+    for p, tree, _ in files:
+        here = room(p)
+        for node in ast.walk(tree):
+            for name in imported(p, node):
+                parts = name.split(".")
+                if parts[0] != "gptfit" or len(parts) < 2:
+                    continue
+                there = parts[1]
+                if there != here and RANK[there] >= RANK[here]:
+                    found.append(f"{p.relative_to(PACKAGE.parent)} ({here}) imports {name} ({there})")
+    return found
+
+
+def test_every_room_imports_only_the_layers_below_it():
+    files = modules()
+    assert {room(p) for p, _, _ in files} <= set(RANK), "a room that docs/ARCHITECTURE.md does not place"
+    assert not upward_imports(files)
+
+
+def test_the_layer_check_fails_on_an_upward_import(tmp_path):
+    # A probe: the check must see a function-local import of run/ from show/, and one of show/ from metrics/.
+    probe = ast.parse("def f():\n    from gptfit.run import training\n")
+    typed = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from gptfit.show import sweep\n")
+    found = upward_imports([(PACKAGE / "show" / "probe.py", probe, 2), (PACKAGE / "metrics" / "probe.py", typed, 3)])
+    assert len(found) == 2 and "gptfit.run" in found[0] and "gptfit.show" in found[1]
+    assert not upward_imports([(PACKAGE / "run" / "probe.py", ast.parse("from gptfit.metrics import scoring"), 1)])
+
+
+def parameters(files):
+    """(module, function, parameter, annotation) of every function below the commands."""
+    for p, tree, _ in files:
+        if room(p) in COMMANDS:
+            continue
+        for f in ast.walk(tree):
+            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = [*f.args.posonlyargs, *f.args.args, *f.args.kwonlyargs]
+                for a in args:
+                    yield p, f.name, a.arg, ast.unparse(a.annotation) if a.annotation else ""
+
+
+def test_below_the_commands_no_function_takes_the_root_config():
+    files = modules()
+    # The composed DictConfig stays with the commands (and config/, which checks it); nothing below imports it.
+    dict_config = [
+        f"{p.relative_to(PACKAGE.parent)} imports DictConfig"
+        for p, tree, _ in files
+        if room(p) not in COMMANDS | {"config"}
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and any(a.name == "DictConfig" for a in node.names)
+    ]
+    assert not dict_config, dict_config
+    named_cfg = [f"{p.relative_to(PACKAGE.parent)}:{f}" for p, f, arg, _ in parameters(files) if arg == "cfg"]
+    assert not named_cfg, named_cfg
+    # The typed root goes to the training recipe alone, which hands each step the sections it uses.
+    root = {(p.relative_to(PACKAGE).as_posix(), f) for p, f, _, note in parameters(files) if note == "Config"}
+    assert root and {p for p, _ in root} == {"run/training.py"}, root
 
 
 def test_the_import_check_sees_what_it_must():

@@ -19,8 +19,9 @@ from gptfit.data.corpus import load_corpus
 from gptfit.metrics import membership
 from gptfit.metrics.scoring import score_sequences
 from gptfit.model.loading import load_model
-from gptfit.run.evaluation import Evaluator
+from gptfit.run.training import make_evaluator
 from tests.conftest import TINY, error_lines, run_cli
+from tests.roc import roc_auc, tpr_at_fpr
 
 VOCAB = 40
 
@@ -114,7 +115,7 @@ def test_tpr_at_a_false_positive_rate_agrees_with_a_brute_force_sweep(seed):
     members = rng.random(n) < 0.5
     scores = np.round(rng.normal(size=n) + 0.8 * members, 1)  # rounded: many ties
     for fpr in (0.001, 0.01, 0.1, 0.5):
-        assert membership.tpr_at_fpr(members, scores, fpr) == brute_force_tpr(members, scores, fpr)
+        assert tpr_at_fpr(members, scores, fpr) == brute_force_tpr(members, scores, fpr)
 
 
 def test_roc_auc_matches_counting_pairs_with_ties():
@@ -122,7 +123,7 @@ def test_roc_auc_matches_counting_pairs_with_ties():
     pos, neg = rng.integers(0, 5, 40).astype(float), rng.integers(0, 4, 30).astype(float)
     pairs = [(p > n) + 0.5 * (p == n) for p in pos for n in neg]
     members = np.r_[np.ones(40, bool), np.zeros(30, bool)]
-    assert membership.roc_auc(members, np.r_[pos, neg]) == pytest.approx(np.mean(pairs))
+    assert roc_auc(members, np.r_[pos, neg]) == pytest.approx(np.mean(pairs))
 
 
 def test_a_rate_below_ten_false_positives_is_null_and_says_why():
@@ -156,7 +157,7 @@ def test_the_bootstrap_interval_holds_the_estimate_and_narrows_with_more_documen
         documents = np.repeat(np.arange(n_docs), 10)
         members = documents % 2 == 0
         scores = rng.normal(size=len(documents)) + 0.5 * members
-        auc = membership.roc_auc(members, scores)
+        auc = roc_auc(members, scores)
         lo, hi = membership.bootstrap(members, scores, documents, 200, seed=0)["auc"]
         assert lo <= auc <= hi
         widths.append(hi - lo)
@@ -169,16 +170,16 @@ def test_the_blind_baseline_finds_a_shift_when_there_is_one():
     members = np.r_[np.ones(200, bool), np.zeros(200, bool)]
     tokens = np.where(members[:, None], rng.integers(0, 50, (400, 16)), rng.integers(0, 100, (400, 16)))
     scores = membership.blind(tokens, members, np.arange(400) // 4, seed=0)
-    assert membership.roc_auc(members, scores) > 0.9
+    assert roc_auc(members, scores) > 0.9
 
 
-def test_the_blind_baseline_is_near_chance_on_a_corpus_of_many_documents(compose_cfg, tmp_path):
+def test_the_blind_baseline_is_near_chance_on_a_corpus_of_many_documents(make_config, tmp_path):
     # Short lines, each its own document, split at random: no shift between members and non-members.
     rng = np.random.default_rng(0)
     words = [f"w{i}" for i in range(300)]
     path = tmp_path / "lines.txt"
     path.write_text("\n".join(" ".join(rng.choice(words, rng.integers(4, 12))) for _ in range(6000)) + "\n")
-    cfg = compose_cfg(
+    cfg = make_config(
         [
             *TINY,
             "data=text",
@@ -190,20 +191,20 @@ def test_the_blind_baseline_is_near_chance_on_a_corpus_of_many_documents(compose
         ]
     )
     corpus = load_corpus(cfg.data)
-    evaluator = Evaluator(cfg, corpus, corpus.tokenizer)
+    evaluator = make_evaluator(cfg, corpus)
     train, val = evaluator.sides[:2]
     assert len(train.offsets) == len(val.offsets) >= 600
     members = np.r_[np.ones(len(train.blind), bool), np.zeros(len(val.blind), bool)]
-    assert abs(membership.roc_auc(members, np.r_[train.blind, val.blind]) - 0.5) <= 0.1
+    assert abs(roc_auc(members, np.r_[train.blind, val.blind]) - 0.5) <= 0.1
 
 
-def test_an_untrained_model_leaks_nothing_by_loss(compose_cfg):
-    cfg = compose_cfg([*TINY, "data.train_tokens=16384", "eval.sequences=256"])
+def test_an_untrained_model_leaks_nothing_by_loss(make_config):
+    cfg = make_config([*TINY, "data.train_tokens=16384", "eval.sequences=256"])
     corpus = load_corpus(cfg.data)
     torch.manual_seed(0)
     from gptfit.model.loading import build_model
 
-    row, _ = Evaluator(cfg, corpus, corpus.tokenizer).memorization(build_model(cfg, corpus.tokenizer))
+    row, _ = make_evaluator(cfg, corpus).memorization(build_model(cfg.model, corpus.tokenizer))
     for name in ("loss", "min_k", "min_k_plus_plus"):
         assert 0.4 <= row[f"mia/{name}/auc"] <= 0.6, name
 
@@ -234,12 +235,12 @@ def test_members_score_higher_than_non_members_on_the_memorizing_model(tiny_corp
     assert np.allclose(last["mia_loss"], -last["loss"], atol=1e-6)  # the same forward pass, float64 vs float32
 
 
-def test_a_reference_model_scores_the_same_tokens(tiny_run, compose_cfg, tmp_path):
+def test_a_reference_model_scores_the_same_tokens(tiny_run, make_config, tmp_path):
     from gptfit.run.training import train
 
     reference_dir, _ = tiny_run
     run_dir = tmp_path / "target"
-    train(compose_cfg([*TINY, "seed=7", "train.max_steps=10", f"eval.mia.reference={reference_dir}"], run_dir))
+    train(make_config([*TINY, "seed=7", "train.max_steps=10", f"eval.mia.reference={reference_dir}"], run_dir))
     table = pd.read_parquet(run_dir / "sequences.parquet")
     last = table[table.step == table.step.max()]
     reference = load_model(str(reference_dir / "final"))
@@ -271,10 +272,10 @@ def test_a_reference_with_another_tokenizer_is_one_line(tiny_run, cache_dir, tmp
     assert len(lines) == 1 and "eval.mia.reference" in lines[0] and "tokenizer" in lines[0]
 
 
-def test_a_later_slice_of_the_pool_shares_the_tokenizer_and_none_of_the_text(compose_cfg):
-    target = load_corpus(compose_cfg([*TINY, "data.train_tokens=4096"]).data)
-    reference = load_corpus(compose_cfg([*TINY, "data.train_tokens=4096", "data.train_offset=4096"]).data)
-    whole = load_corpus(compose_cfg([*TINY, "data.train_tokens=8192"]).data)
+def test_a_later_slice_of_the_pool_shares_the_tokenizer_and_none_of_the_text(make_config):
+    target = load_corpus(make_config([*TINY, "data.train_tokens=4096"]).data)
+    reference = load_corpus(make_config([*TINY, "data.train_tokens=4096", "data.train_offset=4096"]).data)
+    whole = load_corpus(make_config([*TINY, "data.train_tokens=8192"]).data)
     assert reference.tokenizer_hash == target.tokenizer_hash
     assert np.array_equal(np.concatenate([target.train, reference.train]), whole.train)
     assert reference.train_documents and set(reference.train_documents) <= set(whole.train_documents)

@@ -16,8 +16,7 @@ from gptfit.metrics import ngrams
 from gptfit.metrics.canaries import exposure
 from gptfit.metrics.ngrams import NgramIndex
 from gptfit.model.loading import build_model
-from gptfit.run.evaluation import Evaluator
-from gptfit.run.training import train
+from gptfit.run.training import make_evaluator, train
 from tests.conftest import TINY
 
 # 512 tokens, each seen ~450 times (the last ones, which fewer windows hold, less).
@@ -37,10 +36,10 @@ MEMORIZE = [
 
 
 @pytest.fixture(scope="module")
-def memorized_run(compose_cfg, tmp_path_factory):
+def memorized_run(make_config, tmp_path_factory):
     """A tiny model trained to near-zero loss on 512 tokens: its run folder."""
     run_dir = tmp_path_factory.mktemp("memorized")
-    train(compose_cfg(MEMORIZE, run_dir))
+    train(make_config(MEMORIZE, run_dir))
     return run_dir
 
 
@@ -59,22 +58,22 @@ def test_a_memorizing_model_scores_as_memorized(memorized):
     assert final["mem/extraction_rate_val"] <= 0.1
 
 
-def test_an_untrained_model_does_not(compose_cfg, cache_dir):
-    cfg = compose_cfg([*TINY, "data.train_tokens=16384", "eval.sequences=256"])
+def test_an_untrained_model_does_not(make_config, cache_dir):
+    cfg = make_config([*TINY, "data.train_tokens=16384", "eval.sequences=256"])
     corpus = load_corpus(cfg.data)
-    evaluator = Evaluator(cfg, corpus, corpus.tokenizer)
+    evaluator = make_evaluator(cfg, corpus)
     for seed in range(3):
         torch.manual_seed(seed)
-        row, _ = evaluator.memorization(build_model(cfg, corpus.tokenizer))
+        row, _ = evaluator.memorization(build_model(cfg.model, corpus.tokenizer))
         assert row["mem/extraction_rate_train"] <= 0.05
         assert 0.4 <= row["mem/mia_auc"] <= 0.6
 
 
-def test_a_memorizing_model_extracts_more_than_an_untrained_one_under_every_setting(memorized, compose_cfg):
-    cfg = compose_cfg(MEMORIZE)
+def test_a_memorizing_model_extracts_more_than_an_untrained_one_under_every_setting(memorized, make_config):
+    cfg = make_config(MEMORIZE)
     corpus = load_corpus(cfg.data)
     torch.manual_seed(0)
-    untrained, _ = Evaluator(cfg, corpus, corpus.tokenizer).memorization(build_model(cfg, corpus.tokenizer))
+    untrained, _ = make_evaluator(cfg, corpus).memorization(build_model(cfg.model, corpus.tokenizer))
     final = memorized[-1]
     for name in cfg.decoding:
         for key in (f"mem/{name}/extraction_rate", f"mem/{name}/extraction_any"):
@@ -103,8 +102,8 @@ def test_sampled_completions_extract_as_often_as_the_exact_probability_says(memo
     assert abs(hits - expected) <= 4 * spread + 1, (hits, expected, spread)
 
 
-def test_generation_metrics_are_logged_for_every_decoding_setting(memorized, compose_cfg):
-    settings = compose_cfg([]).decoding.keys()
+def test_generation_metrics_are_logged_for_every_decoding_setting(memorized, make_config):
+    settings = make_config([]).decoding.keys()
     final = memorized[-1]
     for name in settings:
         assert 0.0 <= final[f"gen/{name}/copy_rate"] <= 1.0
@@ -205,12 +204,12 @@ def test_canary_candidates_share_the_format_and_never_the_secret():
     assert len(canary.candidates(10**5, seed=0)) == 9_999  # the whole space but the secret
 
 
-def test_a_canary_planted_many_times_is_more_exposed_than_one_planted_once(compose_cfg, tmp_path):
+def test_a_canary_planted_many_times_is_more_exposed_than_one_planted_once(make_config, tmp_path):
     canaries = (
         '+data.canaries=[{name: often, format: "my pin is ####", repeats: 40},'
         ' {name: once, format: "the code is ####", repeats: 1}]'
     )
-    cfg = compose_cfg(
+    cfg = make_config(
         [
             *TINY,
             "model.n_embd=64",

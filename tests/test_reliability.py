@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 import torch
 
+from gptfit.files import read_jsonl
 from gptfit.run.checkpoints import COMPLETE, find_checkpoint
-from gptfit.run.tracking import read_jsonl
 from tests.conftest import LONG, ROOT, TINY, assert_same_rows, error_lines, launch, run_cli, wait_for
 
 

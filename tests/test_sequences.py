@@ -12,10 +12,10 @@ from omegaconf import OmegaConf
 from gptfit.data.corpus import load_corpus
 from gptfit.data.exposure import sequence_exposures, token_counts
 from gptfit.data.windows import EpochWindows, RandomWindows
+from gptfit.files import read_jsonl
 from gptfit.metrics.scoring import score_sequences
 from gptfit.metrics.sequences import decoded_matches
 from gptfit.model.loading import load_model
-from gptfit.run.tracking import read_jsonl
 from tests.conftest import TINY
 
 
@@ -68,11 +68,11 @@ def test_epoch_sampling_shows_every_window_exactly_once_per_epoch():
     assert [EpochWindows(stream, 48, 40, seed=3).offset(i) for i in range(40)] == first + second  # seeded
 
 
-def test_an_epoch_run_counts_whole_windows_in_its_ledger(compose_cfg, tmp_path):
+def test_an_epoch_run_counts_whole_windows_in_its_ledger(make_config, tmp_path):
     from gptfit.run.training import train
 
     steps, batch, block = 21, 8, 48  # 1024 tokens: 21 windows an epoch; 168 windows = 8 epochs
-    train(compose_cfg([*TINY, "train.sampling=epochs", f"train.max_steps={steps}", "decoding=none"], tmp_path))
+    train(make_config([*TINY, "train.sampling=epochs", f"train.max_steps={steps}", "decoding=none"], tmp_path))
     with np.load(tmp_path / "exposure.npz") as ledger:
         starts = ledger["starts"]
     assert set(np.flatnonzero(starts)) == set(range(0, 21 * block, block))
@@ -115,8 +115,8 @@ def test_the_tables_greedy_columns_are_a_greedy_decode_of_every_sequence(tiny_co
     assert decoded.all(1).tolist() == last.extracted.tolist()
 
 
-def test_planted_sequences_occur_as_often_as_asked_and_the_baseline_never(compose_cfg):
-    cfg = compose_cfg(
+def test_planted_sequences_occur_as_often_as_asked_and_the_baseline_never(make_config):
+    cfg = make_config(
         [*TINY, "+data/duplicates=ladder", "data.duplicates.counts=[1,3,5]", "data.duplicates.per_count=2"]
     )
     corpus = load_corpus(cfg.data, sequence_length=16)
@@ -132,7 +132,7 @@ def test_planted_sequences_occur_as_often_as_asked_and_the_baseline_never(compos
     assert len(corpus.train) == cfg.data.train_tokens + planted  # on top of the ordinary text
 
 
-def test_a_sequence_planted_often_is_memorized_and_one_planted_once_is_not(compose_cfg, tmp_path):
+def test_a_sequence_planted_often_is_memorized_and_one_planted_once_is_not(make_config, tmp_path):
     from gptfit.run.training import train
 
     overrides = [
@@ -146,7 +146,7 @@ def test_a_sequence_planted_often_is_memorized_and_one_planted_once_is_not(compo
         "train.eval_every=200",
         "decoding=none",
     ]
-    summary = train(compose_cfg(overrides, tmp_path))
+    summary = train(make_config(overrides, tmp_path))
     final = summary["final"]
     assert final["dup/48/extraction_rate"] >= 0.75 and final["dup/1/extraction_rate"] <= 0.25
     assert final["dup/0/extraction_rate"] == 0.0
@@ -159,7 +159,7 @@ def test_a_sequence_planted_often_is_memorized_and_one_planted_once_is_not(compo
     assert (planted[planted.copies == 48].exposures > planted[planted.copies == 1].exposures.max()).all()
 
 
-def test_a_forgotten_set_is_never_seen_after_its_last_step_and_is_forgotten(compose_cfg, tmp_path):
+def test_a_forgotten_set_is_never_seen_after_its_last_step_and_is_forgotten(make_config, tmp_path):
     from gptfit.run.training import train
 
     until = 80
@@ -174,7 +174,7 @@ def test_a_forgotten_set_is_never_seen_after_its_last_step_and_is_forgotten(comp
         "train.eval_every=40",
         "decoding=none",
     ]
-    summary = train(compose_cfg(overrides, tmp_path))
+    summary = train(make_config(overrides, tmp_path))
     rows = {r["step"]: r for r in read_jsonl(tmp_path / "metrics.jsonl")}
     assert summary["data"]["planted_tokens"] == 8 * 17 * 16
     table = pd.read_parquet(tmp_path / "sequences.parquet")

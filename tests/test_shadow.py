@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 
 from gptfit.data.corpus import load_corpus
-from gptfit.metrics import membership
 from gptfit.metrics.shadow import counterfactual, lira, logit_confidence
 from tests.conftest import TINY, error_lines, run_cli
+from tests.roc import roc_auc
 
 SUBSET = [*TINY, "+data/subset=half", "data.train_tokens=2048"]  # 128 candidates of 16 tokens
 
 
-def test_a_subset_run_trains_on_exactly_its_members_each_a_document(compose_cfg):
-    corpus = load_corpus(compose_cfg(SUBSET).data, sequence_length=16)
+def test_a_subset_run_trains_on_exactly_its_members_each_a_document(make_config):
+    corpus = load_corpus(make_config(SUBSET).data, sequence_length=16)
     subset = corpus.subset
     assert subset.tokens.shape == (128, 16) and subset.members.sum() == 64
     expected = np.concatenate([np.append(row, corpus.eot_id) for row in subset.tokens[subset.members]])
@@ -27,15 +27,15 @@ def test_a_subset_run_trains_on_exactly_its_members_each_a_document(compose_cfg)
     for i in np.flatnonzero(subset.members):
         assert np.array_equal(corpus.train[subset.positions[i] : subset.positions[i] + 16], subset.tokens[i])
     assert (subset.positions[~subset.members] == -1).all()
-    other = load_corpus(compose_cfg([*SUBSET, "data.subset.seed=1"]).data, sequence_length=16).subset
+    other = load_corpus(make_config([*SUBSET, "data.subset.seed=1"]).data, sequence_length=16).subset
     assert np.array_equal(other.tokens, subset.tokens)  # the same candidates for every seed
     assert 20 < (other.members != subset.members).sum() < 108  # and another half of them
 
 
-def test_a_subset_run_records_its_members_and_scores_every_candidate(compose_cfg, tmp_path):
+def test_a_subset_run_records_its_members_and_scores_every_candidate(make_config, tmp_path):
     from gptfit.run.training import train
 
-    train(compose_cfg([*SUBSET, "train.max_steps=10"], tmp_path))
+    train(make_config([*SUBSET, "train.max_steps=10"], tmp_path))
     record = json.loads((tmp_path / "subset.json").read_text())
     assert record["candidates"] == 128 and len(record["members"]) == 64 and record["sequence_tokens"] == 16
     table = pd.read_parquet(tmp_path / "sequences.parquet")
@@ -53,9 +53,9 @@ def test_lira_calibrates_each_candidates_difficulty_and_beats_the_raw_score():
     models, n = 16, 2000
     members = rng.random((models, n)) < 0.5
     phi = rng.normal(0, 3, n)[None, :] + 0.5 * members + rng.normal(0, 0.3, (models, n))
-    raw = np.mean([membership.roc_auc(members[m], phi[m]) for m in range(models)])
-    online = np.mean([membership.roc_auc(members[m], lira(phi, members, m)["online"]) for m in range(models)])
-    offline = np.mean([membership.roc_auc(members[m], lira(phi, members, m)["offline"]) for m in range(models)])
+    raw = np.mean([roc_auc(members[m], phi[m]) for m in range(models)])
+    online = np.mean([roc_auc(members[m], lira(phi, members, m)["online"]) for m in range(models)])
+    offline = np.mean([roc_auc(members[m], lira(phi, members, m)["offline"]) for m in range(models)])
     assert raw < 0.6 and online > 0.85 and offline > 0.8
     # With shared variances, the offline test ranks exactly as phi minus the out mean.
     scores, others = lira(phi, members, 0)["offline"], np.arange(models) != 0

@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, GPTN
 from gptfit.data.sources import python_docs
 from gptfit.data.tokenizer import train_bpe
 from gptfit.errors import UserError
+from gptfit.files import read_jsonl
 from gptfit.run.checkpoints import COMPLETE, find_checkpoint
-from gptfit.run.tracking import read_jsonl
 from gptfit.run.trainer import native_bf16
 from gptfit.run.training import train
 from tests.conftest import TINY
@@ -70,7 +70,7 @@ def test_a_half_written_checkpoint_is_skipped(tiny_run, tmp_path):
         assert find_checkpoint(run_dir).name == "checkpoint-10"
 
 
-def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(tiny_run, compose_cfg, tmp_path):
+def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(tiny_run, make_config, tmp_path):
     full_dir, _ = tiny_run
     full = read_jsonl(full_dir / "metrics.jsonl")
     # The same run, as if killed after its checkpoint at step 10.
@@ -78,7 +78,7 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(tiny_r
     shutil.copytree(full_dir, cut)
     shutil.rmtree(cut / "checkpoints" / "checkpoint-20")
     shutil.rmtree(cut / "final")
-    cfg = compose_cfg(
+    cfg = make_config(
         [*TINY, "train.save_every=10", "train.save_total_limit=3", f"train.resume={cut}"], tmp_path / "unused"
     )
     summary = train(cfg)
@@ -91,8 +91,8 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(tiny_r
                 assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["step"], key)
 
 
-def test_bf16_training_follows_fp32_and_evaluates_in_fp32(tiny_run, compose_cfg, tmp_path):
-    cfg = compose_cfg(
+def test_bf16_training_follows_fp32_and_evaluates_in_fp32(tiny_run, make_config, tmp_path):
+    cfg = make_config(
         [*TINY, "train.save_every=10", "train.save_total_limit=3", "train.precision=bf16"], tmp_path / "bf16"
     )
     if not native_bf16("cpu"):  # bf16 is refused where it would be emulated
@@ -112,16 +112,16 @@ def test_bf16_training_follows_fp32_and_evaluates_in_fp32(tiny_run, compose_cfg,
     assert bf16[-1]["train/loss"] < bf16[0]["train/loss"] - 1.0
 
 
-def test_resume_refuses_a_run_with_other_model_settings(tiny_run, compose_cfg, tmp_path):
+def test_resume_refuses_a_run_with_other_model_settings(tiny_run, make_config, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run[0], run_dir)
-    cfg = compose_cfg([*TINY, "model.n_embd=64", f"train.resume={run_dir}"], tmp_path / "unused")
+    cfg = make_config([*TINY, "model.n_embd=64", f"train.resume={run_dir}"], tmp_path / "unused")
     with pytest.raises(UserError, match="model config differs"):
         train(cfg)
 
 
-def test_fine_tuning_from_an_earlier_run(tiny_run, compose_cfg, tmp_path):
-    cfg = compose_cfg([*TINY, f"model.init_from={tiny_run[0]}", "train.max_steps=5"], tmp_path / "ft")
+def test_fine_tuning_from_an_earlier_run(tiny_run, make_config, tmp_path):
+    cfg = make_config([*TINY, f"model.init_from={tiny_run[0]}", "train.max_steps=5"], tmp_path / "ft")
     summary = train(cfg)
     rows = read_jsonl(tmp_path / "ft" / "metrics.jsonl")
     # It starts where the earlier run ended, not from scratch.
@@ -158,9 +158,9 @@ def local_hf_models(tmp_path_factory, cache_dir):
 
 
 @pytest.mark.parametrize("family", ["gpt2", "neox"])
-def test_fine_tuning_a_local_hugging_face_model(local_hf_models, compose_cfg, tmp_path, family):
+def test_fine_tuning_a_local_hugging_face_model(local_hf_models, make_config, tmp_path, family):
     path = local_hf_models / family
-    cfg = compose_cfg([*TINY, "model=hf", f"model.name_or_path={path}", "train.max_steps=10"], tmp_path / "run")
+    cfg = make_config([*TINY, "model=hf", f"model.name_or_path={path}", "train.max_steps=10"], tmp_path / "run")
     summary = train(cfg)
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert summary["status"] == "finished" and rows[-1]["train/loss"] < rows[0]["train/loss"]
@@ -168,38 +168,38 @@ def test_fine_tuning_a_local_hugging_face_model(local_hf_models, compose_cfg, tm
     assert type(reloaded).__name__ == type(AutoModelForCausalLM.from_pretrained(path)).__name__
 
 
-def test_a_window_longer_than_the_model_context_is_refused(local_hf_models, compose_cfg, tmp_path):
-    cfg = compose_cfg(
+def test_a_window_longer_than_the_model_context_is_refused(local_hf_models, make_config, tmp_path):
+    cfg = make_config(
         [*TINY, "model=hf", f"model.name_or_path={local_hf_models / 'gpt2'}", "model.block_size=128"], tmp_path / "run"
     )
     with pytest.raises(UserError, match="model.block_size=128: longer than the model's context of 64"):
         train(cfg)
 
 
-def test_a_missing_model_is_reported(compose_cfg, tmp_path):
-    cfg = compose_cfg([*TINY, "model=hf", f"model.name_or_path={tmp_path / 'nothing'}"], tmp_path / "run")
+def test_a_missing_model_is_reported(make_config, tmp_path):
+    cfg = make_config([*TINY, "model=hf", f"model.name_or_path={tmp_path / 'nothing'}"], tmp_path / "run")
     with pytest.raises(UserError, match="could not load"):
         train(cfg)
 
 
-def test_a_corrupt_checkpointed_model_is_reported(tiny_run, compose_cfg, tmp_path):
+def test_a_corrupt_checkpointed_model_is_reported(tiny_run, make_config, tmp_path):
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_run[0] / "final", model_dir)
     weights = model_dir / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    cfg = compose_cfg([*TINY, f"model.init_from={model_dir}"], tmp_path / "run")
+    cfg = make_config([*TINY, f"model.init_from={model_dir}"], tmp_path / "run")
     with pytest.raises(UserError, match="corrupt|could not load"):
         train(cfg)
 
 
-def test_a_compiled_model_trains_as_the_eager_one_and_saves_a_loadable_model(compose_cfg, tmp_path):
+def test_a_compiled_model_trains_as_the_eager_one_and_saves_a_loadable_model(make_config, tmp_path):
     # train.compile=true: torch.compile (inductor, on CPU here) under the same Trainer; its losses match the
     # eager run's to float32 rounding, and final/ loads without the compiled wrapper's names.
     from gptfit.model.loading import load_model
 
     short = [*TINY, "train.max_steps=4", "train.eval_every=2", "decoding=none", "eval.explore=false"]
-    eager = train(compose_cfg(short, tmp_path / "eager"))
-    compiled = train(compose_cfg([*short, "train.compile=true"], tmp_path / "compiled"))
+    eager = train(make_config(short, tmp_path / "eager"))
+    compiled = train(make_config([*short, "train.compile=true"], tmp_path / "compiled"))
     assert compiled["status"] == "finished"
     for key in ("train/loss", "val/loss", "train/running_loss"):
         assert abs(compiled["final"][key] - eager["final"][key]) < 1e-3, key

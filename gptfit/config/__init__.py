@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -49,6 +50,8 @@ __all__ = [
     "ModelConfig",
     "SampleConfig",
     "TrainConfig",
+    "as_dict",
+    "read",
     "register",
     "unknown_keys",
     "validate",
@@ -86,7 +89,7 @@ class Config:
         block = self.model.block_size
         if 0 < self.data.train_tokens < block:
             problems.append(f"data.train_tokens={self.data.train_tokens}: must be at least model.block_size={block}")
-        problems += self.eval.window_problems(block)
+        problems += self.eval.window_problems(block, grammar=self.data.source == "grammar")
         forget = self.data.forget
         if forget is not None and forget.until_step >= self.train.max_steps:
             problems.append(
@@ -126,26 +129,36 @@ def _section(schema: type, key: str) -> Optional[type]:
     return next((t for t in options if dataclasses.is_dataclass(t)), None)
 
 
-def unknown_keys(cfg: Any, schema: type = Config, prefix: str = "") -> list[str]:
+def unknown_keys(node: Any, schema: type = Config, prefix: str = "") -> list[str]:
     """Keys the schema does not know (Hydra lets `+key=value` add them even to a typed config)."""
     fields = {f.name: f for f in dataclasses.fields(schema)}
     problems = []
-    for key in cfg.keys():
+    for key in node.keys():
         name = f"{prefix}{key}"
         if key not in fields:
             known = ", ".join(sorted(fields))
             problems.append(f"{name}: unknown key; known keys here: {known}")
-        elif (section := _section(schema, key)) is not None and cfg[key] is not None:
-            problems.extend(unknown_keys(cfg[key], section, f"{name}."))
+        elif (section := _section(schema, key)) is not None and node[key] is not None:
+            problems.extend(unknown_keys(node[key], section, f"{name}."))
     return problems
 
 
-def validate(cfg: Any, schema: type = Config) -> Any:
+def as_dict(section: Any) -> dict:
+    """A checked section (or the whole config) as plain Python containers, the way config.yaml holds it."""
+    return OmegaConf.to_container(OmegaConf.structured(section))
+
+
+def read(path: Path) -> Config:
+    """A run's saved config.yaml, over today's schema (keys added since take their defaults)."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path)))
+
+
+def validate(composed: Any, schema: type = Config) -> Any:
     """The config as `schema`'s dataclasses, checked: raise ConfigError listing every problem."""
-    problems = unknown_keys(cfg, schema)
+    problems = unknown_keys(composed, schema)
     if problems:
         raise ConfigError(problems)
-    checked = OmegaConf.to_object(cfg)
+    checked = OmegaConf.to_object(composed)
     problems = checked.problems()
     if problems:
         raise ConfigError(problems)

@@ -10,8 +10,8 @@ from typing import List, Optional
 from omegaconf import MISSING
 
 from gptfit.config.checks import Checks
-from gptfit.data.grammar import GrammarSpec, spec_of
-from gptfit.data.grammar import problems as grammar_problems
+from gptfit.config.grammar import GrammarSpec, spec_of
+from gptfit.config.grammar import problems as grammar_problems
 
 DATA_SOURCES = ("python_docs", "text", "hf", "grammar")
 SAMPLE_BY = ("paragraph", "line", "document")
@@ -29,7 +29,7 @@ class CanaryConfig:
 
 @dataclass
 class GrammarConfig(GrammarSpec):
-    """data=grammar: the knobs of the synthetic language (`gptfit.data.grammar.GrammarSpec`, where each is
+    """data=grammar: the knobs of the synthetic language (`gptfit.config.grammar.GrammarSpec`, where each is
     explained), and how many sentences it generates for the corpus, one document each."""
 
     # Enough for the training pool of a 64k-token training set plus the held-out sentences.

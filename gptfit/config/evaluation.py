@@ -102,10 +102,11 @@ class EvalConfig:
             c.need(bool(prompt.strip()), f"prompts[{i}]", "must not be empty", got=prompt)
         return c.problems + self.mia.problems()
 
-    def window_problems(self, block_size: int) -> list[str]:
-        """What does not fit the model's window of `block_size` tokens."""
+    def window_problems(self, block_size: int, grammar: bool) -> list[str]:
+        """What does not fit the model's window of `block_size` tokens (`grammar`: on data=grammar, whose
+        prompts are the grammar's). A block size below 2 is model.block_size's own problem, said once."""
         c = Checks("eval", self)
-        if block_size <= 0:
+        if block_size < 2:
             return []
         span = self.prefix_tokens + self.suffix_tokens
         if span > block_size:
@@ -115,7 +116,7 @@ class EvalConfig:
             )
         if self.prompt_tokens >= block_size:
             c.line(f"eval.prompt_tokens={self.prompt_tokens}: must be below model.block_size={block_size}")
-        if self.grammar_prompt_tokens + 1 >= block_size:
+        if grammar and self.grammar_prompt_tokens + 1 >= block_size:
             c.line(
                 f"eval.grammar_prompt_tokens={self.grammar_prompt_tokens}: must be below model.block_size - 1 "
                 f"= {block_size - 1} (the prompt also holds the end-of-text token)"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gptfit.config import DataConfig, EvalConfig, ModelConfig
 from gptfit.data.canaries import make_canaries, plant
 from gptfit.data.duplicates import cut, hold_aside, take
 from gptfit.data.duplicates import plant as plant_duplicates
@@ -30,6 +31,8 @@ from gptfit.data.sources import load_documents
 from gptfit.data.subset import Subset, draw
 from gptfit.data.tokenizer import token_byte_lengths, tokenizer_hash, train_bpe
 from gptfit.errors import UserError
+from gptfit.files import atomic
+from gptfit.model.loading import load_tokenizer, pretrained_path
 
 
 @dataclass
@@ -100,26 +103,39 @@ def encode_stream(tokenizer, docs: list[str], eot_id: int, cache_dir: str, tag: 
     ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
     stream = np.fromiter((t for doc in ids for t in (*doc, eot_id)), dtype=np.int64)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, stream)
-    tmp.replace(path)
+    with atomic(path) as tmp:
+        np.save(tmp, stream)
     return stream
 
 
-def load_corpus(data_cfg, tokenizer=None, sequence_length: int = 64) -> Corpus:
+def run_corpus(model: ModelConfig, data: DataConfig, eval: EvalConfig) -> Corpus:
+    """A run's corpus: tokenized by the pretrained model's tokenizer, or by one trained on it, with held-out
+    text of at least one window."""
+    path = pretrained_path(model)
+    tokenizer = load_tokenizer(path, model.trust_remote_code) if path else None
+    corpus = load_corpus(data, tokenizer, eval.prefix_tokens + eval.suffix_tokens)
+    if len(corpus.val) < model.block_size:
+        raise UserError(
+            f"data.val_fraction={data.val_fraction}: the held-out text has {len(corpus.val)} tokens, "
+            f"less than one window of model.block_size={model.block_size}; raise it"
+        )
+    return corpus
+
+
+def load_corpus(data: DataConfig, tokenizer=None, sequence_length: int = 64) -> Corpus:
     """Load, split and tokenize; `tokenizer` is the pretrained model's, or None to train a BPE.
     sequence_length: the length of the duplication ladder's and data.subset's sequences (eval.prefix_tokens
     + suffix_tokens)."""
-    docs = load_documents(data_cfg)
-    pool, val = split_documents(docs, data_cfg.split_seed, data_cfg.val_fraction)
-    dup, forget = getattr(data_cfg, "duplicates", None), getattr(data_cfg, "forget", None)
+    docs = load_documents(data)
+    pool, val = split_documents(docs, data.split_seed, data.val_fraction)
+    dup, forget = getattr(data, "duplicates", None), getattr(data, "forget", None)
     n_dup = (len(dup.counts) + 1) * dup.per_count if dup is not None else 0
     aside_docs: list[str] = []
     if dup is not None or forget is not None:
         needed = (n_dup + (forget.sequences if forget is not None else 0)) * sequence_length
-        pool, aside_docs = hold_aside(pool, data_cfg.split_seed, needed)
+        pool, aside_docs = hold_aside(pool, data.split_seed, needed)
     dropped = 0
-    if data_cfg.source == "grammar":
+    if data.source == "grammar":
         val, dropped = drop_seen(pool, val)
         if not val:
             raise UserError(
@@ -127,41 +143,41 @@ def load_corpus(data_cfg, tokenizer=None, sequence_length: int = 64) -> Corpus:
                 "too small to hold any out: raise data.grammar.n_nouns, n_verbs or max_depth"
             )
     if tokenizer is None:
-        tokenizer = train_bpe(pool, data_cfg.vocab_size, data_cfg.cache_dir)
+        tokenizer = train_bpe(pool, data.vocab_size, data.cache_dir)
     eot_id = tokenizer.eos_token_id
     if eot_id is None:
         raise UserError("model: the tokenizer has no end-of-text (eos) token to join documents with")
     c_hash, t_hash = corpus_hash(docs), tokenizer_hash(tokenizer)
-    key = f"{c_hash}-{t_hash}-{data_cfg.split_seed}-{data_cfg.val_fraction}"
+    key = f"{c_hash}-{t_hash}-{data.split_seed}-{data.val_fraction}"
     if aside_docs:  # the pool is smaller by the held-aside text
         key += f"-aside{len(aside_docs)}"
-    pool_stream = encode_stream(tokenizer, pool, eot_id, data_cfg.cache_dir, f"{key}-train")
+    pool_stream = encode_stream(tokenizer, pool, eot_id, data.cache_dir, f"{key}-train")
     val_tag = f"{key}-val" + ("-unseen" if dropped else "")
-    val_stream = encode_stream(tokenizer, val, eot_id, data_cfg.cache_dir, val_tag)
-    start = getattr(data_cfg, "train_offset", 0)
-    if start + data_cfg.train_tokens > len(pool_stream):
-        larger = "raise data.grammar.n_sentences" if data_cfg.source == "grammar" else "use a larger corpus"
+    val_stream = encode_stream(tokenizer, val, eot_id, data.cache_dir, val_tag)
+    start = getattr(data, "train_offset", 0)
+    if start + data.train_tokens > len(pool_stream):
+        larger = "raise data.grammar.n_sentences" if data.source == "grammar" else "use a larger corpus"
         skipped = f", {start} of them skipped by data.train_offset," if start else ""
         raise UserError(
-            f"data.train_tokens={data_cfg.train_tokens}: the corpus has only {len(pool_stream)} training tokens"
+            f"data.train_tokens={data.train_tokens}: the corpus has only {len(pool_stream)} training tokens"
             f"{skipped} after holding out {len(val_stream)}; lower data.train_tokens or {larger}"
         )
-    train = pool_stream[start : start + data_cfg.train_tokens]
+    train = pool_stream[start : start + data.train_tokens]
     # Each document is followed by an end-of-text token: the complete documents of the training set.
     ended_before = int(np.count_nonzero(pool_stream[:start] == eot_id))
     first = ended_before if start == 0 or pool_stream[start - 1] == eot_id else ended_before + 1
     complete = slice(first, ended_before + int(np.count_nonzero(train == eot_id)))
     subset = None
-    if getattr(data_cfg, "subset", None) is not None:  # the candidates, each trained on as a document of its own
-        train, subset = draw(train, eot_id, sequence_length, data_cfg.subset.fraction, data_cfg.subset.seed)
+    if getattr(data, "subset", None) is not None:  # the candidates, each trained on as a document of its own
+        train, subset = draw(train, eot_id, sequence_length, data.subset.fraction, data.subset.seed)
         complete = slice(0, 0)
-    canaries = make_canaries(data_cfg.canaries, data_cfg.split_seed)
+    canaries = make_canaries(data.canaries, data.split_seed)
     if canaries:
-        train = plant(train, canaries, tokenizer, eot_id, data_cfg.split_seed)
+        train = plant(train, canaries, tokenizer, eot_id, data.split_seed)
     planted, aside, forgotten = [], None, None
     if aside_docs:
-        aside_stream = encode_stream(tokenizer, aside_docs, eot_id, data_cfg.cache_dir, f"{key}-aside")
-        train, planted, aside, forgotten = plant_aside(train, aside_stream, data_cfg, eot_id, sequence_length)
+        aside_stream = encode_stream(tokenizer, aside_docs, eot_id, data.cache_dir, f"{key}-aside")
+        train, planted, aside, forgotten = plant_aside(train, aside_stream, data, eot_id, sequence_length)
     return Corpus(
         train=train,
         val=val_stream,
@@ -184,10 +200,10 @@ def load_corpus(data_cfg, tokenizer=None, sequence_length: int = 64) -> Corpus:
     )
 
 
-def plant_aside(train: np.ndarray, aside: np.ndarray, data_cfg, eot_id: int, length: int) -> tuple:
+def plant_aside(train: np.ndarray, aside: np.ndarray, data: DataConfig, eot_id: int, length: int) -> tuple:
     """(the training stream with the held-aside sequences planted, the ladder's Planted groups, the
     never-planted count-0 sequences, the forgotten Planted group): all planted in one pass."""
-    dup, forget = data_cfg.duplicates, data_cfg.forget
+    dup, forget = data.duplicates, data.forget
     n_dup = (len(dup.counts) + 1) * dup.per_count if dup is not None else 0
     groups, baseline, forgotten = [], None, None  # (copies, sequences): the ladder's counts, then the forgotten set
     if dup is not None:
@@ -196,7 +212,7 @@ def plant_aside(train: np.ndarray, aside: np.ndarray, data_cfg, eot_id: int, len
         baseline = ladder[0]
     if forget is not None:
         groups.append((forget.copies, take(aside, length, n_dup, forget.sequences, "data.forget.sequences")))
-    train, planted = plant_duplicates(train, groups, eot_id, data_cfg.split_seed)
+    train, planted = plant_duplicates(train, groups, eot_id, data.split_seed)
     if forget is not None:
         forgotten = planted.pop()
     return train, planted, baseline, forgotten

@@ -14,7 +14,9 @@ import re
 from pathlib import Path
 from pydoc_data.topics import topics
 
-from gptfit.data.grammar import Grammar, spec_of
+from gptfit.config import DataConfig, GrammarConfig
+from gptfit.config.grammar import spec_of
+from gptfit.data.grammar import Grammar
 from gptfit.errors import UserError
 
 BLANK_LINE = re.compile(r"\n(?:[^\S\n]*\n)+")  # a line break, then lines of nothing but whitespace
@@ -33,6 +35,8 @@ def _text_files(path: str) -> list[str]:
         files = [str(p)]
     else:
         files = sorted(f for f in glob.glob(str(p), recursive=True) if os.path.isfile(f))
+    if not files and p.is_dir():
+        raise UserError(f"data.path={path!r}: the folder holds no text files; put the corpus's files in it")
     if not files:
         raise UserError(f"data.path={path!r}: no such file or folder; give a text file, a folder or a glob pattern")
     files = [f for f in files if os.path.getsize(f) > 0]  # `datasets` fails on empty files
@@ -93,23 +97,23 @@ def hf_dataset(path: str, config_name: str | None, split: str, column: str) -> l
     return [t for t in ds[column] if isinstance(t, str)]
 
 
-def grammar_sentences(grammar_cfg) -> list[str]:
+def grammar_sentences(grammar: GrammarConfig) -> list[str]:
     """`n_sentences` independent draws of the grammar (repeats included), seeded by its seed."""
-    spec = spec_of(grammar_cfg)
-    return Grammar(spec).sentences(grammar_cfg.n_sentences, seed=spec.seed)
+    spec = spec_of(grammar)
+    return Grammar(spec).sentences(grammar.n_sentences, seed=spec.seed)
 
 
-def load_documents(data_cfg) -> list[str]:
-    if data_cfg.source == "python_docs":
+def load_documents(data: DataConfig) -> list[str]:
+    if data.source == "python_docs":
         docs = python_docs()
-    elif data_cfg.source == "grammar":
-        docs = grammar_sentences(data_cfg.grammar)
-    elif data_cfg.source == "text":
-        docs = text_files(data_cfg.path, data_cfg.sample_by)
+    elif data.source == "grammar":
+        docs = grammar_sentences(data.grammar)
+    elif data.source == "text":
+        docs = text_files(data.path, data.sample_by)
     else:
-        docs = hf_dataset(data_cfg.path, data_cfg.hf_config, data_cfg.split, data_cfg.text_column)
+        docs = hf_dataset(data.path, data.hf_config, data.split, data.text_column)
     docs = [d for d in docs if d.strip()]
     if not docs:
-        where = data_cfg.path or data_cfg.source
+        where = data.path or data.source
         raise UserError(f"data: the corpus {where!r} is empty; give it some text")
     return docs

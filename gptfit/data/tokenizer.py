@@ -8,12 +8,13 @@ the hash of that text and the vocabulary size.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+
+from gptfit.files import atomic
 
 EOT = "<|endoftext|>"
 
@@ -40,9 +41,8 @@ def train_bpe(documents: list[str], vocab_size: int, cache_dir: str):
         )
         tok.train_from_iterator(documents, trainer)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tok.save(str(tmp))
-        os.replace(tmp, path)  # a half-written cache file is never picked up
+        with atomic(path) as tmp:  # a half-written cache file is never picked up
+            tok.save(str(tmp))
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOT, bos_token=EOT, pad_token=EOT)
 
 

@@ -10,8 +10,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gptfit.config import EvalConfig, GrammarConfig
+from gptfit.config.grammar import spec_of
 from gptfit.data.corpus import Corpus
-from gptfit.data.grammar import Grammar, classify, spec_of
+from gptfit.data.grammar import Grammar, classify
 from gptfit.metrics.scoring import score_sequences
 
 
@@ -41,16 +43,16 @@ class GrammarProbe:
       copied (verbatim a sentence of the training set actually used), novel and valid, and invalid.
     """
 
-    def __init__(self, cfg, corpus: Corpus, tokenizer):
-        self.grammar = Grammar(spec_of(cfg.data.grammar))
+    def __init__(self, grammar: GrammarConfig, eval: EvalConfig, block_size: int, corpus: Corpus, tokenizer):
+        self.grammar = Grammar(spec_of(grammar))
         self.training = set(corpus.train_documents)
-        self.eot, self.tokenizer, self.batch_size = corpus.eot_id, tokenizer, cfg.eval.batch_size
+        self.eot, self.tokenizer, self.batch_size = corpus.eot_id, tokenizer, eval.batch_size
         self.dropped = corpus.val_dropped
         encoded = tokenizer(corpus.val_documents, add_special_tokens=False)["input_ids"]
         # The held-out sentences in split order, with their tokens; scored ones fit a window after end-of-text.
         self.heldout = list(zip(corpus.val_documents, encoded))
-        fit = [(s, ids) for s, ids in self.heldout if len(ids) + 1 <= cfg.model.block_size]
-        fit = fit[: cfg.eval.grammar_sentences]
+        fit = [(s, ids) for s, ids in self.heldout if len(ids) + 1 <= block_size]
+        fit = fit[: eval.grammar_sentences]
         self.nll_sentences = [ids for _, ids in fit]
         self.nll_true = float(np.mean([-self.grammar.logprob(s) for s, _ in fit])) if fit else None
 

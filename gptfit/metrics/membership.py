@@ -133,16 +133,6 @@ def _tpr_at(false_pos: np.ndarray, true_pos: np.ndarray, fpr: float) -> float:
     return float(true_pos[false_pos <= fpr].max())
 
 
-def tpr_at_fpr(members: np.ndarray, scores: np.ndarray, fpr: float, weights: np.ndarray | None = None) -> float:
-    """The highest true-positive rate of any threshold whose false-positive rate is at most `fpr`."""
-    return _tpr_at(*roc(members, scores, weights), fpr)
-
-
-def roc_auc(members: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """P(a random member scores above a random non-member), ties counting one half."""
-    return float(auc(*roc(members, scores, weights)))
-
-
 def estimable(n_nonmembers: int, fpr: float) -> bool:
     return n_nonmembers >= MIN_FALSE_POSITIVES / fpr - 1e-9
 

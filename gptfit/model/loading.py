@@ -6,6 +6,7 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from gptfit.config import ModelConfig
 from gptfit.core.sampling.decode import model_context
 from gptfit.errors import UserError
 from gptfit.model.gpt import GPTConfig, GPTForCausalLM
@@ -70,21 +71,21 @@ def load_pretrained(path: str, trust_remote_code: bool = False, attn_implementat
     return load_model(path, trust_remote_code, attn_implementation), load_tokenizer(path, trust_remote_code)
 
 
-def pretrained_path(cfg) -> str | None:
+def pretrained_path(model: ModelConfig) -> str | None:
     """The model a run starts from (a hub name or directory), or None to train gptfit's GPT from scratch."""
-    if cfg.model.kind == "hf":
-        return cfg.model.name_or_path
-    if cfg.model.init_from:
-        return str(resolve_model_dir(cfg.model.init_from))
+    if model.kind == "hf":
+        return model.name_or_path
+    if model.init_from:
+        return str(resolve_model_dir(model.init_from))
     return None
 
 
-def build_model(cfg, tokenizer):
+def build_model(model: ModelConfig, tokenizer):
     """The model of a run: loaded when it starts from a pretrained one, else gptfit's GPT, fresh."""
-    path = pretrained_path(cfg)
+    path = pretrained_path(model)
     if path is not None:
-        return load_model(path, cfg.model.trust_remote_code)
-    m = cfg.model
+        return load_model(path, model.trust_remote_code)
+    m = model
     config = GPTConfig(
         vocab_size=len(tokenizer),
         n_layer=m.n_layer,

@@ -10,6 +10,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
+from gptfit.config import TrainConfig
 from gptfit.data.corpus import Corpus
 from gptfit.errors import UserError
 from gptfit.metrics import membership
@@ -27,12 +28,24 @@ from gptfit.run.trainer import GptfitTrainer
 class Run:
     """Everything one run measures and writes; the Trainer drives it through `RunCallback`."""
 
-    def __init__(self, cfg, run_dir: Path, corpus: Corpus, model, tokenizer, tracker: Tracker, ledger: ExposureLedger):
-        self.cfg, self.run_dir, self.corpus, self.ledger = cfg, run_dir, corpus, ledger
+    def __init__(
+        self,
+        train: TrainConfig,
+        run_dir: Path,
+        corpus: Corpus,
+        model,
+        tokenizer,
+        evaluator: Evaluator | None,
+        tracker: Tracker | None,
+        ledger: ExposureLedger,
+        block_size: int,
+    ):
+        self.train, self.run_dir, self.corpus, self.ledger = train, run_dir, corpus, ledger
         self.model, self.tokenizer, self.tracker = model, tokenizer, tracker
-        # Only rank 0 evaluates and writes (tracker is None on the other ranks of a multi-process run).
-        self.evaluator = Evaluator(cfg, corpus, tokenizer) if tracker is not None else None
-        self.tokens_per_step = cfg.train.batch_size * cfg.model.block_size
+        # Only rank 0 evaluates and writes (evaluator and tracker are None on the other ranks of a
+        # multi-process run).
+        self.evaluator = evaluator
+        self.tokens_per_step = train.batch_size * block_size
         best = tracker.best("val/loss") if tracker is not None else None
         self.best_val = best["value"] if best else float("inf")
         self.trainer: GptfitTrainer | None = None
@@ -44,13 +57,12 @@ class Run:
     def evaluate(self, model, step: int, exposure, lr: float | None = None, running: float | None = None) -> dict:
         """exposure: the ledger's (starts, last_seen) over every rank, up to this step."""
         started = time.time()
-        cfg = self.cfg
         tokens_seen = step * self.tokens_per_step
         row = {"step": step, "tokens_seen": tokens_seen, "epoch": tokens_seen / len(self.corpus.train)}
-        final = step >= cfg.train.max_steps
+        final = step >= self.train.max_steps
         measured, samples, table = self.evaluator(model, step, final=final, exposure=exposure)
         row.update(measured)
-        if cfg.eval.attention:
+        if self.evaluator.eval.attention:
             attn_row, figures = self.evaluator.attention(model)
             row.update(attn_row)
             self.tracker.log_figures(figures, tokens_seen)
@@ -67,7 +79,7 @@ class Run:
             self.best_val = row["val/loss"]
             save_model_atomic(model, self.tokenizer, self.run_dir / "best")
         self.eval_seconds += time.time() - started
-        line = f"step {step:>6}/{cfg.train.max_steps} | train {row['train/loss']:.3f} | val {row['val/loss']:.3f}"
+        line = f"step {step:>6}/{self.train.max_steps} | train {row['train/loss']:.3f} | val {row['val/loss']:.3f}"
         line += f" | gap {row['gap']:+.3f}"
         if "mem/mia_auc" in row:
             line += f" | extract {row['mem/extraction_rate_train']:.2f} | auc {row['mem/mia_auc']:.2f}"
@@ -84,7 +96,7 @@ class Run:
             fig = roc_figure(
                 membership.roc_points(rows),
                 membership.nonmembers(rows),
-                f"membership inference at step {self.cfg.train.max_steps}",
+                f"membership inference at step {self.train.max_steps}",
             )
             fig.savefig(self.run_dir / "mia_roc.png")
             self.tracker.log_figures({"mia/roc": fig}, tokens_seen)
@@ -110,15 +122,15 @@ class RunCallback(TrainerCallback):
         step, run = state.global_step, self.run
         diverged, stop = dist.any_rank(not run.trainer.pop_finite(), self.stop.received is not None)
         if diverged:  # before anything is saved: the checkpoints on disk are the last good ones
-            lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else run.cfg.train.lr
+            lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else run.train.lr
             kept = find_checkpoint(run.run_dir)
             raise UserError(
                 f"train/loss is not finite at step {step} (learning rate {lr:.3g}): training diverged; "
-                f"lower train.lr={run.cfg.train.lr:g} or raise train.warmup_steps; last good checkpoint: "
+                f"lower train.lr={run.train.lr:g} or raise train.warmup_steps; last good checkpoint: "
                 f"{kept or 'none'}"
             )
         run.ledger.settle(step)  # the windows of this step count from now on
-        if step % run.cfg.train.eval_every == 0 or step >= state.max_steps:
+        if step % run.train.eval_every == 0 or step >= state.max_steps:
             running = run.trainer.pop_running_loss()  # collectives: every rank takes part
             exposure = run.ledger.totals()
             if run.tracker is not None:

@@ -8,7 +8,6 @@ The marker also carries what the Trainer does not keep: the W&B run id and the r
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -19,7 +18,9 @@ from omegaconf import OmegaConf
 from safetensors import safe_open
 from transformers.trainer_pt_utils import safe_globals  # the numpy RNG types the Trainer allows
 
+from gptfit.config import DataConfig, ModelConfig, TrainConfig, as_dict
 from gptfit.errors import UserError
+from gptfit.files import CONFIG, write_text_atomic
 
 COMPLETE = "gptfit_complete.json"  # written into a checkpoint after everything else: only then it counts
 
@@ -79,29 +80,30 @@ def save_model_atomic(model, tokenizer, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def check_resume(cfg, run_dir: Path) -> tuple[Path, Path | None]:
-    """(the directory the run writes to, the checkpoint it continues from, or None)."""
-    if not cfg.train.resume:
+def check_resume(run_dir: Path, train: TrainConfig, model: ModelConfig, data: DataConfig) -> tuple[Path, Path | None]:
+    """(the directory the run writes to, the checkpoint it continues from, or None). A run resumes only
+    with the model and data sections it started with."""
+    if not train.resume:
         return run_dir, None
-    target = run_dir if cfg.train.resume == "auto" else Path(cfg.train.resume).expanduser()
-    if cfg.train.resume != "auto" and not target.is_dir():
-        raise UserError(f"train.resume={cfg.train.resume!r}: no such run directory")
+    target = run_dir if train.resume == "auto" else Path(train.resume).expanduser()
+    if train.resume != "auto" and not target.is_dir():
+        raise UserError(f"train.resume={train.resume!r}: no such run directory")
     ckpt = find_checkpoint(target)
     if ckpt is None:
-        if cfg.train.resume == "auto":
+        if train.resume == "auto":
             return run_dir, None
         raise UserError(
-            f"train.resume={cfg.train.resume!r}: no complete checkpoint in {target / 'checkpoints'}; "
+            f"train.resume={train.resume!r}: no complete checkpoint in {target / 'checkpoints'}; "
             "start a new run instead"
         )
-    saved = target / "config.yaml"
+    saved = target / CONFIG
     if saved.exists():
         old = OmegaConf.load(saved)
-        for section in ("model", "data"):
-            if OmegaConf.to_container(old[section]) != OmegaConf.to_container(cfg[section]):
+        for name, section in (("model", model), ("data", data)):
+            if OmegaConf.to_container(old[name]) != as_dict(section):
                 raise UserError(
-                    f"train.resume: the {section} config differs from the run being resumed "
-                    f"({saved}); resume with the same {section} settings"
+                    f"train.resume: the {name} config differs from the run being resumed "
+                    f"({saved}); resume with the same {name} settings"
                 )
     return target, ckpt
 
@@ -126,6 +128,4 @@ def write_marker(ckpt: Path, step: int, wandb_id: str | None, loss_sum: float, m
     # the training loss summed since the last evaluation, so that a resumed run's train/running_loss
     # equals an uninterrupted one's
     marker = {"step": step, "wandb_id": wandb_id, "running_loss": {"sum": loss_sum, "micro_steps": micro_steps}}
-    tmp = ckpt / (COMPLETE + ".tmp")
-    tmp.write_text(json.dumps(marker))
-    os.replace(tmp, ckpt / COMPLETE)
+    write_text_atomic(ckpt / COMPLETE, json.dumps(marker))

@@ -18,8 +18,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from gptfit.config import EvalConfig, GrammarConfig
 from gptfit.core.attention import attention_maps, head_entropy
 from gptfit.core.sampling.decode import generate_each
+from gptfit.core.sampling.settings import DecodingConfig
 from gptfit.data.corpus import Corpus
 from gptfit.data.duplicates import spans
 from gptfit.data.tokenizer import tokenizer_hash
@@ -89,10 +91,33 @@ def load_reference(path: str, ours: str):
     return load_model(str(directory))
 
 
+def sampling_seed(seed: int, step: int) -> int:
+    """The seed of an evaluation's decoding: its own per run seed and step, so that evaluating never moves the
+    random state that training depends on, and a resumed run samples what an uninterrupted one would."""
+    return seed * 1_000_003 + step
+
+
 class Evaluator:
-    def __init__(self, cfg, corpus: Corpus, tokenizer):
-        e, block = cfg.eval, cfg.model.block_size
-        self.cfg, self.corpus, self.tokenizer = cfg, corpus, tokenizer
+    """Everything an evaluation measures, fixed when the run starts. `seed` is the run's (it seeds decoding),
+    `split_seed` the data's (it draws the held-out prompts and bootstraps); `grammar` is data.grammar on
+    data=grammar, else None."""
+
+    def __init__(
+        self,
+        eval: EvalConfig,
+        decoding: dict[str, DecodingConfig],
+        corpus: Corpus,
+        tokenizer,
+        *,
+        block_size: int,
+        eval_every: int,
+        seed: int,
+        split_seed: int,
+        grammar: GrammarConfig | None = None,
+    ):
+        e, block = eval, block_size
+        self.eval, self.corpus, self.tokenizer = eval, corpus, tokenizer
+        self.block_size, self.eval_every, self.seed, self.split_seed = block_size, eval_every, seed, split_seed
         self.train_windows = fixed_windows(corpus.train, block, e.train_windows)
         self.val_windows = fixed_windows(corpus.val, block, e.val_windows)
         self.span = e.prefix_tokens + e.suffix_tokens
@@ -106,12 +131,12 @@ class Evaluator:
             self.sides += sequences.duplicate_sides(corpus.train, corpus.eot_id, corpus.planted, corpus.aside)
         if corpus.forgotten is not None:
             self.sides.append(sequences.planted_side(corpus.train, corpus.eot_id, [corpus.forgotten], "forget"))
-        seed = cfg.data.split_seed
+        seed = split_seed
         reference = load_reference(e.mia.reference, corpus.tokenizer_hash) if e.mia.reference else None
         sequences.prepare_membership(self.sides, tokenizer, reference, e.batch_size, seed)
-        self.decoding = dict(cfg.decoding)
+        self.decoding = dict(decoding)
         self.index = NgramIndex(corpus.train, e.copy_span) if self.decoding else None
-        self.grammar = GrammarProbe(cfg, corpus, tokenizer) if cfg.data.source == "grammar" else None
+        self.grammar = GrammarProbe(grammar, eval, block_size, corpus, tokenizer) if grammar is not None else None
         # On the grammar a sample goes on past end-of-text, so that it holds several whole sentences.
         self.stop_at_eot = self.grammar is None
         # Prompts: held-out prefixes (the same every time), then the configured texts.
@@ -125,7 +150,7 @@ class Evaluator:
             )
         self.prompts = [("held-out", p) for p in heldout]
         self.prompts += [("prompt", tokenizer.encode(p, add_special_tokens=False)) for p in e.prompts]
-        self.attention_ids = tokenizer.encode(e.attention_prompt, add_special_tokens=False)[: cfg.model.block_size]
+        self.attention_ids = tokenizer.encode(e.attention_prompt, add_special_tokens=False)[:block_size]
 
     # -- losses and memorization ---------------------------------------------------------------------
 
@@ -141,7 +166,7 @@ class Evaluator:
         }
 
     def losses(self, model) -> dict:
-        bs = self.cfg.eval.batch_size
+        bs = self.eval.batch_size
         row = self._loss_keys("train", score_sequences(model, self.train_windows, bs).mean(), self.train_windows)
         row.update(self._loss_keys("val", score_sequences(model, self.val_windows, bs).mean(), self.val_windows))
         row["gap"] = row["val/loss"] - row["train/loss"]
@@ -151,7 +176,7 @@ class Evaluator:
         """The per-sequence table of this evaluation and the mem/ and mia/ keys taken from it, and the
         canaries. exposure: the ledger's (starts, last_seen) so far; None: nothing seen yet. final: the
         last evaluation, which also bootstraps the intervals of the mia/ keys."""
-        e = self.cfg.eval
+        e = self.eval
         table = sequences.score(
             model,
             self.sides,
@@ -159,17 +184,15 @@ class Evaluator:
             self.decoding,
             e.batch_size,
             step,
-            self.cfg.seed * 1_000_003 + step,
+            sampling_seed(self.seed, step),
             e.mia.k,
         )
         if exposure is None:
             exposure = (np.zeros(len(self.corpus.train), np.int64), np.full(len(self.corpus.train), -1, np.int64))
-        columns = sequences.exposure_columns(self.sides, *exposure, self.span, self.cfg.model.block_size)
+        columns = sequences.exposure_columns(self.sides, *exposure, self.span, self.block_size)
         for key, values in columns.items():
             table = table.append_column(key, pa.array(values))
-        row = sequences.aggregates(
-            table, e.extraction_samples, e.mia.bootstrap if final else 0, self.cfg.data.split_seed
-        )
+        row = sequences.aggregates(table, e.extraction_samples, e.mia.bootstrap if final else 0, self.split_seed)
         row.update(
             canary_exposures(
                 model,
@@ -177,7 +200,7 @@ class Evaluator:
                 self.tokenizer,
                 self.corpus.eot_id,
                 e.canary_candidates,
-                self.cfg.data.split_seed,
+                self.split_seed,
             )
         )
         return row, table
@@ -197,7 +220,7 @@ class Evaluator:
             mask[i, longest - len(prompt) :] = 1
         row, samples = {}, []
         # Every setting from the same prompts: the greedy and sampled ones share each forward pass.
-        seed = self.cfg.seed * 1_000_003 + step
+        seed = sampling_seed(self.seed, step)
         generations = generate_each(
             model,
             ids,
@@ -205,7 +228,7 @@ class Evaluator:
             attention_mask=mask,
             seed=seed,
             eos_token_id=eot if self.stop_at_eot else [],
-            rows_at_once=self.cfg.eval.batch_size,
+            rows_at_once=self.eval.batch_size,
         )
         for name, setting in self.decoding.items():
             new = generations[name].new_tokens.cpu().numpy()  # [prompts * samples per prompt, new]
@@ -236,7 +259,7 @@ class Evaluator:
 
     def copy_metrics(self, name: str, completions: list[np.ndarray]) -> dict:
         row = {}
-        for n in range(1, self.cfg.eval.max_ngram + 1):
+        for n in range(1, self.eval.max_ngram + 1):
             novel = self.index.novelty(completions, n)
             if novel is not None:
                 row[f"gen/{name}/novel_{n}gram"] = novel
@@ -271,11 +294,11 @@ class Evaluator:
         samples: list[Sample] = []
         table = None
         # The k-th evaluation by step, not by count, so that a resumed run keeps the same cadence.
-        index = step // self.cfg.train.eval_every
-        if final or index % self.cfg.eval.memorization_every == 0:
+        index = step // self.eval_every
+        if final or index % self.eval.memorization_every == 0:
             measured, table = self.memorization(model, step, exposure, final)
             row.update(measured)
-        if final or index % self.cfg.eval.generation_every == 0:
+        if final or index % self.eval.generation_every == 0:
             if self.grammar is not None:
                 row.update(self.grammar.nll(model))
             gen_row, samples = self.samples(model, step)

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from gptfit.data.exposure import token_counts
 from gptfit.data.windows import Windows
 from gptfit.errors import UserError
+from gptfit.files import atomic
 from gptfit.run import distributed as dist
 
 FILE = "exposure.npz"
@@ -83,15 +84,9 @@ class ExposureLedger:
 
 
 def write_ledger(path: Path, starts: np.ndarray, last_seen: np.ndarray, block_size: int) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(
-        tmp,
-        starts=starts,
-        last_seen=last_seen,
-        counts=token_counts(starts, block_size),
-        block_size=np.int64(block_size),
-    )
-    tmp.replace(path)
+    with atomic(path) as tmp:
+        counts = token_counts(starts, block_size)
+        np.savez(tmp, starts=starts, last_seen=last_seen, counts=counts, block_size=np.int64(block_size))
 
 
 class CountedWindows(Dataset):

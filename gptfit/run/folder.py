@@ -16,8 +16,6 @@ import os
 import shutil
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from gptfit.errors import UserError
 
 LOCK_NAME = ".gptfit.lock"  # holds the pid of the process that writes the folder
@@ -115,26 +113,3 @@ def make_writable_run_dir(run_dir: Path) -> Path:
     if not os.access(run_dir, os.W_OK):
         raise UserError(f"run directory {run_dir} is not writable; choose another with hydra.run.dir=...")
     return run_dir
-
-
-def saved_model_dir(run: str, which: str) -> Path:
-    """The model a command reads: a saved model directory itself, or `which` (final/best) of a run directory."""
-    path = Path(run).expanduser()
-    if not path.is_dir():
-        raise UserError(f"run={run!r}: no such run directory")
-    if (path / "config.json").exists():
-        return path
-    if not (path / which / "config.json").exists():
-        other = "best" if which == "final" else "final"
-        raise UserError(f"run={run!r}: no saved model in {which}/ (did the run finish?); try saved={other}")
-    return path / which
-
-
-def run_seed(run: str) -> int:
-    """A run's own `seed` (it also seeds sampling), from Hydra's record of it; 0 for a bare model directory."""
-    path = Path(run).expanduser() / ".hydra" / "config.yaml"
-    if path.exists():
-        seed = OmegaConf.load(path).get("seed")
-        if isinstance(seed, int):
-            return seed
-    return 0

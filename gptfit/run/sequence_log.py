@@ -4,19 +4,18 @@ so a kill never leaves a torn file. A resumed run keeps the rows up to its check
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-FILE = "sequences.parquet"
+from gptfit.files import SEQUENCES, atomic
 
 
 class SequenceLog:
     def __init__(self, run_dir: Path, resume_step: int | None = None):
-        self.path = run_dir / FILE
+        self.path = run_dir / SEQUENCES
         self.tables: list[pa.Table] = []
         if resume_step is not None and self.path.exists():
             kept = pq.read_table(self.path)
@@ -30,7 +29,6 @@ class SequenceLog:
         self._write()
 
     def _write(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
         # promote: a resumed run with other decoding settings adds columns (null in the older rows)
-        pq.write_table(pa.concat_tables(self.tables, promote_options="default"), tmp)
-        os.replace(tmp, self.path)
+        with atomic(self.path) as tmp:
+            pq.write_table(pa.concat_tables(self.tables, promote_options="default"), tmp)

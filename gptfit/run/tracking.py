@@ -22,13 +22,14 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
+from gptfit.config import LoggerConfig
+from gptfit.files import METRICS, SAMPLES, SUMMARY, read_rows, write_json_atomic, write_text_atomic
 from gptfit.run.sequence_log import SequenceLog
 
 log = logging.getLogger(__name__)
 PACKAGES = ("gptfit", "torch", "transformers", "tokenizers", "datasets", "hydra-core", "wandb", "numpy")
 # Keys whose best value is their minimum; every key's last value is kept under "final".
 LOWER_IS_BETTER = ("/loss", "/ppl", "/bpb")
-SAMPLES = "samples.jsonl"
 SAMPLE_COLUMNS = [
     "step",
     "decoding",
@@ -45,37 +46,6 @@ SAMPLE_COLUMNS = [
 def _md(text: str) -> str:
     """Text fit for one cell of a markdown table."""
     return text.replace("|", "\\|").replace("\n", "⏎ ")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """A temporary file, then a rename: a kill leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
-
-
-def read_rows(path: Path) -> tuple[list[dict], int]:
-    """(the rows of a JSON-lines file, how many lines were dropped): a line cut by a kill ends the file,
-    so it and anything after it are dropped."""
-    if not path.exists():
-        return [], 0
-    lines = [line.strip() for line in path.read_text().splitlines()]
-    lines = [line for line in lines if line]
-    rows = []
-    for line in lines:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows, len(lines) - len(rows)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return read_rows(path)[0]
 
 
 def git_commit() -> str | None:
@@ -108,7 +78,7 @@ def has_wandb_key() -> bool:
 
 
 def start_wandb(
-    logger_cfg,
+    logger: LoggerConfig,
     run_dir: Path,
     name: str,
     config: dict,
@@ -119,26 +89,26 @@ def start_wandb(
 
     A resumed run continues its W&B run when online. Offline runs cannot be resumed by the library: the
     resumed part is a new offline run in the same group, whose config names the run it continues."""
-    if logger_cfg.backend != "wandb" or logger_cfg.mode == "disabled":
+    if logger.backend != "wandb" or logger.mode == "disabled":
         return None
     if os.environ.get("WANDB_MODE") == "":  # set but empty: W&B would refuse it; it means "not set"
         del os.environ["WANDB_MODE"]
     import wandb  # here and below: about a second to import, which logger=none never pays
 
-    mode = logger_cfg.mode
+    mode = logger.mode
     if mode == "auto":
         mode = "online" if has_wandb_key() else "offline"
     kwargs = dict(
-        project=logger_cfg.project,
-        entity=logger_cfg.entity,
-        group=logger_cfg.group or name,  # a run's resumed parts share the group
-        tags=list(logger_cfg.tags),
-        job_type=logger_cfg.job_type,
+        project=logger.project,
+        entity=logger.entity,
+        group=logger.group or name,  # a run's resumed parts share the group
+        tags=list(logger.tags),
+        job_type=logger.job_type,
         name=name,
         dir=str(run_dir),
         config=config,
     )
-    settings = wandb.Settings(init_timeout=float(logger_cfg.init_timeout), console="off", silent=True)
+    settings = wandb.Settings(init_timeout=float(logger.init_timeout), console="off", silent=True)
     try:
         resumes = dict(id=resume_id, resume="allow") if resume_id and mode == "online" else {}
         run = wandb.init(mode=mode, settings=settings, **kwargs, **resumes)
@@ -163,7 +133,7 @@ class Tracker:
     def __init__(
         self,
         run_dir: Path,
-        logger_cfg,
+        logger: LoggerConfig,
         name: str,
         config: dict,
         info: dict,
@@ -171,8 +141,8 @@ class Tracker:
         wandb_id: str | None = None,
     ):
         self.run_dir = run_dir
-        self.metrics_path = run_dir / "metrics.jsonl"
-        self.summary_path = run_dir / "summary.json"
+        self.metrics_path = run_dir / METRICS
+        self.summary_path = run_dir / SUMMARY
         self.start = time.time()
         self.rows: list[dict] = []
         if resume_step is not None:
@@ -202,13 +172,16 @@ class Tracker:
             "config": config,
         }
         started = time.time()
-        self.wandb = start_wandb(logger_cfg, run_dir, name, config, resume_id=wandb_id, resume_step=resume_step)
+        self.wandb = start_wandb(logger, run_dir, name, config, resume_id=wandb_id, resume_step=resume_step)
         self._table = None
         self.sequences = SequenceLog(run_dir, resume_step)
         if self.wandb is not None:
             self.summary["wandb_init_s"] = round(time.time() - started, 2)  # a stalled network shows here
             self.summary["wandb_id"] = self.wandb.id
             self.summary["wandb_mode"] = self.wandb.settings.mode
+            # Where to look: the page online, or the folder that `wandb sync` uploads later.
+            self.summary["wandb_url"] = self.wandb.url
+            self.summary["wandb_dir"] = str(Path(self.wandb.dir).parent)
             if resume_step is not None:
                 self.wandb.summary["resumed_from_step"] = resume_step
         self._write_summary()

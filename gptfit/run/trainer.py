@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainingArguments
 
+from gptfit.config import TrainConfig
 from gptfit.errors import UserError
 from gptfit.run import distributed as dist
 
@@ -44,6 +45,11 @@ class GptfitTrainer(Trainer):
         device = self.args.device.type
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=self.autocast_bf16):
             return super().compute_loss(model, inputs, *args, **kwargs)
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        # The Trainer's closing dictionary (train_runtime, ...) is not printed: the run ends on its own summary.
+        if "train_runtime" not in logs:
+            super().log(logs, *args, **kwargs)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -90,8 +96,8 @@ def check_precision(precision: str, device: str) -> None:
         )
 
 
-def training_arguments(cfg, run_dir: Path, device: str) -> TrainingArguments:
-    t = cfg.train
+def training_arguments(train: TrainConfig, seed: int, run_dir: Path, device: str) -> TrainingArguments:
+    t = train
     world = dist.world_size()
     per_device, rest = divmod(t.batch_size, t.grad_accum * world)
     if rest or per_device == 0:
@@ -118,7 +124,7 @@ def training_arguments(cfg, run_dir: Path, device: str) -> TrainingArguments:
         eval_strategy="no",
         logging_strategy="no",
         report_to="none",
-        seed=cfg.seed,
+        seed=seed,
         use_cpu=device == "cpu",
         train_sampling_strategy="sequential",  # the windows are already drawn at random offsets
         dataloader_num_workers=0,

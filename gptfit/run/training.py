@@ -18,20 +18,24 @@ import torch
 from omegaconf import OmegaConf
 from transformers.utils import logging as hf_logging
 
-from gptfit.data.corpus import Corpus, load_corpus, ngram_overlap
+from gptfit.config import Config, ModelConfig, TrainConfig, as_dict
+from gptfit.data.corpus import Corpus, ngram_overlap, run_corpus
 from gptfit.data.duplicates import spans
 from gptfit.data.windows import EpochWindows, RandomWindows, Windows
 from gptfit.errors import UserError
-from gptfit.model.loading import build_model, load_tokenizer, model_context, pretrained_path
+from gptfit.files import CONFIG, write_json_atomic, write_text_atomic
+from gptfit.model.loading import build_model, model_context
+from gptfit.page.write import run_page
 from gptfit.plots.curves import duplication_curve, forgetting_curve, loss_curves, memorization_curves
 from gptfit.run import distributed as dist
 from gptfit.run.callback import Run, RunCallback
 from gptfit.run.checkpoints import Resume, check_resume, find_checkpoint, read_marker, save_model_atomic
+from gptfit.run.evaluation import Evaluator
 from gptfit.run.exposure import FILE as LEDGER_FILE
 from gptfit.run.exposure import CountedWindows, ExposureLedger, write_ledger
 from gptfit.run.folder import disk_full, lock_run_dir, make_writable_run_dir
 from gptfit.run.signals import StopSignals, TrainingStopped
-from gptfit.run.tracking import Tracker, write_json_atomic
+from gptfit.run.tracking import Tracker
 from gptfit.run.trainer import (
     GptfitTrainer,
     check_precision,
@@ -40,55 +44,57 @@ from gptfit.run.trainer import (
     resolve_device,
     training_arguments,
 )
-from gptfit.show.explore import explore_run
 
 log = logging.getLogger(__name__)
 
 
-def train(cfg) -> dict:
-    """Run one experiment; return its summary. Raises UserError for problems the user can fix,
-    TrainingStopped when a stop signal ended it early with a checkpoint saved."""
-    device = resolve_device(cfg.train.device)
-    check_precision(cfg.train.precision, device)
+def train(config: Config) -> dict:
+    """Run one experiment from its checked config; return its summary. Raises UserError for problems the user
+    can fix, TrainingStopped when a stop signal ended it early with a checkpoint saved. The recipe is the one
+    place that holds the whole config: every step below takes the sections it uses."""
+    device = resolve_device(config.train.device)
+    check_precision(config.train.precision, device)
     dist.setup(device)
     try:
         with StopSignals() as stop:
-            return _train(cfg, device, stop)
+            return _train(config, device, stop)
     finally:
         dist.teardown()
 
 
-def _train(cfg, device: str, stop: StopSignals) -> dict:
-    cfg.run_dir = dist.follow_main_run_dir(cfg.run_dir)  # one run directory for all ranks: rank 0's
-    run_dir, ckpt = check_resume(cfg, Path(cfg.run_dir))
+def _train(config: Config, device: str, stop: StopSignals) -> dict:
+    train, model_section = config.train, config.model
+    run_dir = Path(dist.follow_main_run_dir(config.run_dir))  # one run directory for all ranks: rank 0's
+    run_dir, ckpt = check_resume(run_dir, train, model_section, config.data)
     make_writable_run_dir(run_dir)
     if dist.is_main():
         lock_run_dir(run_dir)  # one writer per run folder (the command took it already; train() alone did not)
-    quiet_libraries(cfg.train.threads)
-    corpus = prepare_corpus(cfg)
-    model = prepare_model(cfg, corpus.tokenizer)
+    quiet_libraries(train.threads)
+    corpus = dist.rank0_first(lambda: run_corpus(model_section, config.data, config.eval))
+    model = prepare_model(model_section, config.seed, corpus.tokenizer)
     resume = read_marker(ckpt) if ckpt is not None else None
     if resume is not None:
         log.info("resuming %s from step %d", run_dir, resume.step)
     # Only rank 0 evaluates and writes.
-    tracker = start_tracker(cfg, run_dir, corpus, model, device, resume) if dist.is_main() else None
+    tracker = start_tracker(config, run_dir, corpus, model, device, resume) if dist.is_main() else None
     trainer = None
     try:
         if tracker is not None:
             record_overlap(tracker, corpus)
-        ledger = ExposureLedger(len(corpus.train), cfg.model.block_size, cfg.train.batch_size)
+        ledger = ExposureLedger(len(corpus.train), model_section.block_size, train.batch_size)
         if resume is not None:
             load_ledger(ledger, resume)
-        run = Run(cfg, run_dir, corpus, model, corpus.tokenizer, tracker, ledger)
-        trainer = make_trainer(cfg, run, model, device, stop, resume)
-        fit(cfg, trainer, ckpt)
+        evaluator = make_evaluator(config, corpus) if tracker is not None else None
+        run = Run(train, run_dir, corpus, model, corpus.tokenizer, evaluator, tracker, ledger, model_section.block_size)
+        trainer = make_trainer(config, run, model, device, stop, resume)
+        fit(train, model_section.block_size, config.eval.batch_size, trainer, ckpt)
         if run.stopped_at is not None:
             raise stopped(run, stop)
-        ledger.settle(cfg.train.max_steps)
+        ledger.settle(train.max_steps)
         exposure = ledger.totals()  # a collective: every rank takes part
         if tracker is not None:
-            write_ledger(run_dir / LEDGER_FILE, *exposure, cfg.model.block_size)
-            write_final_files(cfg, run, trainer)
+            write_ledger(run_dir / LEDGER_FILE, *exposure, model_section.block_size)
+            write_final_files(config, run, trainer)
     except TrainingStopped:
         raise
     except BaseException as e:
@@ -127,35 +133,22 @@ def quiet_libraries(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def prepare_corpus(cfg) -> Corpus:
-    """The corpus, tokenized by the pretrained model's tokenizer, or by one trained on it (rank 0 first)."""
-    path = pretrained_path(cfg)
-    tokenizer = load_tokenizer(path, cfg.model.trust_remote_code) if path else None
-    length = cfg.eval.prefix_tokens + cfg.eval.suffix_tokens
-    corpus = dist.rank0_first(lambda: load_corpus(cfg.data, tokenizer, length))
-    if len(corpus.val) < cfg.model.block_size:
+def prepare_model(model: ModelConfig, seed: int, tokenizer):
+    torch.manual_seed(seed)
+    built = build_model(model, tokenizer)
+    context = model_context(built)
+    if context is not None and model.block_size > context:
         raise UserError(
-            f"data.val_fraction={cfg.data.val_fraction}: the held-out text has {len(corpus.val)} tokens, "
-            f"less than one window of model.block_size={cfg.model.block_size}; raise it"
-        )
-    return corpus
-
-
-def prepare_model(cfg, tokenizer):
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, tokenizer)
-    context = model_context(model)
-    if context is not None and cfg.model.block_size > context:
-        raise UserError(
-            f"model.block_size={cfg.model.block_size}: longer than the model's context of {context}; "
+            f"model.block_size={model.block_size}: longer than the model's context of {context}; "
             f"lower it to at most {context}"
         )
-    return model
+    return built
 
 
-def start_tracker(cfg, run_dir: Path, corpus: Corpus, model, device: str, resume: Resume | None) -> Tracker:
+def start_tracker(config: Config, run_dir: Path, corpus: Corpus, model, device: str, resume: Resume | None) -> Tracker:
     """The run's config and tokenizer on disk, and the tracker with the run's metadata."""
-    OmegaConf.save(cfg, run_dir / "config.yaml")
+    as_saved = as_dict(config)
+    write_text_atomic(run_dir / CONFIG, OmegaConf.to_yaml(as_saved))
     if corpus.subset is not None:  # which candidates this shadow model trained on
         write_json_atomic(run_dir / "subset.json", corpus.subset.record())
     (run_dir / "tokenizer").mkdir(exist_ok=True)
@@ -174,21 +167,35 @@ def start_tracker(cfg, run_dir: Path, corpus: Corpus, model, device: str, resume
             "planted_tokens": planted_tokens(corpus),
         },
         "device": device,
-        "precision": cfg.train.precision,
+        "precision": config.train.precision,
         "world_size": dist.world_size(),
     }
     if resume is not None:
         info["resumed_from_step"] = resume.step
-    config = OmegaConf.to_container(cfg, resolve=True)
-    run_name = cfg.logger.run_name or f"{cfg.name}-{run_dir.name}"
+    run_name = config.logger.run_name or f"{config.name}-{run_dir.name}"
     return Tracker(
         run_dir,
-        cfg.logger,
+        config.logger,
         run_name,
-        config,
+        as_saved,
         info,
         resume.step if resume else None,
         resume.wandb_id if resume else None,
+    )
+
+
+def make_evaluator(config: Config, corpus: Corpus) -> Evaluator:
+    data = config.data
+    return Evaluator(
+        config.eval,
+        config.decoding,
+        corpus,
+        corpus.tokenizer,
+        block_size=config.model.block_size,
+        eval_every=config.train.eval_every,
+        seed=config.seed,
+        split_seed=data.split_seed,
+        grammar=data.grammar if data.source == "grammar" else None,
     )
 
 
@@ -214,30 +221,34 @@ def load_ledger(ledger: ExposureLedger, resume: Resume) -> None:
         log.warning("%s has no exposure ledger: exposures count from step %d on", resume.checkpoint, resume.step)
 
 
-def training_windows(cfg, train_tokens) -> Windows:
+def training_windows(train: TrainConfig, block_size: int, seed: int, train_tokens) -> Windows:
     """train.sampling: windows at random offsets, or every non-overlapping window once per epoch."""
-    kind = EpochWindows if cfg.train.sampling == "epochs" else RandomWindows
-    return kind(train_tokens, cfg.model.block_size, cfg.train.max_steps * cfg.train.batch_size, cfg.seed)
+    kind = EpochWindows if train.sampling == "epochs" else RandomWindows
+    return kind(train_tokens, block_size, train.max_steps * train.batch_size, seed)
 
 
-def make_windows(cfg, corpus: Corpus) -> Windows:
-    windows = training_windows(cfg, corpus.train)
+def make_windows(config: Config, corpus: Corpus) -> Windows:
+    windows = training_windows(config.train, config.model.block_size, config.seed, corpus.train)
     if corpus.forgotten is not None:  # gone from the training set after data.forget.until_step
-        length = cfg.eval.prefix_tokens + cfg.eval.suffix_tokens
+        length = config.eval.prefix_tokens + config.eval.suffix_tokens
         windows.avoid(
-            spans(len(corpus.train), [corpus.forgotten], length), cfg.data.forget.until_step, cfg.train.batch_size
+            spans(len(corpus.train), [corpus.forgotten], length),
+            config.data.forget.until_step,
+            config.train.batch_size,
         )
     return windows
 
 
-def make_trainer(cfg, run: Run, model, device: str, stop: StopSignals, resume: Resume | None) -> GptfitTrainer:
-    dataset = CountedWindows(make_windows(cfg, run.corpus), run.ledger)
+def make_trainer(
+    config: Config, run: Run, model, device: str, stop: StopSignals, resume: Resume | None
+) -> GptfitTrainer:
+    dataset = CountedWindows(make_windows(config, run.corpus), run.ledger)
     trainer = GptfitTrainer(
         model=model,
-        args=training_arguments(cfg, run.run_dir, device),
+        args=training_arguments(config.train, config.seed, run.run_dir, device),
         train_dataset=dataset,
         callbacks=[RunCallback(run, stop)],
-        precision=cfg.train.precision,
+        precision=config.train.precision,
     )
     run.trainer = trainer
     if resume is not None and resume.running_loss:
@@ -246,15 +257,15 @@ def make_trainer(cfg, run: Run, model, device: str, stop: StopSignals, resume: R
     return trainer
 
 
-def fit(cfg, trainer: GptfitTrainer, ckpt: Path | None) -> None:
+def fit(train: TrainConfig, block_size: int, eval_batch_size: int, trainer: GptfitTrainer, ckpt: Path | None) -> None:
     """Train to `train.max_steps` (or a stop signal); running out of memory is one line that says what to lower."""
     try:
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     except BaseException as e:
         if out_of_memory(e):
             raise UserError(
-                f"out of memory with train.batch_size={cfg.train.batch_size}, model.block_size="
-                f"{cfg.model.block_size}, eval.batch_size={cfg.eval.batch_size}: lower train.batch_size (raise "
+                f"out of memory with train.batch_size={train.batch_size}, model.block_size="
+                f"{block_size}, eval.batch_size={eval_batch_size}: lower train.batch_size (raise "
                 "train.grad_accum to keep the batch), model.block_size, the model's size or eval.batch_size"
             ) from None
         raise
@@ -273,18 +284,27 @@ def stopped(run: Run, stop: StopSignals) -> TrainingStopped:
     return TrainingStopped(message, forward=stop.forward)
 
 
-def write_final_files(cfg, run: Run, trainer: GptfitTrainer) -> None:
+def write_final_files(config: Config, run: Run, trainer: GptfitTrainer) -> None:
     save_model_atomic(trainer.model, run.tokenizer, run.run_dir / "final")
-    title = f"{cfg.name}: {len(run.corpus.train)} training tokens"
+    title = f"{config.name}: {len(run.corpus.train)} training tokens"
     loss_curves(run.tracker.rows, run.run_dir / "loss.png", title=title)
     memorization_curves(run.tracker.rows, run.run_dir / "memorization.png", title=title)
-    if cfg.data.duplicates is not None:
+    if config.data.duplicates is not None:
         duplication_curve(run.tracker.rows, run.run_dir / "duplication.png")
-    if cfg.data.forget is not None:
-        forgetting_curve(run.tracker.rows, cfg.data.forget.until_step, run.run_dir / "forgetting.png")
-    if cfg.eval.explore:  # the page counts as evaluation
+    if config.data.forget is not None:
+        forgetting_curve(run.tracker.rows, config.data.forget.until_step, run.run_dir / "forgetting.png")
+    if config.eval.explore:  # the page counts as evaluation
         started = time.time()
-        page = explore_run(run.run_dir, cfg, trainer.model, run.tokenizer, run.corpus)
+        page = run_page(
+            run.run_dir,
+            trainer.model,
+            run.tokenizer,
+            run.corpus,
+            config.eval,
+            config.model.block_size,
+            config.seed,
+            config.name,
+        )
         run.tracker.log_html("explore", page)
         run.eval_seconds += time.time() - started
         run.tracker.update(explore_time_s=round(time.time() - started, 2))

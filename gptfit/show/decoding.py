@@ -11,9 +11,9 @@ from transformers.utils import logging as hf_logging
 from gptfit.core.sampling.decode import generate, model_context
 from gptfit.core.sampling.settings import as_setting, strategy_of
 from gptfit.errors import UserError
+from gptfit.files import run_seed
 from gptfit.model.loading import load_pretrained
 from gptfit.plots import decoding as figures
-from gptfit.run.folder import run_seed
 
 
 def decode_run(options, directory: Path) -> None:

@@ -19,10 +19,10 @@ import pyarrow.parquet as pq
 from scipy.stats import spearmanr
 
 from gptfit.errors import UserError
+from gptfit.files import SEQUENCES
 from gptfit.metrics import membership
 from gptfit.metrics.shadow import counterfactual, lira, logit_confidence
 from gptfit.plots.membership import counterfactual_figure, roc_figure, save
-from gptfit.run.sequence_log import FILE as SEQUENCES
 from gptfit.show.sweep import fmt, read_sweep, with_interval
 
 COLUMNS = [

@@ -11,7 +11,7 @@ import numpy as np
 import yaml
 
 from gptfit.errors import UserError
-from gptfit.run.tracking import read_jsonl
+from gptfit.files import read_jsonl
 
 SIZE = "data.train_tokens"
 

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from gptfit.files import SEQUENCES
 from gptfit.metrics.membership import SCORES
-from gptfit.run.sequence_log import FILE as SEQUENCES
 from gptfit.show.sweep import fmt, with_interval
 
 # Bins of token exposures (how many training windows held each token of a sequence, on average).

@@ -38,9 +38,9 @@ from gptfit.errors import UserError
 
 def model_context(model) -> int | None:
     """The most positions a model can take, from the standard names of its config (None: no limit known)."""
-    cfg = model.config
+    config = model.config
     for name in ("max_position_embeddings", "n_positions", "block_size"):
-        value = getattr(cfg, name, None)
+        value = getattr(config, name, None)
         if isinstance(value, int):
             return value
     return None

@@ -26,9 +26,8 @@ from gptfit.core.eval_mode import eval_mode
 from gptfit.core.sampling.decode import generate
 from gptfit.core.sampling.settings import as_setting
 from gptfit.data.windows import document_index
+from gptfit.files import SAMPLES, SEQUENCES, read_jsonl
 from gptfit.metrics.ngrams import NgramIndex
-from gptfit.run.sequence_log import FILE as SEQUENCES
-from gptfit.run.tracking import SAMPLES, read_jsonl
 
 CURVE_KEYS = (
     "train/loss",

@@ -8,7 +8,7 @@ import gzip
 import html
 from importlib import resources
 
-from gptfit.show.explore_data import to_json
+from gptfit.page.explore_data import to_json
 
 VIEWS = {
     "curves": "Curves",
@@ -33,7 +33,7 @@ HELP = {
 
 
 def _asset(name: str) -> str:
-    path = resources.files("gptfit.show").joinpath("explore_assets", name)
+    path = resources.files("gptfit.page").joinpath("explore_assets", name)
     if name.endswith(".gz"):
         return gzip.decompress(path.read_bytes()).decode("utf-8")
     return path.read_text(encoding="utf-8")
