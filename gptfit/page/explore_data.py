@@ -59,6 +59,8 @@ def curves(run_dir: Path) -> dict:
 
 def _round(values, digits: int = 3) -> list:
     """`values` (any shape) rounded for the page, as nested lists; None where not finite."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu()
     rounded = np.round(np.asarray(values, dtype=np.float64), digits)
     return np.where(np.isfinite(rounded), rounded, None).tolist()
 
@@ -146,14 +148,16 @@ def decoding(model, prompts: list[list[int]], eot_id: int, seed: int) -> dict:
     """For each prompt: the greedy path with the full logits at each step, and the beam trees."""
     out = []
     vocab = model.config.vocab_size
+    device = next(model.parameters()).device  # a run on a GPU writes its page from the model where it is
     for prompt in prompts[: max(1, min(PLAYGROUND_PROMPTS, LOGIT_BUDGET // (PLAYGROUND_STEPS * vocab)))]:
-        ids = torch.tensor([prompt])
+        ids = torch.tensor([prompt], device=device)
         greedy = generate(
             model, ids, as_setting(do_sample=False, max_new_tokens=PLAYGROUND_STEPS), eos_token_id=[], seed=seed
         )
         path = greedy.sequences[0].tolist()  # prompt + greedy tokens
         with torch.no_grad(), eval_mode(model):
-            logits = model(input_ids=torch.tensor([path[:-1]])).logits[0, len(prompt) - 1 :].float()  # [steps, vocab]
+            path_ids = torch.tensor([path[:-1]], device=device)
+            logits = model(input_ids=path_ids).logits[0, len(prompt) - 1 :].float().cpu()  # [steps, vocab]
         trees = {}
         for k in BEAMS:
             beam = generate(
