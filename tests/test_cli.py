@@ -105,7 +105,7 @@ BAD_FILES = [
     (
         "corpus folder without files",
         lambda r, t: ["data=text", f"data.path={_write(t / 'd' / '.keep', b'').parent}"],
-        "no such file or folder",
+        "holds no text files",
     ),
     (
         "unreadable model config",
