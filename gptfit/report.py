@@ -9,6 +9,8 @@ Reads every job directory of a Hydra multirun (`<sweep>/<job number>/`): its ove
 - `report_val_loss.png`: the validation loss curve of every run;
 - `report_copy_rate.png`: copy rate against corpus size, one line per decoding setting;
 - `report_decoding.png`: copy rate and novel 8-grams of each decoding setting, a bar per swept value;
+- on fine-tunings (runs that score a general corpus, `eval.general`): a table of what each method learns,
+  forgets and memorizes at each corpus size, and `learn_forget.png`, the learn-forget plane;
 - `explore.html`: the explorer page of the sweep: every run's curves (each linking to the run's own page)
   and the gap, extraction and AUC against corpus size;
 - the membership-inference figures of every score (AUC, TPR at 1% and 0.1% FPR, with intervals);
@@ -29,6 +31,7 @@ from gptfit.cli import fail
 from gptfit.errors import UserError
 from gptfit.page.write import sweep_page
 from gptfit.run.tracking import has_wandb_key
+from gptfit.show.finetune import finetune_figure, finetune_table
 from gptfit.show.sweep import (
     COLUMNS,
     decoding_table,
@@ -67,6 +70,14 @@ def report(sweep: Path, to_wandb: bool = False) -> Path:
             grammar,
             "",
         ]
+    finetuning = finetune_table(runs)
+    if finetuning is not None:
+        lines += [
+            "## Fine-tuning: what each method learns, forgets and memorizes (mean ± sd over seeds)",
+            "",
+            finetuning,
+            "",
+        ]
     lines += sequence_sections(runs, sweep, swept)
     lines += ["## Trends with corpus size (Spearman rank correlation)", ""]
     lines += [f"- {label}: {fmt(value)}" for label, value in corr.items()]
@@ -75,6 +86,9 @@ def report(sweep: Path, to_wandb: bool = False) -> Path:
         lines += ["", "## Runs that did not finish", ""]
         lines += [f"- job {r['job']}: {r['status']}" + (f" ({r['error']})" if r["error"] else "") for r in not_done]
     paths = sweep_figures(runs, sweep)
+    plane = finetune_figure(runs, sweep)
+    if plane is not None:
+        paths.append(plane)
     page = sweep_page(sweep, runs, ladder_series(runs))
     lines += [
         "",

@@ -6,6 +6,7 @@ The config is validated before torch and transformers are imported, so a typo co
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import hydra
@@ -14,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from gptfit.cli import CONF_DIR, EXIT_STOPPED, fail, hydra_main
-from gptfit.config import ConfigError, register, validate
+from gptfit.config import Config, ConfigError, register, validate
 from gptfit.errors import UserError
 from gptfit.run.folder import discard_unused_run_dir
 from gptfit.run.signals import TrainingStopped
@@ -33,6 +34,27 @@ def name_sweep_run(cfg: DictConfig) -> None:
         cfg.logger.group = f"{cfg.name}-{Path(hc.sweep.dir).name}"
     if cfg.logger.run_name is None:
         cfg.logger.run_name = hc.job.override_dirname or f"job{hc.job.num}"
+
+
+def base_config(config: Config) -> Config:
+    """The checked config of the run that makes model=base's base (`model.base`: its overrides), with this
+    run's cache folder. Composed here, in the command, which holds Hydra's config search path."""
+    from hydra import compose
+
+    cache = str(Path(config.data.cache_dir).expanduser()).replace("\\", "\\\\").replace("'", "\\'")
+    overrides = [*config.model.base, f"data.cache_dir='{cache}'", "logger=none", "run_dir=unset"]
+    try:
+        return validate(compose("config", overrides=overrides))
+    except ConfigError as e:
+        raise UserError(f"model.base={list(config.model.base)}: {'; '.join(e.problems)}") from None
+
+
+def start_from_base(config: Config) -> Config:
+    """model=base: the run starts from the base model (trained into the cache on first use), with its tokenizer."""
+    from gptfit.run.base import ensure_base
+
+    path = ensure_base(base_config(config))
+    return replace(config, model=replace(config.model, init_from=str(path)))
 
 
 def with_checkpoint(error: str, run_dir: Path) -> str:
@@ -59,6 +81,8 @@ def main(cfg: DictConfig) -> float | None:
     from gptfit.show.run_summary import closing_lines
 
     try:
+        if config.model.kind == "base":
+            config = start_from_base(config)
         summary = train(config)
     except UserError as e:
         discard_unused_run_dir(config.run_dir)

@@ -28,7 +28,7 @@ from omegaconf import MISSING, OmegaConf
 from gptfit.config.checks import Checks
 from gptfit.config.commands import AttendConfig, ExploreConfig, SampleConfig
 from gptfit.config.data import CanaryConfig, DataConfig, DuplicatesConfig, ForgetConfig, GrammarConfig
-from gptfit.config.evaluation import EvalConfig
+from gptfit.config.evaluation import EvalConfig, GeneralCorpus, general_corpora
 from gptfit.config.logger import LoggerConfig
 from gptfit.config.model import ModelConfig
 from gptfit.config.train import TrainConfig
@@ -45,12 +45,14 @@ __all__ = [
     "DuplicatesConfig",
     "EvalConfig",
     "ForgetConfig",
+    "GeneralCorpus",
     "GrammarConfig",
     "LoggerConfig",
     "ModelConfig",
     "SampleConfig",
     "TrainConfig",
     "as_dict",
+    "general_corpora",
     "read",
     "register",
     "unknown_keys",

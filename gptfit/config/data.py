@@ -13,7 +13,7 @@ from gptfit.config.checks import Checks
 from gptfit.config.grammar import GrammarSpec, spec_of
 from gptfit.config.grammar import problems as grammar_problems
 
-DATA_SOURCES = ("python_docs", "text", "hf", "grammar")
+DATA_SOURCES = ("python_docs", "python_stdlib", "text", "hf", "grammar")
 SAMPLE_BY = ("paragraph", "line", "document")
 
 
@@ -69,8 +69,9 @@ class SubsetConfig:
 
 @dataclass
 class DataConfig:
-    # python_docs (embedded), text (local files), hf (a datasets dataset, hub or saved to disk),
-    # grammar (sentences of a synthetic language, `grammar` below).
+    # python_docs (embedded), python_stdlib (python_docs and the standard library's docstrings: general text
+    # that ships with every Python, the base model's corpus), text (local files), hf (a datasets dataset,
+    # hub or saved to disk), grammar (sentences of a synthetic language, `grammar` below).
     source: str = "python_docs"
     # text: a file, a folder or a glob pattern; hf: a hub name or a directory saved with save_to_disk.
     path: Optional[str] = None

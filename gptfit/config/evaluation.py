@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from omegaconf import MISSING
+
 from gptfit.config.checks import Checks
+from gptfit.config.data import DATA_SOURCES, SAMPLE_BY, DataConfig
+from gptfit.config.model import ModelConfig
+
+# Any source a training corpus can come from, but the grammar (a language of its own, not general text).
+GENERAL_SOURCES = tuple(source for source in DATA_SOURCES if source != "grammar")
 
 
 @dataclass
@@ -33,6 +41,48 @@ class MiaConfig:
                 "reference",
                 "no such directory; give a run directory or a saved model directory",
             )
+        return c.problems
+
+
+@dataclass
+class GeneralCorpus:
+    """One of eval.general: a named corpus of general text whose held-out split is scored at every evaluation
+    (general/<name>/loss, general/<name>/bpb, forgetting/<name>). Its fields read as data.*'s do, and their
+    defaults are data.*'s: with them a base trained on python_stdlib is scored on text it never saw."""
+
+    name: str = MISSING
+    source: str = "python_stdlib"
+    # text: a file, a folder or a glob pattern; hf: a hub name or a directory saved with save_to_disk.
+    path: Optional[str] = None
+    hf_config: Optional[str] = DataConfig.hf_config
+    split: str = DataConfig.split
+    text_column: str = DataConfig.text_column
+    sample_by: str = DataConfig.sample_by
+    # The held-out split of this corpus (only its held-out documents are scored).
+    split_seed: int = DataConfig.split_seed
+    val_fraction: float = DataConfig.val_fraction
+    # Fixed windows of model.block_size tokens scored, spread evenly over the held-out text.
+    windows: int = 32
+
+    def problems(self, prefix: str) -> list[str]:
+        c = Checks(prefix, self)
+        c.need(bool(self.name.strip()), "name", "must not be empty: it names the general/<name>/ keys")
+        c.need("/" not in self.name, "name", "must not hold '/': it names the general/<name>/ keys")
+        c.one_of("source", GENERAL_SOURCES)
+        if self.source in ("text", "hf"):
+            c.need(bool(self.path), "path", f"source={self.source} needs a path (file, folder or dataset name)")
+        if self.source == "text" and self.path:
+            path = os.path.expanduser(self.path)
+            c.need(
+                os.path.exists(path) or bool(glob.glob(path)),
+                "path",
+                "no such file or folder; give a text file, a folder or a glob pattern",
+            )
+        c.one_of("sample_by", SAMPLE_BY)
+        c.seed("split_seed")
+        if c.finite("val_fraction"):
+            c.need(0.0 < self.val_fraction < 1.0, "val_fraction", "must be in (0, 1)")
+        c.at_least("windows", 1)
         return c.problems
 
 
@@ -75,6 +125,13 @@ class EvalConfig:
     grammar_sentences: int = 256
     grammar_prompt_tokens: int = 1
     mia: MiaConfig = field(default_factory=MiaConfig)
+    # General ability: corpora of general text scored at every evaluation (general/<name>/loss and bpb, and
+    # forgetting/<name>: the loss minus the starting model's). null: automatic (`general_corpora`): the
+    # base's held-out text when fine-tuning model=base, none from scratch. [] turns them off.
+    general: Optional[List[GeneralCorpus]] = None
+    # Samples also start from this many windows of prompt_tokens tokens of the first general corpus's
+    # held-out text (source "general"): how narrow the fine-tuned model has become (general_copy_rate).
+    general_prompts: int = 4
     # At the end of the run, explore.html: one self-contained page to explore it (python -m gptfit.explore).
     explore: bool = True
 
@@ -98,9 +155,19 @@ class EvalConfig:
             "canary_candidates",
         )
         c.at_least("heldout_prompts", 0)
+        c.at_least("general_prompts", 0)
         for i, prompt in enumerate(self.prompts):
             c.need(bool(prompt.strip()), f"prompts[{i}]", "must not be empty", got=prompt)
-        return c.problems + self.mia.problems()
+        return c.problems + self.mia.problems() + self.general_problems()
+
+    def general_problems(self) -> list[str]:
+        problems = []
+        names = [corpus.name for corpus in self.general or []]
+        for i, corpus in enumerate(self.general or []):
+            problems += corpus.problems(f"eval.general[{i}]")
+            if corpus.name and names.count(corpus.name) > 1:
+                problems.append(f"eval.general[{i}].name={corpus.name!r}: must be unique among eval.general")
+        return problems
 
     def window_problems(self, block_size: int, grammar: bool) -> list[str]:
         """What does not fit the model's window of `block_size` tokens (`grammar`: on data=grammar, whose
@@ -122,3 +189,14 @@ class EvalConfig:
                 f"= {block_size - 1} (the prompt also holds the end-of-text token)"
             )
         return c.problems
+
+
+def general_corpora(eval: EvalConfig, model: ModelConfig) -> list[GeneralCorpus]:
+    """The general corpora a run scores: eval.general when given; else, fine-tuning the base (model=base),
+    the held-out text of the base's corpus under its default split; else (from scratch, or a hub model with
+    no corpus of its own known) none."""
+    if eval.general is not None:
+        return list(eval.general)
+    if model.kind == "base":
+        return [GeneralCorpus(name="base", source="python_stdlib")]
+    return []

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import List, Optional
 
 from gptfit.config.checks import Checks
 
-MODEL_KINDS = ("gpt", "hf")
+MODEL_KINDS = ("gpt", "hf", "base")
 
 
 @dataclass
 class ModelConfig:
-    # "gpt": gptfit's own decoder-only GPT trained from scratch; "hf": a causal LM from the hub or a folder.
+    # "gpt": gptfit's own decoder-only GPT trained from scratch; "hf": a causal LM from the hub or a folder;
+    # "base": gptfit's GPT pretrained on general text (model.base), trained into data.cache_dir on first use.
     kind: str = "gpt"
     n_layer: int = 4
     n_head: int = 4
@@ -29,6 +30,8 @@ class ModelConfig:
     init_from: Optional[str] = None
     # Hub models may ship their own code; it runs only when this is turned on.
     trust_remote_code: bool = False
+    # kind=base: the overrides that make the base model's run (cached by the hash of its corpus and config).
+    base: List[str] = field(default_factory=lambda: ["+experiment=pretrain_base"])
 
     def problems(self) -> list[str]:
         c = Checks("model", self)
@@ -40,6 +43,8 @@ class ModelConfig:
             c.line(f"model.block_size={self.block_size}: must be >= 2 (one input and one target)")
         if c.finite("dropout"):
             c.need(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        if self.kind == "base":
+            c.need(bool(self.base), "base", "model=base needs the overrides of the base model's run")
         if self.kind == "hf":
             c.need(bool(self.name_or_path), "name_or_path", "model=hf needs a hub name or a local model directory")
         for key, path in (

@@ -1,15 +1,30 @@
-"""`train.*`: the optimizer, the schedule, checkpoints, resume, device and precision."""
+"""`train.*`: the optimizer, the schedule, checkpoints, resume, device, precision and the fine-tuning method."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import List, Optional
 
 from gptfit.config.checks import Checks
 
 DEVICES = ("auto", "cpu", "cuda")
 SAMPLING = ("random", "epochs")
 PRECISIONS = ("fp32", "bf16")
+FINETUNE = ("full", "lora", "top_layers", "head")
+
+
+@dataclass
+class LoraConfig:
+    """train.finetune=lora: the low-rank adapters (peft) added beside the model's layers."""
+
+    # The adapters' rank: each adapted layer gains r x (in + out) trainable parameters.
+    r: int = 8
+    # The adapters' scale is alpha / r.
+    alpha: int = 16
+    # Dropout on the adapters' input (0: none).
+    dropout: float = 0.0
+    # The layers that get an adapter, by name (c_attn, ...); null: the model family's (gptfit/model/finetune.py).
+    target_modules: Optional[List[str]] = None
 
 
 @dataclass
@@ -49,6 +64,13 @@ class TrainConfig:
     # torch.compile the model for training (the Trainer's torch_compile). Off by default: compiling takes
     # seconds before the first step and pays back only on long runs (bench/compile.py measures where).
     compile: bool = False
+    # What trains: "full" (every parameter), "lora" (low-rank adapters, train.lora; the saved model is
+    # merged), "top_layers" (the last train.finetune_layers blocks and the final norm; embeddings frozen),
+    # "head" (the output layer alone, untied from the input embedding).
+    finetune: str = "full"
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    # train.finetune=top_layers: how many of the last blocks train.
+    finetune_layers: int = 1
 
     def problems(self) -> list[str]:
         c = Checks("train", self)
@@ -72,4 +94,20 @@ class TrainConfig:
         c.one_of("sampling", SAMPLING)
         c.one_of("device", DEVICES)
         c.one_of("precision", PRECISIONS)
+        c.one_of("finetune", FINETUNE)
+        c.at_least("finetune_layers", 1)
+        c.problems.extend(self.lora_problems())
+        return c.problems
+
+    def lora_problems(self) -> list[str]:
+        """train.lora's own ranges; whether its target modules exist is checked against the model."""
+        c = Checks("train.lora", self.lora)
+        c.at_least("r", 1)
+        if c.finite("alpha"):
+            c.positive("alpha")
+        if c.finite("dropout"):
+            c.need(0.0 <= self.lora.dropout < 1.0, "dropout", "must be in [0, 1)")
+        modules = self.lora.target_modules
+        if modules is not None:
+            c.need(len(modules) > 0, "target_modules", "must be null (the model family's) or a non-empty list")
         return c.problems

@@ -17,6 +17,7 @@ from pydoc_data.topics import topics
 from gptfit.config import DataConfig, GrammarConfig
 from gptfit.config.grammar import spec_of
 from gptfit.data.grammar import Grammar
+from gptfit.data.stdlib import stdlib_docstrings
 from gptfit.errors import UserError
 
 BLANK_LINE = re.compile(r"\n(?:[^\S\n]*\n)+")  # a line break, then lines of nothing but whitespace
@@ -106,6 +107,8 @@ def grammar_sentences(grammar: GrammarConfig) -> list[str]:
 def load_documents(data: DataConfig) -> list[str]:
     if data.source == "python_docs":
         docs = python_docs()
+    elif data.source == "python_stdlib":
+        docs = python_docs() + stdlib_docstrings(Path(data.cache_dir).expanduser())
     elif data.source == "grammar":
         docs = grammar_sentences(data.grammar)
     elif data.source == "text":

@@ -75,6 +75,8 @@ def pretrained_path(model: ModelConfig) -> str | None:
     """The model a run starts from (a hub name or directory), or None to train gptfit's GPT from scratch."""
     if model.kind == "hf":
         return model.name_or_path
+    if model.kind == "base" and not model.init_from:
+        raise UserError("model=base: the base model's folder was not found; run through python -m gptfit.train")
     if model.init_from:
         return str(resolve_model_dir(model.init_from))
     return None

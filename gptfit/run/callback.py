@@ -14,6 +14,7 @@ from gptfit.config import TrainConfig
 from gptfit.data.corpus import Corpus
 from gptfit.errors import UserError
 from gptfit.metrics import membership
+from gptfit.model.finetune import plain_model
 from gptfit.plots.membership import roc_figure
 from gptfit.run import distributed as dist
 from gptfit.run.checkpoints import find_checkpoint, save_model_atomic, write_marker
@@ -77,7 +78,7 @@ class Run:
             self.membership_notes(table, final, tokens_seen)
         if row["val/loss"] < self.best_val:
             self.best_val = row["val/loss"]
-            save_model_atomic(model, self.tokenizer, self.run_dir / "best")
+            save_model_atomic(plain_model(model), self.tokenizer, self.run_dir / "best")
         self.eval_seconds += time.time() - started
         line = f"step {step:>6}/{self.train.max_steps} | train {row['train/loss']:.3f} | val {row['val/loss']:.3f}"
         line += f" | gap {row['gap']:+.3f}"

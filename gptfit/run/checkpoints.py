@@ -105,6 +105,14 @@ def check_resume(run_dir: Path, train: TrainConfig, model: ModelConfig, data: Da
                     f"train.resume: the {name} config differs from the run being resumed "
                     f"({saved}); resume with the same {name} settings"
                 )
+        # What trains must stay what trained: a checkpoint of one method does not fit another's model.
+        now = as_dict(train)
+        for key in ("finetune", "lora", "finetune_layers"):
+            if key in old.train and OmegaConf.to_container(old.train)[key] != now[key]:
+                raise UserError(
+                    f"train.resume: train.{key} differs from the run being resumed ({saved}); "
+                    f"resume with the same train.{key}"
+                )
     return target, ckpt
 
 

@@ -7,28 +7,36 @@ so evaluating never moves the random state that training depends on.
 On the grammar (data=grammar) the evaluations with samples also set the model against the grammar
 (`gptfit.metrics.grammar.GrammarProbe`): the NLL of held-out sentences under each, and every complete
 sentence of the samples classified as copied from training, novel and valid, or invalid.
+
+With general corpora (eval.general, resolved by gptfit.config.general_corpora) every evaluation also scores
+their held-out text (general/<name>/loss and bpb, and forgetting/<name>: the change since step 0), and the
+samples also start from general text, which gives how narrow they are (gptfit.metrics.diversity). Without
+them (a run from scratch) none of this is measured or written.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import torch
 
-from gptfit.config import EvalConfig, GrammarConfig
+from gptfit.config import DataConfig, EvalConfig, GeneralCorpus, GrammarConfig
 from gptfit.core.attention import attention_maps, head_entropy
 from gptfit.core.sampling.decode import generate_each
 from gptfit.core.sampling.settings import DecodingConfig
 from gptfit.data.corpus import Corpus
 from gptfit.data.duplicates import spans
+from gptfit.data.general import general_texts
 from gptfit.data.tokenizer import tokenizer_hash
 from gptfit.data.windows import fixed_windows
 from gptfit.errors import UserError
 from gptfit.metrics import sequences
 from gptfit.metrics.canaries import canary_exposures
+from gptfit.metrics.diversity import narrowness
 from gptfit.metrics.grammar import GrammarProbe
 from gptfit.metrics.ngrams import NgramIndex
 from gptfit.metrics.scoring import score_sequences
@@ -41,7 +49,7 @@ class Sample:
     step: int
     decoding: str
     params: str
-    source: str  # "held-out" or "prompt"
+    source: str  # "held-out", "prompt" or "general"
     prompt: str
     completion: str
     novel_8gram: float | None
@@ -100,7 +108,8 @@ def sampling_seed(seed: int, step: int) -> int:
 class Evaluator:
     """Everything an evaluation measures, fixed when the run starts. `seed` is the run's (it seeds decoding),
     `split_seed` the data's (it draws the held-out prompts and bootstraps); `grammar` is data.grammar on
-    data=grammar, else None."""
+    data=grammar, else None; `general`: the run's general corpora, resolved (`general_corpora`), read and
+    cached in `cache_dir` (data.cache_dir)."""
 
     def __init__(
         self,
@@ -114,6 +123,8 @@ class Evaluator:
         seed: int,
         split_seed: int,
         grammar: GrammarConfig | None = None,
+        general: Sequence[GeneralCorpus] = (),
+        cache_dir: str = DataConfig.cache_dir,
     ):
         e, block = eval, block_size
         self.eval, self.corpus, self.tokenizer = eval, corpus, tokenizer
@@ -150,6 +161,13 @@ class Evaluator:
             )
         self.prompts = [("held-out", p) for p in heldout]
         self.prompts += [("prompt", tokenizer.encode(p, add_special_tokens=False)) for p in e.prompts]
+        texts = general_texts(list(general), tokenizer, corpus.eot_id, cache_dir, block)
+        # name -> [windows, block_size] fixed windows of its held-out text, in eval.general's order
+        self.general = {text.name: fixed_windows(text.val, block, c.windows) for text, c in zip(texts, general)}
+        self.start_losses: dict[str, float] = {}  # name -> the starting model's general loss (step 0)
+        if texts and e.general_prompts:  # from the first corpus only: one general text to compare prompts on
+            drawn = _sampled_windows(texts[0].val, e.prompt_tokens, e.general_prompts, seed + 3)  # [count, tokens]
+            self.prompts += [("general", p) for p in drawn.tolist()]
         self.attention_ids = tokenizer.encode(e.attention_prompt, add_special_tokens=False)[:block_size]
 
     # -- losses and memorization ---------------------------------------------------------------------
@@ -171,6 +189,32 @@ class Evaluator:
         row.update(self._loss_keys("val", score_sequences(model, self.val_windows, bs).mean(), self.val_windows))
         row["gap"] = row["val/loss"] - row["train/loss"]
         return row
+
+    def general_losses(self, model, step: int) -> dict:
+        """general/<name>/loss and bpb of each general corpus, and forgetting/<name>: the loss minus the
+        starting model's (remembered at step 0, or from the run's first row on resume: `remember_start`)."""
+        row = {}
+        for name, windows in self.general.items():
+            losses = score_sequences(model, windows, self.eval.batch_size).mean()  # [windows]
+            keys = self._loss_keys(f"general/{name}", losses, windows)
+            del keys[f"general/{name}/ppl"]  # loss and bpb say it all; the names table holds no ppl here
+            row.update(keys)
+            loss = keys[f"general/{name}/loss"]
+            if step == 0:
+                self.start_losses[name] = loss
+            if name in self.start_losses:
+                row[f"forgetting/{name}"] = loss - self.start_losses[name]
+        return row
+
+    def remember_start(self, first_row: dict) -> None:
+        """A resumed run's starting losses, from its metrics row of step 0 (the tracker's first row), so that
+        its forgetting/<name> values equal an uninterrupted run's. A row of another step is ignored."""
+        if first_row.get("step") != 0:
+            return
+        for name in self.general:
+            loss = first_row.get(f"general/{name}/loss")
+            if isinstance(loss, (int, float)):
+                self.start_losses[name] = float(loss)
 
     def memorization(self, model, step: int = 0, exposure=None, final: bool = False) -> tuple[dict, pa.Table]:
         """The per-sequence table of this evaluation and the mem/ and mia/ keys taken from it, and the
@@ -253,6 +297,8 @@ class Evaluator:
                     )
                 )
             row.update(self.copy_metrics(name, completions))
+            if self.general:  # without general corpora the rows stay as they were (tiny_corpus's keys)
+                row.update(narrowness(name, completions, [source for source, _ in prompts], self.index))
             if self.grammar is not None:
                 row.update(self.grammar.shares(name, [prompt for _, prompt in prompts], new))
         return row, samples
@@ -291,6 +337,7 @@ class Evaluator:
         """One evaluation's metrics row, samples and per-sequence table (None when not measured); the costly
         parts only every k-th time and at the end."""
         row = self.losses(model)
+        row.update(self.general_losses(model, step))
         samples: list[Sample] = []
         table = None
         # The k-th evaluation by step, not by count, so that a resumed run keeps the same cadence.

@@ -18,15 +18,17 @@ import torch
 from omegaconf import OmegaConf
 from transformers.utils import logging as hf_logging
 
-from gptfit.config import Config, ModelConfig, TrainConfig, as_dict
+from gptfit.config import Config, ModelConfig, TrainConfig, as_dict, general_corpora
 from gptfit.data.corpus import Corpus, ngram_overlap, run_corpus
 from gptfit.data.duplicates import spans
 from gptfit.data.windows import EpochWindows, RandomWindows, Windows
 from gptfit.errors import UserError
 from gptfit.files import CONFIG, write_json_atomic, write_text_atomic
+from gptfit.model.finetune import apply_finetune, count_parameters, is_lora, plain_model, save_adapter
 from gptfit.model.loading import build_model, model_context
 from gptfit.page.write import run_page
 from gptfit.plots.curves import duplication_curve, forgetting_curve, loss_curves, memorization_curves
+from gptfit.plots.finetune import general_names, learn_forget_curves
 from gptfit.run import distributed as dist
 from gptfit.run.callback import Run, RunCallback
 from gptfit.run.checkpoints import Resume, check_resume, find_checkpoint, read_marker, save_model_atomic
@@ -71,7 +73,7 @@ def _train(config: Config, device: str, stop: StopSignals) -> dict:
         lock_run_dir(run_dir)  # one writer per run folder (the command took it already; train() alone did not)
     quiet_libraries(train.threads)
     corpus = dist.rank0_first(lambda: run_corpus(model_section, config.data, config.eval))
-    model = prepare_model(model_section, config.seed, corpus.tokenizer)
+    model = apply_finetune(prepare_model(model_section, config.seed, corpus.tokenizer), train)
     resume = read_marker(ckpt) if ckpt is not None else None
     if resume is not None:
         log.info("resuming %s from step %d", run_dir, resume.step)
@@ -85,6 +87,8 @@ def _train(config: Config, device: str, stop: StopSignals) -> dict:
         if resume is not None:
             load_ledger(ledger, resume)
         evaluator = make_evaluator(config, corpus) if tracker is not None else None
+        if evaluator is not None and tracker.rows:  # resumed: forgetting/<name> counts from the true step 0
+            evaluator.remember_start(tracker.rows[0])
         run = Run(train, run_dir, corpus, model, corpus.tokenizer, evaluator, tracker, ledger, model_section.block_size)
         trainer = make_trainer(config, run, model, device, stop, resume)
         fit(train, model_section.block_size, config.eval.batch_size, trainer, ckpt)
@@ -157,6 +161,7 @@ def start_tracker(config: Config, run_dir: Path, corpus: Corpus, model, device: 
         "corpus_hash": corpus.corpus_hash,
         "tokenizer_hash": corpus.tokenizer_hash,
         "n_params": sum(p.numel() for p in model.parameters()),
+        **dict(zip(("trainable_params", "total_params"), count_parameters(model))),
         "data": {
             "train_tokens": len(corpus.train),
             "val_tokens": len(corpus.val),
@@ -196,6 +201,8 @@ def make_evaluator(config: Config, corpus: Corpus) -> Evaluator:
         seed=config.seed,
         split_seed=data.split_seed,
         grammar=data.grammar if data.source == "grammar" else None,
+        general=general_corpora(config.eval, config.model),
+        cache_dir=data.cache_dir,
     )
 
 
@@ -285,7 +292,9 @@ def stopped(run: Run, stop: StopSignals) -> TrainingStopped:
 
 
 def write_final_files(config: Config, run: Run, trainer: GptfitTrainer) -> None:
-    save_model_atomic(trainer.model, run.tokenizer, run.run_dir / "final")
+    save_model_atomic(plain_model(trainer.model), run.tokenizer, run.run_dir / "final")
+    if is_lora(trainer.model):  # the adapter alone too, for peft users
+        save_adapter(trainer.model, run.run_dir / "adapter")
     title = f"{config.name}: {len(run.corpus.train)} training tokens"
     loss_curves(run.tracker.rows, run.run_dir / "loss.png", title=title)
     memorization_curves(run.tracker.rows, run.run_dir / "memorization.png", title=title)
@@ -293,6 +302,8 @@ def write_final_files(config: Config, run: Run, trainer: GptfitTrainer) -> None:
         duplication_curve(run.tracker.rows, run.run_dir / "duplication.png")
     if config.data.forget is not None:
         forgetting_curve(run.tracker.rows, config.data.forget.until_step, run.run_dir / "forgetting.png")
+    if general_names(run.tracker.rows):
+        learn_forget_curves(run.tracker.rows, run.run_dir / "learn_forget.png", title=title)
     if config.eval.explore:  # the page counts as evaluation
         started = time.time()
         page = run_page(

@@ -49,6 +49,9 @@ def read_job(job: Path) -> dict:
         "final": summary.get("final", {}),
         "rows": read_jsonl(job / "metrics.jsonl"),
         "train_tokens": summary.get("config", {}).get("data", {}).get("train_tokens", swept.get(SIZE)),
+        "method": summary.get("config", {}).get("train", {}).get("finetune", "full"),
+        "trainable_params": summary.get("trainable_params"),
+        "wall_time_s": summary.get("wall_time_s"),
         "group": summary.get("config", {}).get("logger", {}).get("group"),
     }
 

@@ -1,0 +1,72 @@
+"""Figures of fine-tuning: what a run learns of its narrow corpus against what it forgets of general text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+METHOD_MARKERS = {"full": "o", "lora": "s", "top_layers": "^", "head": "D"}
+
+
+def general_names(rows: list[dict]) -> list[str]:
+    """The general corpora a run scored (`general/<name>/loss`), in order."""
+    return sorted({k.split("/")[1] for r in rows for k in r if k.startswith("general/") and k.endswith("/loss")})
+
+
+def learn_forget_curves(rows: list[dict], path: Path, title: str = "") -> Path:
+    """A run's narrow held-out loss (what it learns) beside each general corpus's loss (what it forgets),
+    against tokens seen; the narrow loss's minimum marked."""
+    rows = [r for r in rows if "val/loss" in r]
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    x = [r["tokens_seen"] for r in rows]
+    ax.plot(x, [r["val/loss"] for r in rows], label="narrow held-out (val/loss)", color="tab:orange")
+    for name in general_names(rows):
+        ax.plot(x, [r.get(f"general/{name}/loss") for r in rows], label=f"general: {name}", linestyle="--")
+    if rows:
+        best = min(rows, key=lambda r: r["val/loss"])
+        ax.scatter([best["tokens_seen"]], [best["val/loss"]], color="tab:orange", zorder=3, label="best step")
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("loss (nats / token)")
+    ax.set_title(title or "learning the narrow corpus, forgetting general text")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def learn_forget_plane(points: list[dict], path: Path) -> Path:
+    """Biderman et al.'s learn-forget plane with memorization added: a point per run at (narrow held-out loss
+    at its best step, general loss rise at the end), marked by method, sized by extraction of its training
+    sequences. points: [{"method", "learn", "forget", "extraction", "size"}]."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=110)
+    sizes = sorted({p["size"] for p in points})
+    cmap = plt.get_cmap("viridis")
+    for method, marker in METHOD_MARKERS.items():
+        mine = [p for p in points if p["method"] == method]
+        if not mine:
+            continue
+        ax.scatter(
+            [p["learn"] for p in mine],
+            [p["forget"] for p in mine],
+            s=[20 + 200 * (p["extraction"] or 0) for p in mine],
+            c=[cmap(sizes.index(p["size"]) / max(len(sizes) - 1, 1)) for p in mine],
+            marker=marker,
+            edgecolors="black",
+            linewidths=0.5,
+            label=method,
+            alpha=0.8,
+        )
+    for i, size in enumerate(sizes):
+        ax.scatter([], [], color=cmap(i / max(len(sizes) - 1, 1)), label=f"{size:,} tokens")
+    ax.set_xlabel("narrow held-out loss at the best step (nats; left: learned more)")
+    ax.set_ylabel("general loss rise at the end (nats; up: forgot more)")
+    ax.set_title("learn vs. forget; marker size: extraction of training sequences", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,90 @@
+"""The base model of fine-tuning (model=base): gptfit's GPT pretrained on general text by the run that
+`model.base` names (+experiment=pretrain_base), trained into data.cache_dir on first use and reused after.
+
+It is cached under a hash of what makes its weights: its corpus (the documents' hash: the standard library's
+docstrings differ between Python versions) and its config, less what cannot change the weights (where it
+writes and logs, the evaluation, threads, checkpoints). A cached folder is used only when its marker is there
+and names the same hash and its weights load; a corrupt or half-written one is trained again, never loaded.
+A build happens in a folder of its own and is renamed into place whole; a file lock makes the parallel jobs
+of a sweep wait for one build instead of each starting its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from gptfit.config import Config, as_dict
+from gptfit.data.corpus import corpus_hash
+from gptfit.data.sources import load_documents
+from gptfit.errors import UserError
+from gptfit.files import write_json_atomic
+from gptfit.model.loading import load_model
+from gptfit.run.folder import release_run_dir
+
+log = logging.getLogger(__name__)
+MARKER = "base.json"  # written last: a folder without it was never finished
+# Config keys that do not change the weights a base run trains, left out of its hash.
+NOT_WEIGHTS = {"": ("name", "run_dir", "logger", "eval", "decoding"), "data": ("cache_dir",)}
+NOT_WEIGHTS["train"] = ("device", "threads", "resume", "compile", "save_every", "save_total_limit", "eval_every")
+
+
+def base_key(base: Config) -> str:
+    """The hash a base run is cached under: its corpus and the config that shapes its weights."""
+    recipe = as_dict(base)
+    for section, keys in NOT_WEIGHTS.items():
+        node = recipe[section] if section else recipe
+        for key in keys:
+            node.pop(key, None)
+    text = json.dumps({"corpus": corpus_hash(load_documents(base.data)), "config": recipe}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cached(folder: Path, key: str) -> bool:
+    """Whether `folder` holds a finished base of this key whose weights load."""
+    try:
+        if json.loads((folder / MARKER).read_text())["key"] != key:
+            return False
+        load_model(str(folder / "final"))
+    except (OSError, ValueError, KeyError, TypeError, UserError):
+        return False
+    return True
+
+
+def ensure_base(base: Config) -> Path:
+    """The saved base model (its final/ folder), trained by `base`'s run first when no usable one is cached."""
+    from gptfit.run.training import train  # the recipe imports this room's neighbours; only a build needs it
+
+    key = base_key(base)
+    folder = Path(base.data.cache_dir).expanduser() / "base" / key
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another job building the same base: wait for it, then reuse it
+        if cached(folder, key):
+            return folder / "final"
+        if folder.exists():
+            log.warning("the cached base model in %s is incomplete or corrupt: training it again", folder)
+            shutil.rmtree(folder)
+        building = folder.with_name(f"{key}.building")
+        shutil.rmtree(building, ignore_errors=True)
+        model = base.model
+        print(
+            f"model=base: training the base model first ({model.n_layer} layers x {model.n_embd}, "
+            f"{base.train.max_steps} steps on data={base.data.source}); it is cached in {folder} and reused",
+            file=sys.stderr,
+            flush=True,
+        )
+        summary = train(dataclasses.replace(base, run_dir=str(building)))
+        final = summary.get("final", {})
+        record = {"key": key, "val/loss": final.get("val/loss"), "val/bpb": final.get("val/bpb"), "name": base.name}
+        write_json_atomic(building / MARKER, record)
+        release_run_dir(building)
+        os.replace(building, folder)
+    return folder / "final"

@@ -1,0 +1,199 @@
+"""Fine-tuning runs: the base model (model=base) trained once into the cache and reused, a corrupt or
+half-written one trained again; each method through the training recipe, what every run saves, resume under
+LoRA and head-only tuning; and the same methods on local GPT-2 and GPT-NeoX folders (model=hf)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig
+
+from gptfit.files import METRICS, SUMMARY, read_jsonl
+from gptfit.run import base as base_cache
+from tests.conftest import TINY, run_cli
+
+# A base small enough to train in seconds: the pretrain_base experiment at a toy size.
+TINY_BASE = [
+    "+experiment=pretrain_base",
+    "model.n_layer=2",
+    "model.n_head=2",
+    "model.n_embd=32",
+    "model.block_size=48",
+    "data.train_tokens=16384",
+    "data.vocab_size=512",
+    "train.max_steps=40",
+    "train.batch_size=8",
+    "train.eval_every=40",
+    "train.warmup_steps=4",
+    "train.lr=5e-3",
+    "eval.train_windows=16",
+    "eval.val_windows=16",
+    "eval.sequences=16",
+    "eval.batch_size=16",
+    "eval.prefix_tokens=8",
+    "eval.suffix_tokens=8",
+    "eval.heldout_prompts=2",
+    "eval.prompt_tokens=4",
+    "eval.copy_span=6",
+    "decoding=none",
+]
+# The finetune_narrow experiment at a toy size: the tiny base on 512 tokens of the grammar language.
+TINY_FINETUNE = [
+    "+experiment=finetune_narrow",
+    *[o for o in TINY if not o.startswith(("model.", "data.vocab_size", "train.max_steps", "train.eval_every"))],
+    "model.block_size=48",
+    "data.train_tokens=512",
+    "train.max_steps=12",
+    "train.eval_every=6",
+    "train.save_every=6",
+    "train.save_total_limit=3",
+    "decoding=greedy",
+    "eval.general_prompts=2",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_base(make_config):
+    """The tiny base's saved model (its final/ folder), trained into the session's cache once."""
+    return base_cache.ensure_base(make_config([*TINY_BASE, "logger=none"], "unset"))
+
+
+def finetune(make_config, tiny_base, run_dir, *overrides):
+    """A fine-tuning run of the tiny base through the recipe (the command resolves model=base the same way)."""
+    from gptfit.run.training import train
+
+    config = make_config([*TINY_FINETUNE, f"model.init_from={tiny_base}", *overrides], run_dir)
+    return train(config)
+
+
+def test_the_base_is_trained_once_then_reused(tiny_base, make_config, monkeypatch):
+    record = json.loads((tiny_base.parent / base_cache.MARKER).read_text())
+    assert record["val/loss"] < 6.0  # it learned something of its corpus (ln 512 = 6.24 at the start)
+    import gptfit.run.training
+
+    monkeypatch.setattr(gptfit.run.training, "train", lambda *a, **k: pytest.fail("the cached base was trained again"))
+    assert base_cache.ensure_base(make_config([*TINY_BASE, "logger=none"], "unset")) == tiny_base
+
+
+def test_a_corrupt_or_half_written_base_is_trained_again(tiny_base, make_config, cache_dir, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(f"{cache_dir}/stdlib", cache / "stdlib")  # the parsed docstrings: not parsed again
+    config = make_config([*TINY_BASE, "train.max_steps=2", "logger=none", f"data.cache_dir={cache}"], "unset")
+    final = base_cache.ensure_base(config)
+    weights = final / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # corrupt: it is trained again, never loaded
+    assert not base_cache.cached(final.parent, base_cache.base_key(config))
+    assert base_cache.ensure_base(config) == final and AutoModelForCausalLM.from_pretrained(final) is not None
+    (final.parent / base_cache.MARKER).unlink()  # half-written: no marker
+    assert base_cache.ensure_base(config) == final and (final.parent / base_cache.MARKER).exists()
+
+
+def test_the_command_fine_tunes_the_cached_base_with_lora(tiny_base, cache_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    base = "model.base=[" + ",".join(f"'{o}'" for o in TINY_BASE) + "]"
+    result = run_cli(
+        *TINY_FINETUNE, base, "train.finetune=lora", f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "training the base model" not in result.stderr  # the fixture's base, found by its hash
+    summary = json.loads((run_dir / SUMMARY).read_text())
+    assert summary["config"]["model"]["init_from"] == str(tiny_base)
+    assert 0 < summary["trainable_params"] < 0.25 * summary["total_params"]
+    rows = read_jsonl(run_dir / METRICS)
+    assert rows[0]["forgetting/base"] == 0.0 and all("general/base/bpb" in r for r in rows)
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "final")  # merged: a plain model, no adapter in it
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    assert (run_dir / "adapter" / "adapter_config.json").exists()
+
+
+@pytest.mark.parametrize("method", ["full", "top_layers", "head"])
+def test_each_method_trains_what_it_says_and_saves_a_plain_model(tiny_base, make_config, tmp_path, method):
+    summary = finetune(make_config, tiny_base, tmp_path / "run", f"train.finetune={method}")
+    base = AutoModelForCausalLM.from_pretrained(tiny_base)
+    tuned = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "final")
+    changed = {n for n, p in tuned.named_parameters() if not torch.equal(p, base.state_dict()[n])}
+    if method == "full":
+        assert summary["trainable_params"] == summary["total_params"] and "transformer.wte.weight" in changed
+    elif method == "top_layers":  # the last block and the final norm alone
+        assert changed and all(n.startswith(("transformer.h.1.", "transformer.ln_f")) for n in changed)
+    else:  # the untied output layer alone
+        assert changed == {"lm_head.weight"} and not tuned.config.tie_word_embeddings
+    assert summary["trainable_params"] == sum(base.state_dict()[n].numel() for n in changed) or method == "full"
+    assert summary["final"]["forgetting/base"] != 0.0
+
+
+@pytest.mark.parametrize("method", ["lora", "head"])
+def test_resume_under_a_method_equals_the_uninterrupted_run(tiny_base, make_config, tmp_path, method):
+    full_dir = tmp_path / "full"
+    finetune(make_config, tiny_base, full_dir, f"train.finetune={method}")
+    cut = tmp_path / "cut"  # the same run, as if killed after its checkpoint at step 6
+    shutil.copytree(full_dir, cut)
+    shutil.rmtree(cut / "checkpoints" / "checkpoint-12")
+    shutil.rmtree(cut / "final")
+    summary = finetune(make_config, tiny_base, tmp_path / "unused", f"train.finetune={method}", f"train.resume={cut}")
+    assert summary["resumed_from_step"] == 6
+    full, resumed = read_jsonl(full_dir / METRICS), read_jsonl(cut / METRICS)
+    assert [r["step"] for r in resumed] == [r["step"] for r in full]
+    for a, b in zip(full, resumed):
+        for key in ("train/loss", "val/loss", "general/base/loss", "forgetting/base"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["step"], key)
+
+
+@pytest.fixture(scope="module")
+def hub_folders(tiny_run, tmp_path_factory):
+    """Local GPT-2 and GPT-NeoX folders of the tiny run's vocabulary, each with its tokenizer, as from the hub."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_run[0] / "tokenizer")
+    ids = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    configs = {
+        "gpt2": GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64, **ids),
+        "gpt_neox": GPTNeoXConfig(
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            hidden_size=32,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            **ids,
+        ),
+    }
+    folders = {}
+    for family, config in configs.items():
+        torch.manual_seed(0)
+        folders[family] = tmp_path_factory.mktemp(family)
+        AutoModelForCausalLM.from_config(config).save_pretrained(folders[family])
+        tokenizer.save_pretrained(folders[family])
+    return folders
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox"])
+@pytest.mark.parametrize("method", ["full", "lora", "top_layers", "head"])
+def test_hub_models_fine_tune_under_every_method(hub_folders, make_config, tmp_path, family, method):
+    from gptfit.run.training import train
+
+    overrides = ["model=hf", f"model.name_or_path={hub_folders[family]}", f"train.finetune={method}"]
+    general = "eval.general=[{name:docs,source:python_docs,windows:4}]"
+    summary = train(make_config([*TINY, *overrides, general, "train.max_steps=4", "decoding=greedy"], tmp_path))
+    assert summary["status"] == "finished" and summary["trainable_params"] <= summary["total_params"]
+    assert {"general/docs/loss", "forgetting/docs", "gen/greedy/distinct_2"} <= summary["final"].keys()
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "final")  # a plain model of the family
+    assert saved.config.model_type == family and not any("lora" in n for n, _ in saved.named_parameters())
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.finetune=lora", "train.lora.target_modules=[c_attn,nope]"], "train.lora.target_modules="),
+        (["train.finetune=top_layers", "train.finetune_layers=5"], "train.finetune_layers=5: the model has 2 blocks"),
+        (["train.finetune=lora", "train.lora.r=0"], "train.lora.r=0: must be >= 1"),
+    ],
+)
+def test_a_bad_fine_tuning_value_is_one_line_and_leaves_no_folder(tmp_path, cache_dir, overrides, message):
+    run_dir = tmp_path / "run"
+    result = run_cli(*TINY, *overrides, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}")
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr[-1500:]
+    assert not run_dir.exists()  # nothing half-written
