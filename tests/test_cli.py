@@ -14,7 +14,7 @@ BAD_INPUTS = [
     (["train.lr=nan"], "train.lr=nan: must be a finite number"),
     (["train.momentum=0.9"], "Key 'momentum' not in 'TrainConfig'"),
     (["+train.momentum=0.9"], "train.momentum: unknown key"),
-    (["model=huge"], "Available options in 'model': hf, small, tiny"),
+    (["model=huge"], "Available options in 'model': base, hf, small, tiny"),
     (["+experiment=nope"], "Could not find 'experiment/nope'"),
     (["model.n_layer=two"], "model.n_layer"),
     (["model.n_embd=100", "model.n_head=3"], "must be divisible by model.n_head=3"),

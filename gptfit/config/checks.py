@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 from typing import Any, Iterable
@@ -55,3 +56,16 @@ class Checks:
     def seed(self, name: str) -> None:
         """numpy and torch take seeds in 0 .. 2**32 - 1 and raise a traceback for anything else."""
         self.need(0 <= getattr(self.section, name) < 2**32, name, "must be in 0 .. 4294967295 (2**32 - 1)")
+
+    def corpus_path(self, source: str, path: str | None, label: str) -> None:
+        """A corpus's `path`: text and hf sources need one, and a text path must exist (a file, a folder or a
+        glob pattern). `label` names the source in the line (`data=text`, `source=text`)."""
+        if source in ("text", "hf"):
+            self.need(bool(path), "path", f"{label}={source} needs a path (file, folder or dataset name)")
+        if source == "text" and path:
+            expanded = os.path.expanduser(path)
+            self.need(
+                os.path.exists(expanded) or bool(glob.glob(expanded)),
+                "path",
+                "no such file or folder; give a text file, a folder or a glob pattern",
+            )

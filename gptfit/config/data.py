@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import glob
-import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -109,15 +107,7 @@ class DataConfig:
     def problems(self) -> list[str]:
         c = Checks("data", self)
         c.one_of("source", DATA_SOURCES)
-        if self.source in ("text", "hf"):
-            c.need(bool(self.path), "path", f"data={self.source} needs a path (file, folder or dataset name)")
-        if self.source == "text" and self.path:
-            path = os.path.expanduser(self.path)
-            c.need(
-                os.path.exists(path) or bool(glob.glob(path)),
-                "path",
-                "no such file or folder; give a text file, a folder or a glob pattern",
-            )
+        c.corpus_path(self.source, self.path, "data")
         c.one_of("sample_by", SAMPLE_BY)
         c.positive("train_tokens")
         c.at_least("train_offset", 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -69,15 +68,7 @@ class GeneralCorpus:
         c.need(bool(self.name.strip()), "name", "must not be empty: it names the general/<name>/ keys")
         c.need("/" not in self.name, "name", "must not hold '/': it names the general/<name>/ keys")
         c.one_of("source", GENERAL_SOURCES)
-        if self.source in ("text", "hf"):
-            c.need(bool(self.path), "path", f"source={self.source} needs a path (file, folder or dataset name)")
-        if self.source == "text" and self.path:
-            path = os.path.expanduser(self.path)
-            c.need(
-                os.path.exists(path) or bool(glob.glob(path)),
-                "path",
-                "no such file or folder; give a text file, a folder or a glob pattern",
-            )
+        c.corpus_path(self.source, self.path, "source")
         c.one_of("sample_by", SAMPLE_BY)
         c.seed("split_seed")
         if c.finite("val_fraction"):

@@ -48,6 +48,6 @@ def closing_lines(summary: dict) -> list[str]:
     membership = best_membership(final)
     if membership is not None:
         lines.append(f"membership inference: best score {membership[0]}, AUC {membership[1]:.3f}")
-    lines.append(f"wall time {summary.get('wall_time_s', 0):.0f} s ({len(read_jsonl(run_dir / METRICS))} evaluations)")
+    lines.append(f"wall time: {summary.get('wall_time_s', 0):.0f} s ({len(read_jsonl(run_dir / METRICS))} evaluations)")
     lines.append(wandb_line(summary))
     return lines
