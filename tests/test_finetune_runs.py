@@ -107,6 +107,12 @@ def test_the_command_fine_tunes_the_cached_base_with_lora(tiny_base, cache_dir, 
     model = AutoModelForCausalLM.from_pretrained(run_dir / "final")  # merged: a plain model, no adapter in it
     assert not any("lora" in name for name, _ in model.named_parameters())
     assert (run_dir / "adapter" / "adapter_config.json").exists()
+    assert {"mia/loss/auc", "mem/extraction_rate_train"} <= summary["final"].keys()  # scored on the adapted model
+    # The commands that read a finished run work on it as on any other.
+    sampled = run_cli(f"run={run_dir}", "decoding=[greedy]", "prompt='the cat'", module="gptfit.sample")
+    assert sampled.returncode == 0 and "greedy" in sampled.stdout, sampled.stderr[-1500:]
+    page = run_cli(f"run={run_dir}", f"out={tmp_path / 'page.html'}", module="gptfit.explore")
+    assert page.returncode == 0 and (tmp_path / "page.html").stat().st_size > 0, page.stderr[-1500:]
 
 
 @pytest.mark.parametrize("method", ["full", "top_layers", "head"])
