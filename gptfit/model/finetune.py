@@ -20,7 +20,6 @@ directly (core.lm_loss), which would bypass an adapter on it; `head` is the way 
 from __future__ import annotations
 
 import copy
-import shutil
 import warnings
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from transformers.pytorch_utils import Conv1D
 
 from gptfit.config.train import LoraConfig, TrainConfig
 from gptfit.errors import UserError
+from gptfit.files import atomic_folder
 
 __all__ = [
     "apply_finetune",
@@ -231,13 +231,7 @@ def plain_model(model):
 
 
 def save_adapter(model, folder: Path) -> None:
-    """Write a LoRA run's adapter (adapter_config.json, adapter_model.safetensors) into `folder`,
-    through a temporary folder swapped in, so a kill never leaves half an adapter."""
-    folder = Path(folder)
-    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    """Write a LoRA run's adapter (adapter_config.json, adapter_model.safetensors) into `folder`, swapped in
+    whole, so a kill never leaves half an adapter."""
+    with atomic_folder(Path(folder)) as tmp:
+        model.save_pretrained(tmp)

@@ -8,7 +8,6 @@ The marker also carries what the Trainer does not keep: the W&B run id and the r
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from transformers.trainer_pt_utils import safe_globals  # the numpy RNG types th
 
 from gptfit.config import DataConfig, ModelConfig, TrainConfig, as_dict
 from gptfit.errors import UserError
-from gptfit.files import CONFIG, write_text_atomic
+from gptfit.files import CONFIG, atomic_folder, write_text_atomic
 
 COMPLETE = "gptfit_complete.json"  # written into a checkpoint after everything else: only then it counts
 
@@ -68,16 +67,10 @@ def find_checkpoint(run_dir: Path) -> Path | None:
 
 
 def save_model_atomic(model, tokenizer, target: Path) -> None:
-    """Write into a temporary folder, then swap it in: a kill never leaves a half-written model."""
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    old = target.with_name(target.name + ".old")
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    """The model and its tokenizer, swapped in whole: a kill never leaves a half-written model."""
+    with atomic_folder(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
 
 
 def check_resume(run_dir: Path, train: TrainConfig, model: ModelConfig, data: DataConfig) -> tuple[Path, Path | None]:
