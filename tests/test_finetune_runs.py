@@ -15,29 +15,13 @@ from gptfit.files import METRICS, SUMMARY, read_jsonl
 from gptfit.run import base as base_cache
 from tests.conftest import TINY, run_cli
 
-# A base small enough to train in seconds: the pretrain_base experiment at a toy size.
+# A base small enough to train in seconds: the pretrain_base experiment at TINY's size, on more tokens.
 TINY_BASE = [
     "+experiment=pretrain_base",
-    "model.n_layer=2",
-    "model.n_head=2",
-    "model.n_embd=32",
-    "model.block_size=48",
+    *[o for o in TINY if not o.startswith(("data.train_tokens", "train.max_steps", "train.eval_every", "logger"))],
     "data.train_tokens=16384",
-    "data.vocab_size=512",
     "train.max_steps=40",
-    "train.batch_size=8",
     "train.eval_every=40",
-    "train.warmup_steps=4",
-    "train.lr=5e-3",
-    "eval.train_windows=16",
-    "eval.val_windows=16",
-    "eval.sequences=16",
-    "eval.batch_size=16",
-    "eval.prefix_tokens=8",
-    "eval.suffix_tokens=8",
-    "eval.heldout_prompts=2",
-    "eval.prompt_tokens=4",
-    "eval.copy_span=6",
     "decoding=none",
 ]
 # The finetune_narrow experiment at a toy size: the tiny base on 512 tokens of the grammar language.

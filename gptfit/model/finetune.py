@@ -69,29 +69,25 @@ def default_target_modules(model) -> list[str]:
     return list(DEFAULT_TARGETS[family])
 
 
-def blocks_of(model) -> nn.ModuleList:
-    """The model's list of transformer blocks."""
-    base = model.base_model
-    for name in BLOCK_NAMES:
-        found = getattr(base, name, None)
-        if isinstance(found, nn.ModuleList):
+def _part(model, names: tuple[str, ...], kind: type, what: str, method: str) -> nn.Module:
+    """The first of `names` under `model.base_model` that is a `kind`; UserError naming `what` otherwise."""
+    for name in names:
+        found = getattr(model.base_model, name, None)
+        if isinstance(found, kind):
             return found
     raise UserError(
-        f"train.finetune: cannot find the blocks of a {family_of(model)!r} model (looked for "
-        f"{', '.join(BLOCK_NAMES)}); use train.finetune=full or lora"
+        f"train.finetune{method}: cannot find the {what} of a {family_of(model)!r} model (looked for "
+        f"{', '.join(names)}); use train.finetune=full or lora"
     )
+
+
+def blocks_of(model) -> nn.ModuleList:
+    """The model's list of transformer blocks."""
+    return _part(model, BLOCK_NAMES, nn.ModuleList, "blocks", "")
 
 
 def final_norm_of(model) -> nn.Module:
-    base = model.base_model
-    for name in FINAL_NORM_NAMES:
-        found = getattr(base, name, None)
-        if isinstance(found, nn.Module):
-            return found
-    raise UserError(
-        f"train.finetune=top_layers: cannot find the final norm of a {family_of(model)!r} model (looked for "
-        f"{', '.join(FINAL_NORM_NAMES)}); use train.finetune=full or lora"
-    )
+    return _part(model, FINAL_NORM_NAMES, nn.Module, "final norm", "=top_layers")
 
 
 def adaptable_layers(model) -> list[str]:
