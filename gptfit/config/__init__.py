@@ -27,11 +27,11 @@ from omegaconf import MISSING, OmegaConf
 
 from gptfit.config.checks import Checks
 from gptfit.config.commands import AttendConfig, ExploreConfig, SampleConfig
-from gptfit.config.data import CanaryConfig, DataConfig, DuplicatesConfig, ForgetConfig, GrammarConfig
+from gptfit.config.data import CanaryConfig, DataConfig, DedupConfig, DuplicatesConfig, ForgetConfig, GrammarConfig
 from gptfit.config.evaluation import EvalConfig, GeneralCorpus, general_corpora
 from gptfit.config.logger import LoggerConfig
 from gptfit.config.model import ModelConfig
-from gptfit.config.train import TrainConfig
+from gptfit.config.train import DpConfig, GoldfishConfig, TrainConfig
 from gptfit.core.sampling.settings import DecodingConfig
 
 __all__ = [
@@ -42,10 +42,13 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DecodingConfig",
+    "DedupConfig",
+    "DpConfig",
     "DuplicatesConfig",
     "EvalConfig",
     "ForgetConfig",
     "GeneralCorpus",
+    "GoldfishConfig",
     "GrammarConfig",
     "LoggerConfig",
     "ModelConfig",
@@ -97,6 +100,11 @@ class Config:
             problems.append(
                 f"data.forget.until_step={forget.until_step}: must be below train.max_steps="
                 f"{self.train.max_steps}, or nothing is left to forget in"
+            )
+        if forget is not None and self.train.dp.on:
+            problems.append(
+                "data.forget: cannot be combined with train.dp (DP-SGD samples the epochs' windows, which "
+                "data.forget cannot cut); drop one of them"
             )
         if forget is not None and self.train.sampling == "epochs":
             problems.append(

@@ -66,6 +66,15 @@ class SubsetConfig:
 
 
 @dataclass
+class DedupConfig:
+    """data.dedup (Lee et al. 2022): exact-substring deduplication of the training set (gptfit/data/dedup.py)."""
+
+    # Remove every later occurrence of a span of at least min_tokens tokens that occurred before; keep the first
+    # (null: off; Lee et al. use 50).
+    min_tokens: Optional[int] = None
+
+
+@dataclass
 class DataConfig:
     # python_docs (embedded), python_stdlib (python_docs and the standard library's docstrings: general text
     # that ships with every Python, the base model's corpus), text (local files), hf (a datasets dataset,
@@ -103,6 +112,8 @@ class DataConfig:
     forget: Optional[ForgetConfig] = None
     # Shadow models (off: null): +data/subset=half, e.g. with data.subset.seed=3.
     subset: Optional[SubsetConfig] = None
+    # Deduplication (off: min_tokens=null), applied after canaries, duplicates and the forgotten set are planted.
+    dedup: DedupConfig = field(default_factory=DedupConfig)
 
     def problems(self) -> list[str]:
         c = Checks("data", self)
@@ -150,6 +161,10 @@ class DataConfig:
             c.problems.extend(f.problems)
         if self.subset is not None:
             c.problems.extend(self.subset_problems())
+        if self.dedup.min_tokens is not None:
+            d = Checks("data.dedup", self.dedup)
+            d.at_least("min_tokens", 2, " (null turns deduplication off)")
+            c.problems.extend(d.problems)
         names = [canary.name for canary in self.canaries]
         for i, canary in enumerate(self.canaries):
             k = Checks(f"data.canaries[{i}]", canary)

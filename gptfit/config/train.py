@@ -28,6 +28,36 @@ class LoraConfig:
 
 
 @dataclass
+class GoldfishConfig:
+    """train.goldfish (Hans et al. 2024): leave about 1/k of the target tokens out of the loss, chosen by a hash of
+    the h tokens before each, so every copy of a passage drops the same tokens (gptfit/data/goldfish.py)."""
+
+    # Drop about 1/k of the tokens (null: off; the paper uses 4).
+    k: Optional[int] = None
+    # The hashed context width in tokens (the paper's 13); a token with fewer tokens before it is never dropped.
+    h: int = 13
+
+
+@dataclass
+class DpConfig:
+    """train.dp: DP-SGD through Opacus (gptfit/run/privacy.py): per-window gradients clipped to max_grad_norm,
+    Gaussian noise, Poisson sampling of train.sampling=epochs windows at rate batch_size / windows."""
+
+    # The noise's standard deviation over max_grad_norm (null: off, unless target_epsilon is set).
+    noise_multiplier: Optional[float] = None
+    # Or: the epsilon to reach at train.max_steps; Opacus's accountant picks the noise multiplier.
+    target_epsilon: Optional[float] = None
+    # Each window's gradient is clipped to this L2 norm before the noise is added.
+    max_grad_norm: float = 1.0
+    # The delta of (epsilon, delta)-DP (null: 1 / the number of training windows).
+    delta: Optional[float] = None
+
+    @property
+    def on(self) -> bool:
+        return self.noise_multiplier is not None or self.target_epsilon is not None
+
+
+@dataclass
 class TrainConfig:
     max_steps: int = 1000
     # How training windows are drawn: "random" offsets (with replacement), or "epochs": the training set
@@ -71,6 +101,10 @@ class TrainConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     # train.finetune=top_layers: how many of the last blocks train.
     finetune_layers: int = 1
+    # Goldfish loss (off: k=null), e.g. train.goldfish.k=4.
+    goldfish: GoldfishConfig = field(default_factory=GoldfishConfig)
+    # DP-SGD (off: both null), e.g. train.dp.noise_multiplier=1.0 or train.dp.target_epsilon=8.
+    dp: DpConfig = field(default_factory=DpConfig)
 
     def problems(self) -> list[str]:
         c = Checks("train", self)
@@ -97,6 +131,38 @@ class TrainConfig:
         c.one_of("finetune", FINETUNE)
         c.at_least("finetune_layers", 1)
         c.problems.extend(self.lora_problems())
+        c.problems.extend(self.goldfish_problems())
+        c.problems.extend(self.dp_problems())
+        return c.problems
+
+    def goldfish_problems(self) -> list[str]:
+        c = Checks("train.goldfish", self.goldfish)
+        if self.goldfish.k is not None:
+            c.at_least("k", 2, " (drops about 1/k of the tokens; null turns goldfish loss off)")
+        c.at_least("h", 1)
+        return c.problems
+
+    def dp_problems(self) -> list[str]:
+        dp = self.dp
+        c = Checks("train.dp", dp)
+        if dp.noise_multiplier is not None and dp.target_epsilon is not None:
+            c.line(
+                f"train.dp: noise_multiplier={dp.noise_multiplier} and target_epsilon={dp.target_epsilon} are both "
+                "set; set one (the other follows from it)"
+            )
+        if dp.noise_multiplier is not None and c.finite("noise_multiplier"):
+            c.need(dp.noise_multiplier >= 0, "noise_multiplier", "must be >= 0")
+        if dp.target_epsilon is not None and c.finite("target_epsilon"):
+            c.positive("target_epsilon")
+        if c.finite("max_grad_norm"):
+            c.positive("max_grad_norm")
+        if dp.delta is not None and c.finite("delta"):
+            c.need(0.0 < dp.delta < 1.0, "delta", "must be in (0, 1) (null: 1 / the number of training windows)")
+        if dp.on and self.grad_accum > 1:
+            c.line(
+                f"train.grad_accum={self.grad_accum}: DP-SGD (train.dp) samples each step's batch as a whole; "
+                "use train.grad_accum=1"
+            )
         return c.problems
 
     def lora_problems(self) -> list[str]:
