@@ -5,6 +5,7 @@ a resumed run sees the same windows as an uninterrupted one:
 - `RandomWindows` (train.sampling=random): offsets drawn at random, with replacement;
 - `EpochWindows` (train.sampling=epochs): the stream cut into non-overlapping windows, shuffled anew each
   epoch without replacement, so every window is seen exactly once per epoch.
+With goldfish loss (`Windows.drop`), the labels hold IGNORE_INDEX at the dropped stream positions.
 Evaluation uses fixed windows spread evenly over a stream, the same at every evaluation.
 """
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from gptfit.core.lm_loss import IGNORE_INDEX
 
 
 def document_index(stream: np.ndarray, eot_id: int) -> np.ndarray:
@@ -27,6 +30,14 @@ class Windows(Dataset):
         self.stream = torch.from_numpy(np.asarray(stream, dtype=np.int64))
         self.block_size, self.num_samples, self.seed = block_size, num_samples, seed
         self.avoided: tuple[int, int, np.ndarray] | None = None  # (after sample, from step, cumulative mask)
+        self.dropped: torch.Tensor | None = None  # [tokens] bool: targets left out of the loss (goldfish)
+
+    def drop(self, mask: np.ndarray) -> None:
+        """Leave the tokens marked in `mask` ([tokens] bool, over the whole stream) out of every window's
+        loss: their labels become IGNORE_INDEX; the model still reads them (train.goldfish)."""
+        if len(mask) != len(self.stream):
+            raise ValueError(f"a mask of {len(mask)} tokens for a stream of {len(self.stream)}")
+        self.dropped = torch.from_numpy(np.asarray(mask, dtype=bool))
 
     def avoid(self, mask: np.ndarray, after_step: int, batch_size: int) -> None:
         """From the step after `after_step` on, no window holds a token marked in `mask` ([tokens] bool):
@@ -48,7 +59,10 @@ class Windows(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         offset = self.offset(i)
         window = self.stream[offset : offset + self.block_size]  # [block_size]
-        return {"input_ids": window, "labels": window}
+        labels = window
+        if self.dropped is not None:
+            labels = window.masked_fill(self.dropped[offset : offset + self.block_size], IGNORE_INDEX)  # [block_size]
+        return {"input_ids": window, "labels": labels}
 
 
 class RandomWindows(Windows):

@@ -16,6 +16,8 @@ sides have when fewer), evenly spread over each stream. For each, at each memori
 - `mia_<score>`: every membership-inference score (gptfit.metrics.membership), from the same forward pass
   as `loss`;
 - `candidate`: with data.subset, the sequence's index among the candidates (-1: not a candidate).
+- `goldfish_dropped`: with train.goldfish, the share of its suffix tokens that goldfish loss leaves out of
+  the loss (on held-out text: what it would leave out), fixed for the run (`goldfish_dropped`).
 The aggregates (`aggregates`) are means over the table's `kind == "sample"` rows, and the `mia/` keys.
 """
 
@@ -32,6 +34,7 @@ from gptfit.core.sampling.decode import generate
 from gptfit.core.sampling.settings import as_setting, strategy_of
 from gptfit.core.sampling.transforms import transform
 from gptfit.data.exposure import sequence_exposures
+from gptfit.data.goldfish import goldfish_mask
 from gptfit.data.windows import document_index
 from gptfit.metrics import membership
 from gptfit.metrics.scoring import score_sequences
@@ -144,13 +147,15 @@ def subset_sides(subset) -> list[Sequences]:
 
 
 def planted_side(train: np.ndarray, eot_id: int, groups: list, kind: str) -> Sequences:
-    """The planted sequences of `groups` (gptfit.data.duplicates.Planted), each row at its first copy."""
+    """The planted sequences of `groups` (gptfit.data.duplicates.Planted), each row at its first copy (-1, in
+    no document, where data.dedup left no copy whole)."""
     documents = document_index(train, eot_id)
-    firsts = np.array([p[0] for group in groups for p in group.positions], dtype=np.int64)
+    firsts = np.array([p[0] if p else -1 for group in groups for p in group.positions], dtype=np.int64)
     tokens = torch.from_numpy(np.concatenate([group.tokens for group in groups]))
     copies = np.concatenate([np.full(len(group.tokens), group.copies) for group in groups])
     positions = [p for group in groups for p in group.positions]
-    return Sequences("train", firsts, documents[firsts], tokens, kind, copies, positions)
+    doc_ids = np.where(firsts >= 0, documents[firsts], -1)
+    return Sequences("train", firsts, doc_ids, tokens, kind, copies, positions)
 
 
 def decoded_matches(model, tokens: torch.Tensor, prefix: int, setting, batch_size: int, seed: int) -> torch.Tensor:
@@ -275,7 +280,7 @@ def exposure_columns(
                 {
                     "exposures": np.array([c["exposures"].sum() for c in copies]),
                     "token_exposures": np.array([c["token_exposures"].sum() for c in copies]),
-                    "last_seen_step": np.array([c["last_seen_step"].max() for c in copies]),
+                    "last_seen_step": np.array([c["last_seen_step"].max(initial=-1) for c in copies]),
                 }
             )
         elif side.split == "train":
@@ -290,6 +295,26 @@ def exposure_columns(
                 }
             )
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def goldfish_dropped(sides: list[Sequences], streams: dict[str, np.ndarray], prefix: int, k: int, h: int) -> np.ndarray:
+    """[rows] the share of each sequence's suffix tokens that the goldfish mask drops (`streams`: split -> its
+    token stream). With prefix >= h the prefix gives every suffix token its whole context, so the mask on
+    the sequence's own tokens equals the stream's, and every copy of a planted sequence drops the same ones.
+    With prefix < h the first h - prefix suffix tokens' context starts before the sequence: they are read
+    from the stream's mask where the sequence sits in one (a planted one: at its first copy; other copies
+    may differ there), and count as kept where it sits in none (held-aside ones, data.subset's non-members)."""
+    masks = {split: goldfish_mask(stream, k, h) for split, stream in streams.items()} if prefix < h else {}
+    parts = []
+    for side in sides:
+        tokens = side.tokens.numpy()  # [n, L]
+        dropped = goldfish_mask(tokens, k, h)[:, prefix:]  # [n, suffix]
+        at = side.offsets >= 0
+        if side.split in masks and at.any():
+            index = side.offsets[at, None] + np.arange(prefix, tokens.shape[1])[None, :]  # [placed, suffix]
+            dropped[at] = masks[side.split][index]
+        parts.append(dropped.mean(1))
+    return np.concatenate(parts)
 
 
 def aggregates(table: pa.Table, extraction_samples: int, resamples: int = 0, seed: int = 0) -> dict:

@@ -54,6 +54,7 @@ class Run:
         self.start = time.time()
         self.eval_seconds = 0.0
         self.first_step_at: float | None = None
+        self.privacy = None  # train.dp: run/privacy.py's Privacy, for privacy/epsilon
 
     def evaluate(self, model, step: int, exposure, lr: float | None = None, running: float | None = None) -> dict:
         """exposure: the ledger's (starts, last_seen) over every rank, up to this step."""
@@ -71,6 +72,8 @@ class Run:
             row["train/lr"] = lr
         if running is not None:
             row["train/running_loss"] = running
+        if self.privacy is not None:
+            row["privacy/epsilon"] = self.privacy.epsilon(step)
         self.tracker.log(row)
         self.tracker.log_samples(samples)
         if table is not None:

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from gptfit.config import DataConfig, EvalConfig, GeneralCorpus, GrammarConfig
+from gptfit.config import DataConfig, EvalConfig, GeneralCorpus, GoldfishConfig, GrammarConfig
 from gptfit.core.attention import attention_maps, head_entropy
 from gptfit.core.sampling.decode import generate_each
 from gptfit.core.sampling.settings import DecodingConfig
@@ -109,7 +109,8 @@ class Evaluator:
     """Everything an evaluation measures, fixed when the run starts. `seed` is the run's (it seeds decoding),
     `split_seed` the data's (it draws the held-out prompts and bootstraps); `grammar` is data.grammar on
     data=grammar, else None; `general`: the run's general corpora, resolved (`general_corpora`), read and
-    cached in `cache_dir` (data.cache_dir)."""
+    cached in `cache_dir` (data.cache_dir); `goldfish`: train.goldfish (with k set, the table gets the
+    `goldfish_dropped` column)."""
 
     def __init__(
         self,
@@ -125,6 +126,7 @@ class Evaluator:
         grammar: GrammarConfig | None = None,
         general: Sequence[GeneralCorpus] = (),
         cache_dir: str = DataConfig.cache_dir,
+        goldfish: GoldfishConfig | None = None,
     ):
         e, block = eval, block_size
         self.eval, self.corpus, self.tokenizer = eval, corpus, tokenizer
@@ -145,6 +147,12 @@ class Evaluator:
         seed = split_seed
         reference = load_reference(e.mia.reference, corpus.tokenizer_hash) if e.mia.reference else None
         sequences.prepare_membership(self.sides, tokenizer, reference, e.batch_size, seed)
+        self.goldfish_dropped = None  # [rows], fixed for the run: it depends on the tokens alone
+        if goldfish is not None and goldfish.k is not None:
+            streams = {"train": corpus.train, "val": corpus.val}
+            self.goldfish_dropped = sequences.goldfish_dropped(
+                self.sides, streams, e.prefix_tokens, goldfish.k, goldfish.h
+            )
         self.decoding = dict(decoding)
         self.index = NgramIndex(corpus.train, e.copy_span) if self.decoding else None
         self.grammar = GrammarProbe(grammar, eval, block_size, corpus, tokenizer) if grammar is not None else None
@@ -234,6 +242,8 @@ class Evaluator:
         if exposure is None:
             exposure = (np.zeros(len(self.corpus.train), np.int64), np.full(len(self.corpus.train), -1, np.int64))
         columns = sequences.exposure_columns(self.sides, *exposure, self.span, self.block_size)
+        if self.goldfish_dropped is not None:
+            columns["goldfish_dropped"] = self.goldfish_dropped
         for key, values in columns.items():
             table = table.append_column(key, pa.array(values))
         row = sequences.aggregates(table, e.extraction_samples, e.mia.bootstrap if final else 0, self.split_seed)

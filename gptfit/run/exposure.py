@@ -10,7 +10,8 @@ varies there; under epoch sampling with windows of L tokens, the first is exact.
 
 Windows are counted as the data loader fetches them (`CountedWindows`), each on the process that
 fetched it: under torchrun every rank counts its own micro-batches and `totals` sums them over ranks.
-Sample i belongs to optimizer step i // train.batch_size + 1, since the samples are consumed in order,
+Sample i belongs to optimizer step i // per_step + 1 (per_step: train.batch_size; under DP-SGD the number of
+windows, run/privacy.py), since the samples are consumed in order,
 train.batch_size of them per step over all processes. The loader fetches a batch ahead of the step
 it trains, so a fetch counts only once its step has ended (`settle`): a checkpoint then holds exactly
 the windows of the steps before it, and a resumed run, which fetches the next ones again, counts
@@ -35,8 +36,9 @@ FILE = "exposure.npz"
 
 
 class ExposureLedger:
-    def __init__(self, n_tokens: int, block_size: int, batch_size: int):
-        self.block_size, self.batch_size = block_size, batch_size
+    def __init__(self, n_tokens: int, block_size: int, per_step: int):
+        # per_step: sample indices per optimizer step (train.batch_size; under DP-SGD the windows, run/privacy.py)
+        self.block_size, self.per_step = block_size, per_step
         self.starts = np.zeros(n_tokens, dtype=np.int64)  # [tokens] windows this process fetched, by start
         self.last_seen = np.full(n_tokens, -1, dtype=np.int64)  # [tokens] step, -1: never
         # What a resumed run inherits from its checkpoint: the same on every rank, added once.
@@ -52,7 +54,7 @@ class ExposureLedger:
         """Count the fetched windows of steps up to `step` (the steps that have ended)."""
         later = []
         for index, offset in self.pending:
-            window_step = index // self.batch_size + 1
+            window_step = index // self.per_step + 1
             if window_step > step:
                 later.append((index, offset))
                 continue
@@ -99,5 +101,6 @@ class CountedWindows(Dataset):
         return len(self.windows)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        self.ledger.record(i, self.windows.offset(i))
+        if i >= 0:  # a negative index is DP-SGD's stand-in for an empty batch, trained on nothing (run/privacy.py)
+            self.ledger.record(i, self.windows.offset(i))
         return self.windows[i]

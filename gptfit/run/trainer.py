@@ -11,11 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from opacus.optimizers import DPOptimizer
 from transformers import Trainer, TrainingArguments
 
 from gptfit.config import TrainConfig
 from gptfit.errors import UserError
 from gptfit.run import distributed as dist
+from gptfit.run.privacy import Privacy, private_loss
 
 
 class GptfitTrainer(Trainer):
@@ -26,9 +28,12 @@ class GptfitTrainer(Trainer):
     model's forward itself, so that every evaluation would run in bf16 too.
     """
 
-    def __init__(self, *args, precision: str = "fp32", **kwargs):
+    def __init__(self, *args, precision: str = "fp32", privacy: Privacy | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.autocast_bf16 = precision == "bf16"
+        # train.dp: Opacus's per-sample hooks on the model, its optimizer and Poisson batches (run/privacy.py).
+        self.privacy = privacy
+        self.per_sample = privacy.attach(self.model) if privacy is not None else None
         self.flops_per_token: int | None = None
         self.loss_sum = torch.zeros(())
         self.loss_steps = 0
@@ -44,7 +49,20 @@ class GptfitTrainer(Trainer):
     def compute_loss(self, model, inputs, *args, **kwargs):
         device = self.args.device.type
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            if self.privacy is not None:
+                return private_loss(model, inputs)
             return super().compute_loss(model, inputs, *args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.privacy is not None and optimizer is not None and not isinstance(optimizer, DPOptimizer):
+            self.optimizer = self.privacy.optimizer(optimizer)
+        return self.optimizer
+
+    def get_train_dataloader(self):
+        if self.privacy is None:
+            return super().get_train_dataloader()
+        return self.privacy.loader(self.train_dataset, self.data_collator, self.args.max_steps, self.args.seed)
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         # The Trainer's closing dictionary (train_runtime, ...) is not printed: the run ends on its own summary.
@@ -99,6 +117,11 @@ def check_precision(precision: str, device: str) -> None:
 def training_arguments(train: TrainConfig, seed: int, run_dir: Path, device: str) -> TrainingArguments:
     t = train
     world = dist.world_size()
+    if t.dp.on and world > 1:
+        raise UserError(
+            f"train.dp: DP-SGD runs in one process (each step's Poisson batch is drawn whole); run it without "
+            f"torchrun (this job has {world} processes)"
+        )
     per_device, rest = divmod(t.batch_size, t.grad_accum * world)
     if rest or per_device == 0:
         raise UserError(
@@ -114,7 +137,7 @@ def training_arguments(train: TrainConfig, seed: int, run_dir: Path, device: str
         weight_decay=t.weight_decay,
         adam_beta1=t.beta1,
         adam_beta2=t.beta2,
-        max_grad_norm=t.grad_clip,
+        max_grad_norm=0.0 if t.dp.on else t.grad_clip,  # under DP-SGD each window's gradient is clipped instead
         warmup_steps=t.warmup_steps,
         lr_scheduler_type="cosine_with_min_lr",
         lr_scheduler_kwargs={"min_lr_rate": t.min_lr_ratio},

@@ -21,6 +21,7 @@ from transformers.utils import logging as hf_logging
 from gptfit.config import Config, ModelConfig, TrainConfig, as_dict, general_corpora
 from gptfit.data.corpus import Corpus, ngram_overlap, run_corpus
 from gptfit.data.duplicates import spans
+from gptfit.data.goldfish import goldfish_mask
 from gptfit.data.windows import EpochWindows, RandomWindows, Windows
 from gptfit.errors import UserError
 from gptfit.files import CONFIG, write_json_atomic, write_text_atomic
@@ -36,6 +37,7 @@ from gptfit.run.evaluation import Evaluator
 from gptfit.run.exposure import FILE as LEDGER_FILE
 from gptfit.run.exposure import CountedWindows, ExposureLedger, write_ledger
 from gptfit.run.folder import disk_full, lock_run_dir, make_writable_run_dir
+from gptfit.run.privacy import PoissonWindows, Privacy, plan
 from gptfit.run.signals import StopSignals, TrainingStopped
 from gptfit.run.tracking import Tracker
 from gptfit.run.trainer import (
@@ -83,13 +85,18 @@ def _train(config: Config, device: str, stop: StopSignals) -> dict:
     try:
         if tracker is not None:
             record_overlap(tracker, corpus)
-        ledger = ExposureLedger(len(corpus.train), model_section.block_size, train.batch_size)
+        privacy = plan_privacy(train, model_section.block_size, len(corpus.train)) if train.dp.on else None
+        per_step = privacy.windows if privacy is not None else train.batch_size  # sample indices a step
+        ledger = ExposureLedger(len(corpus.train), model_section.block_size, per_step)
         if resume is not None:
             load_ledger(ledger, resume)
         evaluator = make_evaluator(config, corpus) if tracker is not None else None
         if evaluator is not None and tracker.rows:  # resumed: forgetting/<name> counts from the true step 0
             evaluator.remember_start(tracker.rows[0])
         run = Run(train, run_dir, corpus, model, corpus.tokenizer, evaluator, tracker, ledger, model_section.block_size)
+        run.privacy = privacy
+        if tracker is not None and privacy is not None:
+            tracker.update(privacy=privacy.record())
         trainer = make_trainer(config, run, model, device, stop, resume)
         fit(train, model_section.block_size, config.eval.batch_size, trainer, ckpt)
         if run.stopped_at is not None:
@@ -203,6 +210,7 @@ def make_evaluator(config: Config, corpus: Corpus) -> Evaluator:
         grammar=data.grammar if data.source == "grammar" else None,
         general=general_corpora(config.eval, config.model),
         cache_dir=data.cache_dir,
+        goldfish=config.train.goldfish,
     )
 
 
@@ -228,8 +236,16 @@ def load_ledger(ledger: ExposureLedger, resume: Resume) -> None:
         log.warning("%s has no exposure ledger: exposures count from step %d on", resume.checkpoint, resume.step)
 
 
+def plan_privacy(train: TrainConfig, block_size: int, train_tokens: int) -> Privacy:
+    """train.dp over the training set's non-overlapping windows, Poisson-sampled at train.batch_size."""
+    return plan(train.dp, train_tokens // block_size, train.batch_size, train.max_steps)
+
+
 def training_windows(train: TrainConfig, block_size: int, seed: int, train_tokens) -> Windows:
-    """train.sampling: windows at random offsets, or every non-overlapping window once per epoch."""
+    """train.sampling: windows at random offsets, or every non-overlapping window once per epoch; under DP-SGD
+    the non-overlapping windows, Poisson-sampled."""
+    if train.dp.on:
+        return PoissonWindows(train_tokens, block_size, train.max_steps, seed)
     kind = EpochWindows if train.sampling == "epochs" else RandomWindows
     return kind(train_tokens, block_size, train.max_steps * train.batch_size, seed)
 
@@ -243,6 +259,9 @@ def make_windows(config: Config, corpus: Corpus) -> Windows:
             config.data.forget.until_step,
             config.train.batch_size,
         )
+    goldfish = config.train.goldfish
+    if goldfish.k is not None:  # over the whole stream, once: every copy of a passage drops the same tokens
+        windows.drop(goldfish_mask(corpus.train, goldfish.k, goldfish.h))
     return windows
 
 
@@ -256,6 +275,7 @@ def make_trainer(
         train_dataset=dataset,
         callbacks=[RunCallback(run, stop)],
         precision=config.train.precision,
+        privacy=run.privacy,
     )
     run.trainer = trainer
     if resume is not None and resume.running_loss:

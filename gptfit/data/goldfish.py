@@ -1,0 +1,41 @@
+"""Goldfish loss (Hans et al. 2024, train.goldfish): about 1/k of the target tokens are left out of the loss.
+
+Token t is dropped when a hash of the h tokens before it, tokens[t - h : t], falls in 1/k of the hash range.
+The choice depends on nothing but those h token ids, so every copy of a passage drops the same tokens
+(after its first h): the model never sees those targets in any copy, however often the passage repeats,
+and cannot reproduce it verbatim. A token with fewer than h tokens before it is never dropped. The paper
+uses k = 4 and h = 13, and warns that a small h drops a token of a common phrase wherever the phrase occurs,
+so that it may never be learned.
+
+The mask is computed once over the training stream, not per training window: a window's first h tokens
+have their context before the window, so a window-level mask would never drop them, and the dropped set
+would depend on where the window happens to start instead of on the text.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _finalize(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer (uint64 arithmetic wraps): every input bit moves every output bit."""
+    z = (z ^ (z >> 30)) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> 27)) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> 31)
+
+
+def goldfish_mask(tokens: np.ndarray, k: int, h: int) -> np.ndarray:
+    """[..., n] bool, True where goldfish loss drops the token from the loss; `tokens` [..., n] token ids
+    (a stream, or rows of one: each row on its own)."""
+    tokens = np.asarray(tokens)
+    dropped = np.zeros(tokens.shape, dtype=bool)  # [..., n]
+    n = tokens.shape[-1]
+    if n <= h:
+        return dropped
+    # A fixed odd 64-bit multiplier per context position, so that the order of the h tokens counts.
+    multipliers = _finalize(np.arange(1, h + 1, dtype=np.uint64)) | np.uint64(1)  # [h]
+    contexts = np.lib.stride_tricks.sliding_window_view(tokens.astype(np.uint64), h, axis=-1)[..., :-1, :]
+    # contexts[..., t - h, :] = tokens[..., t - h : t] for t = h .. n - 1: [..., n - h, h]
+    hashes = _finalize(contexts @ multipliers)  # [..., n - h]: the sum wraps mod 2^64; no [n, h] product made
+    dropped[..., h:] = hashes % np.uint64(k) == 0
+    return dropped

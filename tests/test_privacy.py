@@ -1,0 +1,108 @@
+"""DP-SGD (gptfit/run/privacy.py): per-window gradients equal the gradients of single windows, for gptfit's GPT
+(bias-free and with biases, tied embeddings), GPT-2 and LoRA adapters; epsilon is Opacus's accountant's; the
+Poisson batches; bad values are one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from opacus.accountants import RDPAccountant
+from peft import LoraConfig, get_peft_model
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from gptfit.config import DpConfig
+from gptfit.core.lm_loss import IGNORE_INDEX
+from gptfit.errors import UserError
+from gptfit.model.gpt import GPTConfig, GPTForCausalLM
+from gptfit.run.privacy import PoissonBatches, PoissonWindows, plan, private_loss
+
+VOCAB, T, B = 40, 12, 5
+
+
+def gptfit_gpt(bias: bool) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return GPTForCausalLM(GPTConfig(vocab_size=VOCAB, block_size=T, n_layer=2, n_head=2, n_embd=16, bias=bias))
+
+
+def gpt2() -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=VOCAB, n_positions=T, n_embd=16, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)
+    return GPT2LMHeadModel(config)
+
+
+def lora_gpt() -> torch.nn.Module:
+    model = gptfit_gpt(bias=False)
+    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_proj", "c_fc"]))
+
+
+def batch() -> dict:
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, VOCAB, (B, T), generator=g)  # [batch, time]
+    labels = ids.clone()
+    labels[1, 3:7] = IGNORE_INDEX  # a goldfish-style gap: a window's own count of targets
+    return {"input_ids": ids, "labels": labels}
+
+
+@pytest.mark.parametrize("make", [lambda: gptfit_gpt(False), lambda: gptfit_gpt(True), gpt2, lora_gpt])
+def test_per_window_gradients_equal_single_window_gradients(make):
+    model = make().train()
+    for m in model.modules():  # dropout off: the loop and the batch must see the same function
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    from gptfit.run.privacy import Privacy
+
+    inputs = batch()
+    Privacy(1.0, 0.1, 1e-5, 1.0, 50, 5).attach(model)
+    private_loss(model, inputs).backward()
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    per_sample = {n: p.grad_sample.detach().clone() for n, p in trained}
+    assert all(g.shape[0] == B for g in per_sample.values())  # the position embedding's too (not batch 1)
+    for _, p in trained:
+        p.grad, p.grad_sample = None, None
+    for i in range(B):
+        single = {k: v[i : i + 1] for k, v in inputs.items()}
+        model.zero_grad()
+        private_loss(model, single).backward()
+        for n, p in trained:
+            torch.testing.assert_close(per_sample[n][i], p.grad, rtol=1e-4, atol=1e-6, msg=n)
+            p.grad_sample = None
+
+
+def test_epsilon_is_opacus_accountant_on_the_same_noise_rate_and_steps():
+    privacy = plan(DpConfig(noise_multiplier=1.1), windows=200, batch_size=10, steps=300)
+    accountant = RDPAccountant()
+    for _ in range(300):
+        accountant.step(noise_multiplier=1.1, sample_rate=10 / 200)
+    assert privacy.delta == 1 / 200
+    assert privacy.epsilon(300) == pytest.approx(accountant.get_epsilon(1 / 200), rel=1e-9)
+    assert privacy.epsilon(100) < privacy.epsilon(300)
+
+
+def test_target_epsilon_picks_a_noise_that_reaches_it():
+    privacy = plan(DpConfig(target_epsilon=4.0), windows=200, batch_size=10, steps=300)
+    assert privacy.epsilon(300) == pytest.approx(4.0, rel=0.02)
+    assert privacy.epsilon(300) <= 4.0 * 1.001
+
+
+def test_unreachable_target_epsilon_and_batch_above_windows_are_one_line():
+    with pytest.raises(UserError, match=r"train.dp.target_epsilon=1e-06: no noise multiplier"):
+        plan(DpConfig(target_epsilon=1e-6), windows=200, batch_size=10, steps=300)
+    with pytest.raises(UserError, match=r"train.batch_size=300: .* only 200 windows"):
+        plan(DpConfig(noise_multiplier=1.0), windows=200, batch_size=300, steps=300)
+
+
+def test_poisson_batches_are_a_function_of_the_step_with_rate_q():
+    batches = list(PoissonBatches(windows=100, rate=0.08, steps=400, seed=3))
+    assert batches == list(PoissonBatches(windows=100, rate=0.08, steps=400, seed=3))
+    sizes = np.array([len(b) for b in batches if b[0] >= 0])
+    assert abs(sizes.mean() - 8) < 0.5  # 400 binomial(100, 0.08) draws: sd of the mean 0.14
+    for s, b in enumerate(batches):  # step s's indices decode to step s and distinct windows
+        if b[0] >= 0:
+            assert {i // 100 for i in b} == {s} and len(set(b)) == len(b)
+    empty = list(PoissonBatches(windows=3, rate=0.01, steps=50, seed=0))
+    assert any(b[0] < 0 for b in empty)
+    windows = PoissonWindows(np.arange(30), block_size=10, steps=50, seed=0)
+    stand_in = windows[-1]
+    assert (stand_in["labels"] == IGNORE_INDEX).all()
+    assert windows[2 * 3 + 1]["input_ids"].tolist() == list(range(10, 20))
