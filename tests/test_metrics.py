@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
+from gptfit.data import suffixes
 from gptfit.data.canaries import make_canaries
 from gptfit.data.corpus import load_corpus
-from gptfit.metrics import ngrams
 from gptfit.metrics.canaries import exposure
 from gptfit.metrics.ngrams import NgramIndex
 from gptfit.model.loading import build_model
@@ -174,15 +174,15 @@ def test_the_suffix_array_answers_as_a_brute_force_search_does():
 def test_the_suffix_array_sorts_token_suffixes_at_every_width(vocab, monkeypatch):
     # Chunks of 64 positions, so that encoding and compacting cross many chunk boundaries; a repeated
     # stretch, so that long suffixes tie on their first tokens.
-    monkeypatch.setattr(ngrams, "_CHUNK", 64)
+    monkeypatch.setattr(suffixes, "_CHUNK", 64)
     rng = np.random.default_rng(vocab)
     tokens = rng.integers(0, vocab, 700)
     tokens[400:600] = tokens[100:300]
     dtype = np.uint16 if vocab <= 2**16 else np.uint32
-    order = ngrams.suffix_array(tokens.astype(dtype))
+    order = suffixes.suffix_array(tokens.astype(dtype))
     text = tokens.tolist()
     assert order.tolist() == sorted(range(len(text)), key=lambda i: text[i:])
-    assert ngrams.suffix_array(np.zeros(0, np.uint16)).tolist() == []
+    assert suffixes.suffix_array(np.zeros(0, np.uint16)).tolist() == []
 
 
 def test_exposure_of_a_hand_built_ranking_equals_the_formula():

@@ -190,6 +190,8 @@ class DataConfig:
                 ("data.duplicates", self.duplicates),
                 ("data.forget", self.forget),
                 ("data=grammar", self.source == "grammar"),
+                # deduplication would cut into the candidates, so that a member is no longer trained on whole
+                ("data.dedup", self.dedup.min_tokens is not None),
             )
             if on
         ]

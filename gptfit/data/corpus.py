@@ -8,7 +8,8 @@ The rule, fixed per corpus by `data.split_seed` (never by `seed`):
    tokens of the training pool's stream (or, with `data.train_offset`, the N after that many: text that
    no training set of a corpus-size sweep holds, for a reference model).
 So validation is the same for every training size, and a smaller training set is a prefix of a larger
-one (the 4k-token set is inside the 16k-token set).
+one (the 4k-token set is inside the 16k-token set). Canaries and held-aside sequences are then planted in
+it, and last, with data.dedup, repeated text is removed from it (gptfit.data.dedup).
 
 For the grammar (one sentence per document, with repeats), a held-out sentence that also occurs in the
 training pool is dropped from validation, so no held-out sentence is ever seen in training at any size.
@@ -18,14 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from gptfit.config import DataConfig, EvalConfig, ModelConfig
 from gptfit.data.canaries import make_canaries, plant
-from gptfit.data.duplicates import cut, hold_aside, take
+from gptfit.data.dedup import deduplicate, moved
+from gptfit.data.duplicates import Planted, cut, hold_aside, take
 from gptfit.data.duplicates import plant as plant_duplicates
 from gptfit.data.sources import load_documents
 from gptfit.data.subset import Subset, draw
@@ -55,6 +57,7 @@ class Corpus:
     aside: np.ndarray | None = None  # data.duplicates: [n, L] held-aside sequences never planted (count 0)
     forgotten: object | None = None  # data.forget: the Planted group seen only up to data.forget.until_step
     subset: Subset | None = None  # data.subset: the candidate sequences and which of them are trained on
+    dedup_removed: int = 0  # data.dedup: training tokens that deduplication removed
 
 
 def split_documents(docs: list[str], split_seed: int, val_fraction: float) -> tuple[list[str], list[str]]:
@@ -119,6 +122,12 @@ def run_corpus(model: ModelConfig, data: DataConfig, eval: EvalConfig) -> Corpus
             f"data.val_fraction={data.val_fraction}: the held-out text has {len(corpus.val)} tokens, "
             f"less than one window of model.block_size={model.block_size}; raise it"
         )
+    if len(corpus.train) < model.block_size:  # only deduplication shrinks it below data.train_tokens
+        raise UserError(
+            f"data.dedup.min_tokens={data.dedup.min_tokens}: deduplication left {len(corpus.train)} of "
+            f"{len(corpus.train) + corpus.dedup_removed} training tokens, less than one window of "
+            f"model.block_size={model.block_size}; raise data.dedup.min_tokens or use a corpus that repeats less"
+        )
     return corpus
 
 
@@ -178,7 +187,7 @@ def load_corpus(data: DataConfig, tokenizer=None, sequence_length: int = 64) -> 
     if aside_docs:
         aside_stream = encode_stream(tokenizer, aside_docs, eot_id, data.cache_dir, f"{key}-aside")
         train, planted, aside, forgotten = plant_aside(train, aside_stream, data, eot_id, sequence_length)
-    return Corpus(
+    corpus = Corpus(
         train=train,
         val=val_stream,
         eot_id=eot_id,
@@ -197,6 +206,37 @@ def load_corpus(data: DataConfig, tokenizer=None, sequence_length: int = 64) -> 
         aside=aside,
         forgotten=forgotten,
         subset=subset,
+    )
+    min_tokens = getattr(getattr(data, "dedup", None), "min_tokens", None)
+    return deduplicated(corpus, min_tokens, pool_stream, complete, sequence_length) if min_tokens else corpus
+
+
+def deduplicated(corpus: Corpus, min_tokens: int, pool_stream: np.ndarray, complete: slice, length: int) -> Corpus:
+    """The corpus with data.dedup applied to its training stream (gptfit.data.dedup), after everything was
+    planted: the planted copies that did not stay whole are dropped from their positions and the others
+    moved (each Planted keeps its planned `copies`: the ladder's groups stay "planted 64 times"), and
+    train_documents keeps those still whole somewhere in the stream (`complete`: their indices in the pool,
+    whose stream is `pool_stream`)."""
+    kept = deduplicate(corpus.train, min_tokens, corpus.eot_id)
+    train = corpus.train[kept]
+
+    def documents(stream: np.ndarray) -> list[np.ndarray]:  # each document's tokens, with its end-of-text
+        return np.split(stream.astype(np.int64, copy=False), np.flatnonzero(stream == corpus.eot_id) + 1)
+
+    whole = {d.tobytes() for d in documents(train)}
+    pairs = zip(corpus.train_documents, documents(pool_stream)[complete])
+    train_documents = [d for d, ids in pairs if ids.tobytes() in whole]
+
+    def move(group: Planted | None) -> Planted | None:
+        return replace(group, positions=moved(group.positions, kept, length)) if group is not None else None
+
+    return replace(
+        corpus,
+        train=train,
+        planted=[move(g) for g in corpus.planted],
+        forgotten=move(corpus.forgotten),
+        train_documents=train_documents,
+        dedup_removed=int(len(kept) - kept.sum()),
     )
 
 

@@ -8,7 +8,8 @@ suffixes that begin with a given span are adjacent in that order. So one binary 
 question at once: an n-gram at i occurs in the training text exactly when the match at i is at least n
 tokens long. The tokens are kept as uint16 (uint32 for vocabularies over 65,536) and the array as int32
 (int64 past 2^31 tokens): 6 bytes a token for the index itself, 12 at the peak of its build for
-vocabularies up to 65,536 and 16 up to 2^24 (see `suffix_array`; bench/metrics.py measures it).
+vocabularies up to 65,536 and 16 up to 2^24 (see gptfit.data.suffixes.suffix_array; bench/metrics.py
+measures it).
 """
 
 from __future__ import annotations
@@ -16,43 +17,11 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from pydivsufsort import divsufsort
+
+from gptfit.data.suffixes import suffix_array
 
 _QUERY_ELEMENTS = 1 << 18  # query tokens searched at once: [positions, length] int64 of 2 MB
-_CHUNK = 1 << 18  # positions a step while encoding and compacting: temporaries of a few MB
 _END = np.iinfo(np.int64).min  # past the end of a suffix: below every token id
-
-
-def suffix_array(tokens: np.ndarray) -> np.ndarray:
-    """[tokens] int32 (int64 past 2^31 tokens): the starts of the suffixes of `tokens`, in sorted order.
-
-    libdivsufsort (through pydivsufsort, its maintained binding) sorts bytes, so each token becomes its
-    `width` big-endian bytes: codes of one width compare as the tokens do, so the byte suffixes that start
-    on a token boundary come out in the order of the token suffixes. The rest are dropped a chunk at a
-    time. The peak is the codes and the byte suffixes while sorting (5 * width bytes a token, int32), then
-    the byte suffixes and the answer (4 * width + 4): 12 bytes a token for width 2, 16 for width 3.
-    pydivsufsort's own handling of wider dtypes holds about 20 (its whole mask and quotient at once).
-    """
-    n = len(tokens)
-    if n == 0:
-        return np.zeros(0, np.int32)
-    width = max(1, (int(tokens.max()).bit_length() + 7) // 8)
-    codes = np.empty((n, width), np.uint8)  # [tokens, width]: big-endian bytes of each token
-    for first in range(0, n, _CHUNK):
-        part = tokens[first : first + _CHUNK].astype(np.uint32)  # [chunk]
-        for byte in range(width):
-            codes[first : first + _CHUNK, byte] = (part >> (8 * (width - 1 - byte))) & 0xFF
-    byte_suffixes = divsufsort(codes.reshape(-1))  # [tokens * width]
-    del codes
-    out = np.empty(n, np.int32 if n < 2**31 else np.int64)  # [tokens]
-    kept = 0
-    for first in range(0, len(byte_suffixes), _CHUNK):
-        chunk = byte_suffixes[first : first + _CHUNK]  # [chunk] byte positions, in sorted order
-        starts = chunk[chunk % width == 0] // width  # [kept] token positions, in the same order
-        out[kept : kept + len(starts)] = starts
-        kept += len(starts)
-    assert kept == n, (kept, n)
-    return out
 
 
 class NgramIndex:

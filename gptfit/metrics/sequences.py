@@ -275,7 +275,10 @@ def exposure_columns(
     parts = []
     for side in sides:
         if side.positions is not None:  # planted copies: the exposures of every copy, summed
-            copies = [sequence_exposures(starts, last_seen, np.asarray(p), length, block_size) for p in side.positions]
+            copies = [
+                sequence_exposures(starts, last_seen, np.asarray(p, np.int64), length, block_size)
+                for p in side.positions
+            ]
             parts.append(
                 {
                     "exposures": np.array([c["exposures"].sum() for c in copies]),

@@ -33,6 +33,7 @@ from gptfit.plots.finetune import general_names, learn_forget_curves
 from gptfit.run import distributed as dist
 from gptfit.run.callback import Run, RunCallback
 from gptfit.run.checkpoints import Resume, check_resume, find_checkpoint, read_marker, save_model_atomic
+from gptfit.run.early_stopping import score_best
 from gptfit.run.evaluation import Evaluator
 from gptfit.run.exposure import FILE as LEDGER_FILE
 from gptfit.run.exposure import CountedWindows, ExposureLedger, write_ledger
@@ -177,6 +178,7 @@ def start_tracker(config: Config, run_dir: Path, corpus: Corpus, model, device: 
             "val_docs": corpus.n_val_docs,
             "val_dropped": corpus.val_dropped,
             "planted_tokens": planted_tokens(corpus),
+            "dedup_removed_tokens": corpus.dedup_removed,
         },
         "device": device,
         "precision": config.train.precision,
@@ -324,6 +326,9 @@ def write_final_files(config: Config, run: Run, trainer: GptfitTrainer) -> None:
         forgetting_curve(run.tracker.rows, config.data.forget.until_step, run.run_dir / "forgetting.png")
     if general_names(run.tracker.rows):
         learn_forget_curves(run.tracker.rows, run.run_dir / "learn_forget.png", title=title)
+    started = time.time()
+    score_best(run, next(trainer.model.parameters()).device)
+    run.eval_seconds += time.time() - started
     if config.eval.explore:  # the page counts as evaluation
         started = time.time()
         page = run_page(
