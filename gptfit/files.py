@@ -24,6 +24,7 @@ METRICS = "metrics.jsonl"  # one row per evaluation
 SUMMARY = "summary.json"  # the run as it stands: status, final and best values, where things are
 SAMPLES = "samples.jsonl"  # every sample of every decoding setting
 SEQUENCES = "sequences.parquet"  # the per-sequence table of every memorization evaluation
+SEQUENCES_BEST = "sequences_best.parquet"  # the same table of best/, scored at the end (early stopping)
 PAGE = "explore.html"  # the run's explorer page
 
 

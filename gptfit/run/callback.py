@@ -55,6 +55,7 @@ class Run:
         self.eval_seconds = 0.0
         self.first_step_at: float | None = None
         self.privacy = None  # train.dp: run/privacy.py's Privacy, for privacy/epsilon
+        self.best_exposure = None
 
     def evaluate(self, model, step: int, exposure, lr: float | None = None, running: float | None = None) -> dict:
         """exposure: the ledger's (starts, last_seen) over every rank, up to this step."""
@@ -82,6 +83,7 @@ class Run:
         if row["val/loss"] < self.best_val:
             self.best_val = row["val/loss"]
             save_model_atomic(plain_model(model), self.tokenizer, self.run_dir / "best")
+            self.best_exposure = exposure  # what best/ had seen, for its table at the end (run/early_stopping.py)
         self.eval_seconds += time.time() - started
         line = f"step {step:>6}/{self.train.max_steps} | train {row['train/loss']:.3f} | val {row['val/loss']:.3f}"
         line += f" | gap {row['gap']:+.3f}"
