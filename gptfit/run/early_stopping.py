@@ -1,6 +1,6 @@
 """Early stopping as a mitigation: `best/`, the model at the lowest val/loss, scored at the end on the same
 per-sequence table as the final model, so a run says what stopping at its best step would have left
-memorized: `sequences_best.parquet` and the summary's `early_stopping` (its mem/, mia/ and canary/ keys).
+memorized: `sequences_best.parquet` and the summary's `early_stopping` (its mem/, mia/, canary/ and dup/ keys).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from gptfit.files import SEQUENCES_BEST, atomic
 from gptfit.model.loading import load_model
 from gptfit.run.callback import Run
 
-KEYS = ("mem/", "mia/", "canary/")
+KEYS = ("mem/", "mia/", "canary/", "dup/")
 
 
 def score_best(run: Run, device) -> None:
