@@ -1,7 +1,9 @@
-"""`python -m gptfit.report <sweep dir> [--wandb]`: one table and a few figures for a whole sweep.
+"""`python -m gptfit.report <sweep dir> [<sweep dir> ...] [--wandb]`: one table and a few figures for a whole sweep.
 
 Reads every job directory of a Hydra multirun (`<sweep>/<job number>/`): its overrides
-(`.hydra/overrides.yaml`), `summary.json` and `metrics.jsonl`. Writes into the sweep directory:
+(`.hydra/overrides.yaml`), `summary.json` and `metrics.jsonl`. Several sweeps (a study run as a few multiruns,
+e.g. extra seeds in a second one) are reported together: into their closest common folder, each job named by
+its path from there (`a/0`). Writes into the sweep directory:
 - `report.md`: one row per run (swept values, final losses, gap, memorization, copy rate per decoding
   setting), then the mean and spread over seeds of each setting, and Spearman rank correlations of the
   main figures with corpus size; failed and unfinished runs are listed as such;
@@ -17,7 +19,13 @@ Reads every job directory of a Hydra multirun (`<sweep>/<job number>/`): its ove
 - on the grammar (runs with `grammar/...` metrics): a table of the copied / novel-valid / invalid shares
   of each decoding setting's sentences and of the model's and the grammar's held-out NLL, and
   `report_grammar.png`: the novel-valid share against corpus size, one line per decoding setting,
-  beside the two NLLs.
+  beside the two NLLs;
+- on mitigation studies (runs of +experiment=mitigations or mitigations_finetune): the mitigation table, a row
+  per arm (named from the runs' configs, seeds pooled, an `early stopping` row beside each unmitigated arm) of
+  what it costs (held-out loss, bits per byte, general corpus loss, wall time) and what it leaves memorized
+  (extraction of ordinary and planted text, the fewest copies extracted half the time, canary exposure, the
+  loss and min-k++ membership scores, DP epsilon), also as `mitigations.md` with the per-run figures in
+  `mitigations.csv`, and `mitigations.png`: held-out loss against membership AUC and planted extraction.
 `--wandb` logs the same table and figures as a W&B run with job_type=report.
 """
 
@@ -32,13 +40,14 @@ from gptfit.errors import UserError
 from gptfit.page.write import sweep_page
 from gptfit.run.tracking import has_wandb_key
 from gptfit.show.finetune import finetune_figure, finetune_table
+from gptfit.show.mitigations import mitigation_report
 from gptfit.show.sweep import (
     COLUMNS,
     decoding_table,
     fmt,
     grammar_settings,
     grammar_tables,
-    read_sweep,
+    read_sweeps,
     seed_table,
     settings_of,
     table,
@@ -49,13 +58,14 @@ from gptfit.show.sweep_figures import sweep_figures
 from gptfit.show.sweep_sequences import duplication_table, exposure_table, forgetting_table, membership_table
 
 
-def report(sweep: Path, to_wandb: bool = False) -> Path:
-    runs = read_sweep(sweep)
+def report(sweeps: Path | list[Path], to_wandb: bool = False) -> Path:
+    sweep, runs = read_sweeps([sweeps] if isinstance(sweeps, Path) else sweeps)
     swept, fixed = varying(runs)
     body = table(runs, swept)
     corr = trends(runs)
     grammar = grammar_tables(runs, swept) if grammar_settings(runs) else None
-    lines = [f"# Sweep report: {sweep}", ""]
+    given = [sweeps] if isinstance(sweeps, Path) else sweeps
+    lines = [f"# Sweep report: {', '.join(str(s) for s in given)}", ""]
     if fixed:
         lines += ["Overrides shared by every run: " + " ".join(f"`{k}={fmt(v)}`" for k, v in fixed.items()), ""]
     lines += [body, ""]
@@ -78,6 +88,9 @@ def report(sweep: Path, to_wandb: bool = False) -> Path:
             finetuning,
             "",
         ]
+    mitigations = mitigation_report(runs, sweep)
+    if mitigations is not None:
+        lines += ["## Mitigations: what each arm costs and what it leaves memorized", "", mitigations[0], ""]
     lines += sequence_sections(runs, sweep, swept)
     lines += ["## Trends with corpus size (Spearman rank correlation)", ""]
     lines += [f"- {label}: {fmt(value)}" for label, value in corr.items()]
@@ -89,6 +102,8 @@ def report(sweep: Path, to_wandb: bool = False) -> Path:
     plane = finetune_figure(runs, sweep)
     if plane is not None:
         paths.append(plane)
+    if mitigations is not None:
+        paths.append(mitigations[1][-1])
     page = sweep_page(sweep, runs, ladder_series(runs))
     lines += [
         "",
@@ -183,11 +198,13 @@ def log_to_wandb(sweep: Path, runs: list[dict], paths: list[Path]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m gptfit.report", description=__doc__.splitlines()[0])
-    ap.add_argument("sweep", help="a multirun directory, e.g. outputs/multiruns/<stamp>")
+    ap.add_argument(
+        "sweep", nargs="+", help="a multirun directory, e.g. outputs/multiruns/<stamp>; several are reported together"
+    )
     ap.add_argument("--wandb", action="store_true", help="also log the report as a W&B run (job_type=report)")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        report(Path(args.sweep), args.wandb)
+        report([Path(s) for s in args.sweep], args.wandb)
     except UserError as e:
         fail([str(e)])
 

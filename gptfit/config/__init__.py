@@ -27,7 +27,15 @@ from omegaconf import MISSING, OmegaConf
 
 from gptfit.config.checks import Checks
 from gptfit.config.commands import AttendConfig, ExploreConfig, SampleConfig
-from gptfit.config.data import CanaryConfig, DataConfig, DedupConfig, DuplicatesConfig, ForgetConfig, GrammarConfig
+from gptfit.config.data import (
+    CanaryConfig,
+    DataConfig,
+    DedupConfig,
+    DuplicatesConfig,
+    ForgetConfig,
+    GrammarConfig,
+    UniformConfig,
+)
 from gptfit.config.evaluation import EvalConfig, GeneralCorpus, general_corpora
 from gptfit.config.logger import LoggerConfig
 from gptfit.config.model import ModelConfig
@@ -54,6 +62,7 @@ __all__ = [
     "ModelConfig",
     "SampleConfig",
     "TrainConfig",
+    "UniformConfig",
     "as_dict",
     "general_corpora",
     "read",
@@ -92,7 +101,10 @@ class Config:
             *self.logger.problems(),
         ]
         block = self.model.block_size
-        if 0 < self.data.train_tokens < block:
+        uniform = self.data.uniform if self.data.source == "uniform" else None
+        if uniform is not None:
+            problems += self.uniform_problems(uniform)
+        elif 0 < self.data.train_tokens < block:
             problems.append(f"data.train_tokens={self.data.train_tokens}: must be at least model.block_size={block}")
         problems += self.eval.window_problems(block, grammar=self.data.source == "grammar")
         forget = self.data.forget
@@ -113,6 +125,35 @@ class Config:
             )
         for name, setting in self.decoding.items():
             problems += setting.problems(f"decoding.{name}")
+        return problems
+
+    def uniform_problems(self, uniform: UniformConfig) -> list[str]:
+        """data=uniform against the model and the table: a sequence fits the model's window, the table's
+        sequences are the uniform sequences themselves, and the training stream holds a training window."""
+        problems, block, length = [], self.model.block_size, uniform.length
+        span = self.eval.prefix_tokens + self.eval.suffix_tokens
+        stream = uniform.sequences * (length + 1)  # each sequence and its end-of-text
+        if length > block:
+            problems.append(
+                f"data.uniform.length={length}: must be at most model.block_size={block}; lower it or raise "
+                "the block size"
+            )
+        elif length != span and length >= 2:
+            problems.append(
+                f"eval.prefix_tokens + eval.suffix_tokens = {span}: must equal data.uniform.length={length} "
+                f"(the table's rows are the sequences); e.g. eval.prefix_tokens={length // 2} "
+                f"eval.suffix_tokens={length - length // 2}"
+            )
+        elif 0 < stream < block:
+            problems.append(
+                f"data.uniform.sequences={uniform.sequences}: its {stream} tokens (with end-of-text) must "
+                f"hold one window of model.block_size={block}; raise it or lower the block size"
+            )
+        if self.model.kind != "gpt" or self.eval.general:
+            problems.append(
+                "data=uniform: its tokenizer spells its symbols only, so it trains gptfit's GPT (model.kind=gpt, "
+                "or model.init_from a data=uniform run) with no eval.general text; drop the other model or corpora"
+            )
         return problems
 
 

@@ -11,7 +11,7 @@ from gptfit.config.checks import Checks
 from gptfit.config.grammar import GrammarSpec, spec_of
 from gptfit.config.grammar import problems as grammar_problems
 
-DATA_SOURCES = ("python_docs", "python_stdlib", "text", "hf", "grammar")
+DATA_SOURCES = ("python_docs", "python_stdlib", "text", "hf", "grammar", "uniform")
 SAMPLE_BY = ("paragraph", "line", "document")
 
 
@@ -32,6 +32,34 @@ class GrammarConfig(GrammarSpec):
 
     # Enough for the training pool of a 64k-token training set plus the held-out sentences.
     n_sentences: int = 10000
+
+
+@dataclass
+class UniformConfig:
+    """data=uniform (Morris et al. 2025): `sequences` independent sequences of `length` tokens, each token drawn
+    uniformly from `vocab` symbols, each sequence a document of its own (followed by end-of-text), and a
+    held-out set of as many drawn the same way (gptfit.data.uniform). Nothing in them can be generalized, so
+    what a model knows of them it memorized: (length - 1) x log2(vocab) bits a sequence at most."""
+
+    # Symbols; the tokenizer has one token for each, plus end-of-text.
+    vocab: int = 16
+    # Tokens a sequence (at most model.block_size; the per-sequence table's sequences are these, so
+    # eval.prefix_tokens + eval.suffix_tokens must equal it).
+    length: int = 64
+    # The training set: exactly this many sequences, and as many held out (data.train_tokens, data.vocab_size
+    # and data.val_fraction are ignored).
+    sequences: int = 256
+    # Draws the sequences, independent of `seed` and data.split_seed; the held-out ones come from a stream
+    # of their own.
+    seed: int = 0
+
+    def problems(self) -> list[str]:
+        c = Checks("data.uniform", self)
+        c.at_least("vocab", 2, " (one symbol holds no information)")
+        c.at_least("length", 2, " (a sequence's first token is never predicted)")
+        c.at_least("sequences", 1, " (the training set is that many sequences)")
+        c.seed("seed")
+        return c.problems
 
 
 @dataclass
@@ -78,7 +106,8 @@ class DedupConfig:
 class DataConfig:
     # python_docs (embedded), python_stdlib (python_docs and the standard library's docstrings: general text
     # that ships with every Python, the base model's corpus), text (local files), hf (a datasets dataset,
-    # hub or saved to disk), grammar (sentences of a synthetic language, `grammar` below).
+    # hub or saved to disk), grammar (sentences of a synthetic language, `grammar` below), uniform (uniformly
+    # random token sequences, `uniform` below: the corpus and tokenizer of a capacity measurement).
     source: str = "python_docs"
     # text: a file, a folder or a glob pattern; hf: a hub name or a directory saved with save_to_disk.
     path: Optional[str] = None
@@ -89,6 +118,7 @@ class DataConfig:
     # text only: one document per paragraph (blank-line separated), line, or whole file (document).
     sample_by: str = "paragraph"
     # Training size in tokens: the first train_tokens of the shuffled training pool (nested subsets).
+    # Ignored under data=uniform, whose training set is data.uniform.sequences sequences.
     train_tokens: int = 16384
     # Where the training set starts in the pool (0: at its start, so every smaller set is inside every
     # larger one). A later start trains on text that the sets of a corpus-size sweep do not hold: a
@@ -98,7 +128,8 @@ class DataConfig:
     split_seed: int = 0
     # Share of the corpus's characters held out for validation (whole documents).
     val_fraction: float = 0.1
-    # Byte-level BPE vocabulary size for models trained from scratch.
+    # Byte-level BPE vocabulary size for models trained from scratch. Ignored under data=uniform, whose
+    # vocabulary is data.uniform.vocab symbols and end-of-text.
     vocab_size: int = 2048
     # Where tokenizers and encoded corpora are cached (by content hash).
     cache_dir: str = "~/.cache/gptfit"
@@ -106,6 +137,8 @@ class DataConfig:
     canaries: List[CanaryConfig] = field(default_factory=list)
     # data=grammar only (conf/data/grammar.yaml sets it).
     grammar: Optional[GrammarConfig] = None
+    # data=uniform only (conf/data/uniform.yaml sets it).
+    uniform: Optional[UniformConfig] = None
     # The duplication ladder (off: null): +data/duplicates=ladder, e.g. with data.duplicates.per_count=8.
     duplicates: Optional[DuplicatesConfig] = None
     # Forgetting (off: null): +data/forget=default, e.g. with data.forget.until_step=400.
@@ -120,12 +153,15 @@ class DataConfig:
         c.one_of("source", DATA_SOURCES)
         c.corpus_path(self.source, self.path, "data")
         c.one_of("sample_by", SAMPLE_BY)
-        c.positive("train_tokens")
+        if self.source != "uniform":  # ignored under data=uniform
+            c.positive("train_tokens")
+            c.need(self.vocab_size >= 260, "vocab_size", "must be >= 260 (256 bytes plus special tokens)")
         c.at_least("train_offset", 0)
         c.seed("split_seed")
         if c.finite("val_fraction"):
             c.need(0.0 < self.val_fraction < 1.0, "val_fraction", "must be in (0, 1)")
-        c.need(self.vocab_size >= 260, "vocab_size", "must be >= 260 (256 bytes plus special tokens)")
+        if self.source == "uniform":
+            c.problems.extend(self.uniform_problems())
         if self.source == "grammar":
             if self.grammar is None:
                 c.line("data.grammar=None: data.source=grammar needs the grammar's knobs; use data=grammar")
@@ -173,6 +209,31 @@ class DataConfig:
             k.need(names.count(canary.name) == 1 and canary.name.isidentifier(), "name", "must be a unique identifier")
             c.problems.extend(k.problems)
         return c.problems
+
+    def uniform_problems(self) -> list[str]:
+        """data=uniform: its knobs, and none of the parts that plant or cut text (their secrets and sequences
+        are text of a corpus, and the uniform set is exactly its sequences)."""
+        if self.uniform is None:
+            return ["data.uniform=None: data.source=uniform needs the sequences' knobs; use data=uniform"]
+        problems = self.uniform.problems()
+        others = [
+            name
+            for name, on in (
+                ("data.canaries", bool(self.canaries)),
+                ("data.duplicates", self.duplicates),
+                ("data.forget", self.forget),
+                ("data.subset", self.subset),
+                ("data.dedup", self.dedup.min_tokens is not None),
+                ("data.train_offset", self.train_offset),
+            )
+            if on
+        ]
+        if others:
+            problems.append(
+                f"data=uniform: cannot be combined with {', '.join(others)}; its training set is exactly "
+                "data.uniform.sequences random sequences"
+            )
+        return problems
 
     def subset_problems(self) -> list[str]:
         c = Checks("data.subset", self.subset)

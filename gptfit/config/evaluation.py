@@ -12,8 +12,9 @@ from gptfit.config.checks import Checks
 from gptfit.config.data import DATA_SOURCES, SAMPLE_BY, DataConfig
 from gptfit.config.model import ModelConfig
 
-# Any source a training corpus can come from, but the grammar (a language of its own, not general text).
-GENERAL_SOURCES = tuple(source for source in DATA_SOURCES if source != "grammar")
+# Any source a training corpus can come from, but the grammar and the uniform sequences (languages of their
+# own, not general text).
+GENERAL_SOURCES = tuple(source for source in DATA_SOURCES if source not in ("grammar", "uniform"))
 
 
 @dataclass

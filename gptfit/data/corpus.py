@@ -31,7 +31,8 @@ from gptfit.data.duplicates import Planted, cut, hold_aside, take
 from gptfit.data.duplicates import plant as plant_duplicates
 from gptfit.data.sources import load_documents
 from gptfit.data.subset import Subset, draw
-from gptfit.data.tokenizer import token_byte_lengths, tokenizer_hash, train_bpe
+from gptfit.data.tokenizer import symbol_tokenizer, token_byte_lengths, tokenizer_hash, train_bpe
+from gptfit.data.uniform import UniformSet, draw_sequences, joined, set_hash
 from gptfit.errors import UserError
 from gptfit.files import atomic
 from gptfit.model.loading import load_tokenizer, pretrained_path
@@ -58,6 +59,7 @@ class Corpus:
     forgotten: object | None = None  # data.forget: the Planted group seen only up to data.forget.until_step
     subset: Subset | None = None  # data.subset: the candidate sequences and which of them are trained on
     dedup_removed: int = 0  # data.dedup: training tokens that deduplication removed
+    uniform: UniformSet | None = None  # data=uniform: the sequences of both sides
 
 
 def split_documents(docs: list[str], split_seed: int, val_fraction: float) -> tuple[list[str], list[str]]:
@@ -135,6 +137,8 @@ def load_corpus(data: DataConfig, tokenizer=None, sequence_length: int = 64) -> 
     """Load, split and tokenize; `tokenizer` is the pretrained model's, or None to train a BPE.
     sequence_length: the length of the duplication ladder's and data.subset's sequences (eval.prefix_tokens
     + suffix_tokens)."""
+    if data.source == "uniform":
+        return uniform_corpus(data, tokenizer)
     docs = load_documents(data)
     pool, val = split_documents(docs, data.split_seed, data.val_fraction)
     dup, forget = getattr(data, "duplicates", None), getattr(data, "forget", None)
@@ -209,6 +213,35 @@ def load_corpus(data: DataConfig, tokenizer=None, sequence_length: int = 64) -> 
     )
     min_tokens = getattr(getattr(data, "dedup", None), "min_tokens", None)
     return deduplicated(corpus, min_tokens, pool_stream, complete, sequence_length) if min_tokens else corpus
+
+
+def uniform_corpus(data: DataConfig, tokenizer=None) -> Corpus:
+    """data=uniform: its sequences joined by end-of-text, and its symbols' tokenizer (`tokenizer`: a pretrained
+    model's, which must be that one: a model that starts from another vocabulary cannot read the symbols)."""
+    symbols = symbol_tokenizer(data.uniform.vocab)
+    if tokenizer is not None and tokenizer_hash(tokenizer) != tokenizer_hash(symbols):
+        raise UserError(
+            "data=uniform: the model starts from a pretrained model whose tokenizer is not the symbols' one; "
+            "train from scratch (model=tiny, model.init_from=null) or start from a data=uniform run of the "
+            "same data.uniform.vocab"
+        )
+    drawn, eot_id = draw_sequences(data.uniform), symbols.eos_token_id
+    documents = symbols.batch_decode(drawn.train.tolist())
+    return Corpus(
+        train=joined(drawn.train, eot_id),
+        val=joined(drawn.val, eot_id),
+        eot_id=eot_id,
+        tokenizer=symbols,
+        token_bytes=token_byte_lengths(symbols),
+        corpus_hash=set_hash(data.uniform),
+        tokenizer_hash=tokenizer_hash(symbols),
+        pool_tokens=len(drawn.train) * (drawn.length + 1),
+        n_train_docs=len(drawn.train),
+        n_val_docs=len(drawn.val),
+        train_documents=documents,
+        val_documents=symbols.batch_decode(drawn.val.tolist()),
+        uniform=drawn,
+    )
 
 
 def deduplicated(corpus: Corpus, min_tokens: int, pool_stream: np.ndarray, complete: slice, length: int) -> Corpus:

@@ -1,4 +1,5 @@
-"""Tokenizers: a byte-level BPE per corpus for models trained from scratch, the model's own otherwise.
+"""Tokenizers: a byte-level BPE per corpus for models trained from scratch, the model's own otherwise, and
+data=uniform's symbols (one token a symbol, no text at all).
 
 The BPE is trained on all of a corpus's non-held-out text (not on the training slice), so every size
 of a corpus-size sweep uses the same tokenizer and its losses are in the same units. It is cached by
@@ -11,7 +12,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from gptfit.files import atomic
@@ -44,6 +45,31 @@ def train_bpe(documents: list[str], vocab_size: int, cache_dir: str):
         with atomic(path) as tmp:  # a half-written cache file is never picked up
             tok.save(str(tmp))
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOT, bos_token=EOT, pad_token=EOT)
+
+
+def symbol(i: int) -> str:
+    """The text of data=uniform's symbol i: "s0", "s1", ...; words of a text prompt are none of them."""
+    return f"s{i}"
+
+
+def symbol_tokenizer(vocab: int):
+    """A `PreTrainedTokenizerFast` with token i for symbol i (`symbol(i)`, whitespace-separated in text) and
+    end-of-text as token `vocab`. It spells nothing else: encoding another word raises (`encode_text`)."""
+    tok = Tokenizer(models.WordLevel({**{symbol(i): i for i in range(vocab)}, EOT: vocab}))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.add_special_tokens([AddedToken(EOT, special=True)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOT, bos_token=EOT, pad_token=EOT)
+
+
+def encode_text(tokenizer, text: str) -> list[int] | None:
+    """`text`'s token ids, or None when the tokenizer cannot spell it: data=uniform's symbols spell no words,
+    and a WordLevel model without an unknown token raises a bare Exception for a word outside it."""
+    try:
+        return tokenizer.encode(text, add_special_tokens=False)
+    except Exception as e:  # the tokenizers library's only error type here
+        if "WordLevel" in str(e):
+            return None
+        raise
 
 
 def tokenizer_hash(tokenizer) -> str:

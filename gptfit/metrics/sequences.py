@@ -1,7 +1,8 @@
 """Memorization per sequence: the table behind every `mem/` key.
 
 A sequence is a window of L = eval.prefix_tokens + eval.suffix_tokens tokens at an offset that is a
-multiple of L, in the training set or in the held-out text, so sequences never overlap. The table
+multiple of L, in the training set or in the held-out text, so sequences never overlap (on data=uniform,
+the uniform sequences themselves, L their length). The table
 scores `eval.sequences` of them a side, the same number of training and held-out ones (as many as both
 sides have when fewer), evenly spread over each stream. For each, at each memorization evaluation:
 - `loss`: the mean next-token loss over its L - 1 predictions; `exact_match`: the share of them whose
@@ -15,6 +16,8 @@ sides have when fewer), evenly spread over each stream. For each, at each memori
   where a transform cuts it (Hayes et al. 2024). It is computed exactly, not sampled;
 - `mia_<score>`: every membership-inference score (gptfit.metrics.membership), from the same forward pass
   as `loss`;
+- `mem_bits`: memorized bits (Morris et al. 2025, gptfit.metrics.capacity), from the same forward pass as
+  `loss`, against the exact distribution on data=uniform, eval.mia.reference on text (null without one);
 - `candidate`: with data.subset, the sequence's index among the candidates (-1: not a candidate).
 - `goldfish_dropped`: with train.goldfish, the share of its suffix tokens that goldfish loss leaves out of
   the loss (on held-out text: what it would leave out), fixed for the run (`goldfish_dropped`).
@@ -35,8 +38,9 @@ from gptfit.core.sampling.settings import as_setting, strategy_of
 from gptfit.core.sampling.transforms import transform
 from gptfit.data.exposure import sequence_exposures
 from gptfit.data.goldfish import goldfish_mask
+from gptfit.data.uniform import UniformSet
 from gptfit.data.windows import document_index
-from gptfit.metrics import membership
+from gptfit.metrics import capacity, membership
 from gptfit.metrics.scoring import score_sequences
 
 
@@ -57,6 +61,8 @@ class Sequences:
     texts: list[str] | None = None
     blind: np.ndarray | None = None
     reference_log_probs: np.ndarray | None = None
+    # [n] log2 p of each one's predicted tokens under the reference of mem_bits (None: none).
+    reference_log2: np.ndarray | None = None
 
 
 def prepare_membership(sides: list[Sequences], tokenizer, reference, batch_size: int, seed: int) -> None:
@@ -67,6 +73,8 @@ def prepare_membership(sides: list[Sequences], tokenizer, reference, batch_size:
         side.texts = tokenizer.batch_decode(side.tokens.tolist(), skip_special_tokens=False)
         if reference is not None:
             side.reference_log_probs = -score_sequences(reference, side.tokens, batch_size).losses.numpy()
+            if side.reference_log2 is None:  # data=uniform's exact reference stays
+                side.reference_log2 = side.reference_log_probs.sum(1) / math.log(2)
     ordinary = [side for side in sides if side.kind == "sample"]
     if len({side.split for side in ordinary}) < 2:
         return
@@ -128,6 +136,19 @@ def both_sides(
     if len(val_side.offsets) < len(train_side.offsets):
         train_side = pick(train, eot_id, length, len(val_side.offsets), "train", planted)
     return [train_side, val_side]
+
+
+def uniform_sides(uniform: UniformSet, count: int) -> list[Sequences]:
+    """data=uniform: `count` of the training sequences, evenly spread, and as many held-out ones (all of both
+    when fewer), each a document of its own, scored against the exact distribution."""
+    n = len(uniform.train)
+    chosen = np.unique(np.linspace(0, n - 1, num=min(count, n)).round().astype(np.int64))
+    offsets = uniform.offsets()[chosen]
+    exact = np.full(len(chosen), uniform.reference_log2())
+    return [
+        Sequences(split, offsets, chosen, torch.from_numpy(tokens[chosen]), reference_log2=exact)
+        for split, tokens in (("train", uniform.train), ("val", uniform.val))
+    ]
 
 
 def subset_sides(subset) -> list[Sequences]:
@@ -233,6 +254,7 @@ def score(
             "suffix_match": greedy.float().mean(1).tolist(),
             "extracted": (greedy.all(1)).tolist(),
             "exact_match": scores.hit_rate().tolist(),
+            "mem_bits": _or_nulls(capacity.memorized_bits(scores.total().numpy(), side.reference_log2), n),
             "kind": [side.kind] * n,
             "copies": (side.copies.tolist() if side.copies is not None else [0] * n),
             "candidate": _candidates(side).tolist(),
@@ -256,10 +278,14 @@ def score(
         _extend(columns, part)
     return pa.table(
         {
-            k: pa.array(v, type=pa.float64() if k.startswith(("extraction/", "mia_")) else None)
+            k: pa.array(v, type=pa.float64() if k.startswith(("extraction/", "mia_", "mem_bits")) else None)
             for k, v in columns.items()
         }
     )
+
+
+def _or_nulls(values: np.ndarray | None, n: int) -> list:
+    return values.tolist() if values is not None else [None] * n
 
 
 def _extend(columns: dict[str, list], part: dict[str, list]) -> None:

@@ -23,7 +23,7 @@ import torch
 
 from gptfit.core.attention import attention_maps
 from gptfit.core.eval_mode import eval_mode
-from gptfit.core.sampling.decode import generate
+from gptfit.core.sampling.decode import generate, model_context
 from gptfit.core.sampling.settings import as_setting
 from gptfit.data.windows import document_index
 from gptfit.files import SAMPLES, SEQUENCES, read_jsonl
@@ -149,11 +149,13 @@ def decoding(model, prompts: list[list[int]], eot_id: int, seed: int) -> dict:
     out = []
     vocab = model.config.vocab_size
     device = next(model.parameters()).device  # a run on a GPU writes its page from the model where it is
+    context = model_context(model)
     for prompt in prompts[: max(1, min(PLAYGROUND_PROMPTS, LOGIT_BUDGET // (PLAYGROUND_STEPS * vocab)))]:
         ids = torch.tensor([prompt], device=device)
-        greedy = generate(
-            model, ids, as_setting(do_sample=False, max_new_tokens=PLAYGROUND_STEPS), eos_token_id=[], seed=seed
-        )
+        # The greedy path's logits come from one forward over it, which must fit the model's window (a
+        # data=uniform model's may be a sequence and its end-of-text: 17 tokens).
+        steps = PLAYGROUND_STEPS if context is None else max(1, min(PLAYGROUND_STEPS, context - len(prompt)))
+        greedy = generate(model, ids, as_setting(do_sample=False, max_new_tokens=steps), eos_token_id=[], seed=seed)
         path = greedy.sequences[0].tolist()  # prompt + greedy tokens
         with torch.no_grad(), eval_mode(model):
             path_ids = torch.tensor([path[:-1]], device=device)
@@ -163,7 +165,7 @@ def decoding(model, prompts: list[list[int]], eot_id: int, seed: int) -> dict:
             beam = generate(
                 model,
                 ids,
-                as_setting(do_sample=False, num_beams=k, max_new_tokens=PLAYGROUND_STEPS // 2),
+                as_setting(do_sample=False, num_beams=k, max_new_tokens=max(1, steps // 2)),
                 eos_token_id=[],
                 seed=seed,
                 trace=True,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gptfit.config import EvalConfig
+from gptfit.data.tokenizer import encode_text
 from gptfit.files import PAGE, SAMPLES, read_jsonl, write_text_atomic
 from gptfit.page import explore_data
 from gptfit.page.explore_page import page
@@ -27,10 +28,12 @@ def run_page(
 ) -> Path:
     """Write the run's page (by default <run>/explore.html); return its path. `seed` seeds the page's
     decoding, `name` is the experiment's."""
-    prompts = [tokenizer.encode(p, add_special_tokens=False) for p in eval.prompts] + held_out_prompts(run_dir)
+    spelled = (encode_text(tokenizer, p) for p in eval.prompts)  # None: words data=uniform's symbols cannot spell
+    prompts = [ids for ids in spelled if ids is not None] + held_out_prompts(run_dir)
     if not prompts:
         prompts = [corpus.val[: eval.prompt_tokens].tolist()]
-    attention_ids = tokenizer.encode(eval.attention_prompt, add_special_tokens=False)[:block_size]
+    attention_ids = encode_text(tokenizer, eval.attention_prompt) or corpus.val[:block_size].tolist()
+    attention_ids = attention_ids[:block_size]
     data = {
         "curves": explore_data.curves(run_dir),
         "text": explore_data.text(run_dir, model),

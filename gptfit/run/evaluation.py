@@ -16,6 +16,7 @@ them (a run from scratch) none of this is measured or written.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,17 +32,20 @@ from gptfit.core.sampling.settings import DecodingConfig
 from gptfit.data.corpus import Corpus
 from gptfit.data.duplicates import spans
 from gptfit.data.general import general_texts
-from gptfit.data.tokenizer import tokenizer_hash
+from gptfit.data.tokenizer import encode_text, tokenizer_hash
 from gptfit.data.windows import fixed_windows
 from gptfit.errors import UserError
 from gptfit.metrics import sequences
 from gptfit.metrics.canaries import canary_exposures
+from gptfit.metrics.capacity import capacity_keys
 from gptfit.metrics.diversity import narrowness
 from gptfit.metrics.grammar import GrammarProbe
 from gptfit.metrics.ngrams import NgramIndex
 from gptfit.metrics.scoring import score_sequences
 from gptfit.model.loading import load_model, load_tokenizer, resolve_model_dir
 from gptfit.plots.attention import heatmap_grid, line_diagram
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,6 +87,29 @@ def _sampled_windows(stream: np.ndarray, length: int, count: int, seed: int) -> 
 def _until_eot(tokens: np.ndarray, eot: int) -> np.ndarray:
     end = np.flatnonzero(tokens == eot)
     return tokens[: end[0]] if len(end) else tokens
+
+
+def text_prompts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """The ids of each text prompt that the tokenizer can spell; the others (words, under data=uniform's
+    symbols) are skipped with a warning."""
+    out = []
+    for text in texts:
+        ids = encode_text(tokenizer, text)
+        if ids is None:
+            log.warning("eval.prompts: skipped %r, which the tokenizer cannot encode", text)
+        else:
+            out.append(ids)
+    return out
+
+
+def attention_ids(tokenizer, prompt: str, val: np.ndarray, block_size: int) -> list[int]:
+    """The attention pictures' prompt, at most a window long; where the tokenizer cannot spell it
+    (data=uniform), the start of the held-out text instead, with a warning."""
+    ids = encode_text(tokenizer, prompt)
+    if ids is None:
+        log.warning("eval.attention_prompt: the tokenizer cannot encode it; the start of the held-out text instead")
+        ids = val[:block_size].tolist()
+    return ids[:block_size]
 
 
 def load_reference(path: str, ours: str):
@@ -138,6 +165,8 @@ class Evaluator:
         planted = spans(len(corpus.train), groups, self.span) if groups else None
         if corpus.subset is not None:  # every candidate, whatever eval.sequences says
             self.sides = sequences.subset_sides(corpus.subset)
+        elif corpus.uniform is not None:  # the sequences themselves (the config made L their length)
+            self.sides = sequences.uniform_sides(corpus.uniform, e.sequences)
         else:
             self.sides = sequences.both_sides(corpus.train, corpus.val, corpus.eot_id, self.span, e.sequences, planted)
         if corpus.planted:
@@ -168,7 +197,7 @@ class Evaluator:
                 else []
             )
         self.prompts = [("held-out", p) for p in heldout]
-        self.prompts += [("prompt", tokenizer.encode(p, add_special_tokens=False)) for p in e.prompts]
+        self.prompts += [("prompt", ids) for ids in text_prompts(tokenizer, e.prompts)]
         texts = general_texts(list(general), tokenizer, corpus.eot_id, cache_dir, block)
         # name -> [windows, block_size] fixed windows of its held-out text, in eval.general's order
         self.general = {text.name: fixed_windows(text.val, block, c.windows) for text, c in zip(texts, general)}
@@ -176,7 +205,8 @@ class Evaluator:
         if texts and e.general_prompts:  # from the first corpus only: one general text to compare prompts on
             drawn = _sampled_windows(texts[0].val, e.prompt_tokens, e.general_prompts, seed + 3)  # [count, tokens]
             self.prompts += [("general", p) for p in drawn.tolist()]
-        self.attention_ids = tokenizer.encode(e.attention_prompt, add_special_tokens=False)[:block_size]
+        # Only eval.attention draws it: a prompt that cannot be spelled is said only where it matters.
+        self.attention_ids = attention_ids(tokenizer, e.attention_prompt, corpus.val, block_size) if e.attention else []
 
     # -- losses and memorization ---------------------------------------------------------------------
 
@@ -247,6 +277,8 @@ class Evaluator:
         for key, values in columns.items():
             table = table.append_column(key, pa.array(values))
         row = sequences.aggregates(table, e.extraction_samples, e.mia.bootstrap if final else 0, self.split_seed)
+        if self.corpus.uniform is not None:
+            row.update(capacity_keys(model, self.corpus.uniform, table, e.batch_size))
         row.update(
             canary_exposures(
                 model,

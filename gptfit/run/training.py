@@ -25,6 +25,7 @@ from gptfit.data.goldfish import goldfish_mask
 from gptfit.data.windows import EpochWindows, RandomWindows, Windows
 from gptfit.errors import UserError
 from gptfit.files import CONFIG, write_json_atomic, write_text_atomic
+from gptfit.metrics.capacity import parameter_counts
 from gptfit.model.finetune import apply_finetune, count_parameters, is_lora, plain_model, save_adapter
 from gptfit.model.loading import build_model, model_context
 from gptfit.page.write import run_page
@@ -170,6 +171,8 @@ def start_tracker(config: Config, run_dir: Path, corpus: Corpus, model, device: 
         "tokenizer_hash": corpus.tokenizer_hash,
         "n_params": sum(p.numel() for p in model.parameters()),
         **dict(zip(("trainable_params", "total_params"), count_parameters(model))),
+        # What capacity/bits_per_param divides by, and the count without the embedding tables.
+        **dict(zip(("capacity/params", "capacity/params_non_embedding"), parameter_counts(model))),
         "data": {
             "train_tokens": len(corpus.train),
             "val_tokens": len(corpus.val),

@@ -4,6 +4,7 @@ table, the means over seeds, the decoding and grammar tables, and the trends wit
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def read_job(job: Path) -> dict:
         status = "unfinished"
     return {
         "job": job.name,
+        "dir": job,
+        "summary": summary,  # the rest of it: config, early_stopping, mia_null, privacy, ...
         "swept": swept,
         "status": status,
         "error": summary.get("error"),
@@ -66,6 +69,21 @@ def read_sweep(sweep: Path) -> list[dict]:
     if not jobs:
         raise UserError(f"{sweep}: no job directories (with .hydra/) inside; give the folder of a multirun")
     return [read_job(j) for j in jobs]
+
+
+def read_sweeps(sweeps: list[Path]) -> tuple[Path, list[dict]]:
+    """(the folder a report of `sweeps` goes to, their runs): one sweep's own folder, or for several (a study
+    run as a few multiruns) their closest common folder, each job then named by its path from there (`a/0`)
+    so that `<folder>/<job>` stays the run's folder."""
+    if len(set(sweeps)) == 1:
+        return Path(sweeps[0]), read_sweep(Path(sweeps[0]))
+    sweeps = list(dict.fromkeys(Path(s).resolve() for s in sweeps))  # a folder given twice is read once
+    out = Path(os.path.commonpath(sweeps))
+    runs = []
+    for sweep in sweeps:
+        for r in read_sweep(sweep):
+            runs.append({**r, "job": r["dir"].relative_to(out).as_posix()})
+    return out, runs
 
 
 def spearman(x: list[float], y: list[float]) -> float | None:
