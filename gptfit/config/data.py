@@ -216,17 +216,8 @@ class DataConfig:
         if self.uniform is None:
             return ["data.uniform=None: data.source=uniform needs the sequences' knobs; use data=uniform"]
         problems = self.uniform.problems()
-        others = [
-            name
-            for name, on in (
-                ("data.canaries", bool(self.canaries)),
-                ("data.duplicates", self.duplicates),
-                ("data.forget", self.forget),
-                ("data.subset", self.subset),
-                ("data.dedup", self.dedup.min_tokens is not None),
-                ("data.train_offset", self.train_offset),
-            )
-            if on
+        others = self.text_edits() + [
+            name for name, on in (("data.subset", self.subset), ("data.train_offset", self.train_offset)) if on
         ]
         if others:
             problems.append(
@@ -234,6 +225,16 @@ class DataConfig:
                 "data.uniform.sequences random sequences"
             )
         return problems
+
+    def text_edits(self) -> list[str]:
+        """The parts that plant text into the training set or cut it out, where they are on."""
+        parts = (
+            ("data.canaries", bool(self.canaries)),
+            ("data.duplicates", self.duplicates is not None),
+            ("data.forget", self.forget is not None),
+            ("data.dedup", self.dedup.min_tokens is not None),
+        )
+        return [name for name, on in parts if on]
 
     def subset_problems(self) -> list[str]:
         c = Checks("data.subset", self.subset)
@@ -244,18 +245,8 @@ class DataConfig:
                 "must be in (0, 1): the share of the candidates each shadow model trains on (0.5 for LiRA)",
             )
         c.seed("seed")
-        others = [
-            name
-            for name, on in (
-                ("data.canaries", bool(self.canaries)),
-                ("data.duplicates", self.duplicates),
-                ("data.forget", self.forget),
-                ("data=grammar", self.source == "grammar"),
-                # deduplication would cut into the candidates, so that a member is no longer trained on whole
-                ("data.dedup", self.dedup.min_tokens is not None),
-            )
-            if on
-        ]
+        # deduplication would cut into the candidates, so that a member is no longer trained on whole
+        others = self.text_edits() + (["data=grammar"] if self.source == "grammar" else [])
         if others:
             c.line(
                 f"data.subset: cannot be combined with {', '.join(others)}; a shadow model trains on candidate "
