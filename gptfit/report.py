@@ -26,6 +26,10 @@ its path from there (`a/0`). Writes into the sweep directory:
   (extraction of ordinary and planted text, the fewest copies extracted half the time, canary exposure, the
   loss and min-k++ membership scores, DP epsilon), also as `mitigations.md` with the per-run figures in
   `mitigations.csv`, and `mitigations.png`: held-out loss against membership AUC and planted extraction.
+- on data=uniform runs (+experiment=capacity): the capacity table, a row per model and dataset size (the bits
+  memorized, the share of the set, bits per parameter, steps to saturation), each model's plateau, and bits per
+  parameter fitted over the plateaus with its interval, also as `capacity.md` and `capacity.csv`, and
+  `capacity.png`: memorized bits against dataset bits, and the plateaus against parameters.
 `--wandb` logs the same table and figures as a W&B run with job_type=report.
 """
 
@@ -39,6 +43,7 @@ from gptfit.cli import fail
 from gptfit.errors import UserError
 from gptfit.page.write import sweep_page
 from gptfit.run.tracking import has_wandb_key
+from gptfit.show.capacity import capacity_report
 from gptfit.show.finetune import finetune_figure, finetune_table
 from gptfit.show.mitigations import mitigation_report
 from gptfit.show.sweep import (
@@ -91,6 +96,9 @@ def report(sweeps: Path | list[Path], to_wandb: bool = False) -> Path:
     mitigations = mitigation_report(runs, sweep)
     if mitigations is not None:
         lines += ["## Mitigations: what each arm costs and what it leaves memorized", "", mitigations[0], ""]
+    capacity = capacity_report(runs, sweep)
+    if capacity is not None:
+        lines += ["## Capacity: the bits each model memorized, and bits per parameter", "", capacity[0], ""]
     lines += sequence_sections(runs, sweep, swept)
     lines += ["## Trends with corpus size (Spearman rank correlation)", ""]
     lines += [f"- {label}: {fmt(value)}" for label, value in corr.items()]
@@ -102,8 +110,9 @@ def report(sweeps: Path | list[Path], to_wandb: bool = False) -> Path:
     plane = finetune_figure(runs, sweep)
     if plane is not None:
         paths.append(plane)
-    if mitigations is not None:
-        paths.append(mitigations[1][-1])
+    for extra in (mitigations, capacity):
+        if extra is not None:
+            paths.append(extra[1][-1])
     page = sweep_page(sweep, runs, ladder_series(runs))
     lines += [
         "",

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from gptfit.data.corpus import load_corpus
-from gptfit.metrics import sequences
+from gptfit.metrics import capacity, sequences
 from gptfit.metrics.capacity import memorized_bits, parameter_counts, uniform_bits
 from gptfit.model.loading import build_model, load_pretrained, load_tokenizer
 from tests.conftest import error_lines, run_cli
@@ -35,16 +35,23 @@ SMALL_SET = [
     "eval.suffix_tokens=8",
     "logger=none",
 ]
+# Trained until its bits saturate (train.saturation), as the capacity study trains: at a constant learning rate,
+# with a cap far above the steps it needs.
+CAP, WINDOW = 2000, 0.5
 TRAINED = [
     *SMALL_SET,
     "train.sampling=epochs",
-    "train.max_steps=300",
+    f"train.max_steps={CAP}",
+    "train.saturation.growth=0.01",
+    # The study's window is 0.1 of thousands of steps; a run of a few hundred needs a longer one than 10%.
+    f"train.saturation.window={WINDOW}",
     "train.batch_size=8",
-    "train.lr=1e-2",
+    "train.lr=3e-3",
+    "train.min_lr_ratio=1.0",
     "train.warmup_steps=10",
     "train.weight_decay=0",
-    "train.eval_every=150",
-    "train.save_every=300",
+    "train.eval_every=25",
+    "train.save_every=100",
     "eval.train_windows=8",
     "eval.val_windows=8",
     "eval.heldout_prompts=2",
@@ -118,6 +125,41 @@ def test_a_model_far_below_capacity_holds_the_whole_set(trained):
     assert bits[split == "val"].max() < 0.1 * (LENGTH - 1) * math.log2(VOCAB)
 
 
+def test_training_stops_where_the_bits_saturate(trained):
+    run_dir, summary, _ = trained
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    stop = summary["saturated_at_step"]
+    assert 0 < stop < CAP and rows[-1]["step"] == stop
+    bits = {row["step"]: row["capacity/bits_total"] for row in rows}
+
+    def most(until: float) -> float:
+        return max(b for s, b in bits.items() if 0 < s <= until)
+
+    assert most(stop) < 1.01 * most((1 - WINDOW) * stop)  # the rule held where it stopped ...
+    for step in bits:  # ... and at no evaluation before
+        if 0 < step < stop and any(0 < s <= (1 - WINDOW) * step for s in bits):
+            assert most(step) >= 1.01 * most((1 - WINDOW) * step), (step, bits)
+    # The stop is the run's last evaluation: its table is the final one, with the bootstrapped intervals.
+    assert "mia/loss/auc_lo" in rows[-1] and (run_dir / "final").is_dir()
+
+
+@pytest.mark.parametrize(
+    "history, saturated",
+    [
+        ([(0, 0.0), (100, 50.0), (900, 99.0), (1000, 99.5)], True),  # 0.5% over the last 100 steps
+        ([(0, 0.0), (100, 50.0), (900, 90.0), (1000, 99.0)], False),  # 10% growth
+        ([(0, 0.0), (100, 0.0), (900, 0.0), (1000, 0.0)], False),  # nothing memorized is never saturated
+        ([(0, 0.0), (50, 10.0), (100, 10.0)], True),  # the latest at or before 90: step 50
+        ([(0, 5.0), (10, 5.0)], False),  # only step 0 lies in the window's past
+        ([(0, 0.0), (100, 50.0), (950, 50.0), (1000, 80.0)], False),  # compared with 900 or before: 100
+        ([(0, 0.0), (100, 50.0), (900, 99.0), (1000, 60.0)], True),  # a dip after the peak: the most held
+        ([(0, 0.0), (100, 50.0), (800, 99.0), (900, 60.0), (1000, 70.0)], True),  # stays 99
+    ],
+)
+def test_the_saturation_rule(history, saturated):
+    assert capacity.saturated(history, window=0.1, growth=0.01) is saturated
+
+
 def test_the_batched_forward_over_every_sequence_equals_the_tables_sum(trained, make_config):
     run_dir = trained[0]
     model, _ = load_pretrained(str(run_dir / "final"))
@@ -159,9 +201,21 @@ def test_memorized_bits_are_the_log2_gain_over_the_reference_never_below_zero():
         ("data.uniform.length=100", "data.uniform.length=100"),
         ("data.uniform.sequences=0", "data.uniform.sequences=0"),
         ("data.uniform.length=32", "eval.prefix_tokens + eval.suffix_tokens"),
+        ("train.saturation.growth=-0.1", "train.saturation.growth=-0.1"),
+        ("train.saturation.window=1", "train.saturation.window=1"),
     ],
 )
 def test_bad_values_are_one_error_line(override, key):
     result = run_cli("data=uniform", override, "logger=none")
     lines = error_lines(result.stderr)
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {key}"), result.stderr
+
+
+def test_saturation_needs_the_uniform_sequences():
+    result = run_cli("train.saturation.growth=0.01", "logger=none")
+    lines = error_lines(result.stderr)
+    assert (
+        result.returncode == 2
+        and len(lines) == 1
+        and lines[0].startswith("error: train.saturation: stops when data=uniform")
+    ), result.stderr

@@ -104,7 +104,12 @@ class Config:
         uniform = self.data.uniform if self.data.source == "uniform" else None
         if uniform is not None:
             problems += self.uniform_problems(uniform)
-        elif 0 < self.data.train_tokens < block:
+        elif self.train.saturation.growth is not None:
+            problems.append(
+                "train.saturation: stops when data=uniform's memorized bits (capacity/bits_total) saturate; use "
+                "data=uniform or train.saturation.growth=null"
+            )
+        if uniform is None and 0 < self.data.train_tokens < block:
             problems.append(f"data.train_tokens={self.data.train_tokens}: must be at least model.block_size={block}")
         problems += self.eval.window_problems(block, grammar=self.data.source == "grammar")
         forget = self.data.forget

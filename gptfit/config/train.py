@@ -58,6 +58,19 @@ class DpConfig:
 
 
 @dataclass
+class SaturationConfig:
+    """train.saturation: stop once the memorized bits stop growing (data=uniform's capacity/bits_total, Morris
+    et al. 2025 train each model to saturation). Checked at every evaluation from the start on: saturated at
+    step s when the bits grew by less than `growth` (a fraction) since the last evaluation at or before
+    (1 - window) x s, and that evaluation came after step 0. train.max_steps stays the cap."""
+
+    # The relative growth below which the bits count as saturated (null: off; for example 0.01).
+    growth: Optional[float] = None
+    # The trailing share of the steps the growth is measured over.
+    window: float = 0.1
+
+
+@dataclass
 class TrainConfig:
     max_steps: int = 1000
     # How training windows are drawn: "random" offsets (with replacement), or "epochs": the training set
@@ -105,6 +118,8 @@ class TrainConfig:
     goldfish: GoldfishConfig = field(default_factory=GoldfishConfig)
     # DP-SGD (off: both null), e.g. train.dp.noise_multiplier=1.0 or train.dp.target_epsilon=8.
     dp: DpConfig = field(default_factory=DpConfig)
+    # Stop when the memorized bits saturate (off: growth=null), e.g. train.saturation.growth=0.01 on data=uniform.
+    saturation: SaturationConfig = field(default_factory=SaturationConfig)
 
     def problems(self) -> list[str]:
         c = Checks("train", self)
@@ -133,6 +148,15 @@ class TrainConfig:
         c.problems.extend(self.lora_problems())
         c.problems.extend(self.goldfish_problems())
         c.problems.extend(self.dp_problems())
+        c.problems.extend(self.saturation_problems())
+        return c.problems
+
+    def saturation_problems(self) -> list[str]:
+        c = Checks("train.saturation", self.saturation)
+        if self.saturation.growth is not None and c.finite("growth"):
+            c.positive("growth")
+        if c.finite("window"):
+            c.need(0.0 < self.saturation.window < 1.0, "window", "must be in (0, 1): a share of the steps so far")
         return c.problems
 
     def goldfish_problems(self) -> list[str]:

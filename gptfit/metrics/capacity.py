@@ -50,18 +50,30 @@ def training_bits(table: pa.Table) -> np.ndarray:
     return np.asarray(rows["mem_bits"].fill_null(0.0), dtype=np.float64)
 
 
-def uniform_bits(model, uniform: UniformSet, table: pa.Table, batch_size: int) -> float:
+def uniform_bits(model, uniform: UniformSet, table: pa.Table | None, batch_size: int) -> float:
     """capacity/bits_total on data=uniform: the memorized bits of every training sequence. The table's sum
     when it holds them all; else one batched forward over them, scored as the table scores them (float64
     log-probabilities). It stays cheap: the sequences are few and short, and nothing is decoded."""
-    bits = training_bits(table)
-    if len(bits) == len(uniform.train):
-        return float(bits.sum())
+    if table is not None:
+        bits = training_bits(table)
+        if len(bits) == len(uniform.train):
+            return float(bits.sum())
     scores = score_sequences(model, torch.from_numpy(uniform.train), batch_size, moments=True)
     return float(memorized_bits(scores.total().numpy(), np.full(len(uniform.train), uniform.reference_log2())).sum())
 
 
-def capacity_keys(model, uniform: UniformSet, table: pa.Table, batch_size: int) -> dict:
+def capacity_keys(model, bits: float) -> dict:
     """capacity/bits_total and capacity/bits_per_param of one evaluation on data=uniform."""
-    bits = uniform_bits(model, uniform, table, batch_size)
     return {"capacity/bits_total": bits, "capacity/bits_per_param": bits / parameter_counts(model)[0]}
+
+
+def saturated(history: list[tuple[int, float]], window: float, growth: float) -> bool:
+    """train.saturation's rule on the (step, bits) of every evaluation so far, the last one now: the most bits
+    held at any evaluation grew by less than `growth` (relative) over the last `window` of the steps, that is
+    since the last evaluation at or before (1 - window) x the last step. The running maximum, so that one noisy
+    evaluation neither ends a run that still grows nor keeps one going. The evaluation it compares with must
+    come after step 0, where nothing is memorized yet; bits that stay 0 never count as saturated (the cap,
+    train.max_steps, ends such a run)."""
+    step = history[-1][0]
+    before = [b for s, b in history if 0 < s <= (1.0 - window) * step]
+    return bool(before) and max(b for _, b in history) < (1.0 + growth) * max(before)

@@ -13,7 +13,7 @@ from transformers import TrainerCallback
 from gptfit.config import TrainConfig
 from gptfit.data.corpus import Corpus
 from gptfit.errors import UserError
-from gptfit.metrics import membership
+from gptfit.metrics import capacity, membership
 from gptfit.model.finetune import plain_model
 from gptfit.plots.membership import roc_figure
 from gptfit.run import distributed as dist
@@ -56,13 +56,27 @@ class Run:
         self.first_step_at: float | None = None
         self.privacy = None  # train.dp: run/privacy.py's Privacy, for privacy/epsilon
         self.best_exposure = None
+        # train.saturation: (step, capacity/bits_total) of every evaluation, those of a resumed run's rows first
+        rows = tracker.rows if tracker is not None else []
+        self.bits = [(r["step"], r["capacity/bits_total"]) for r in rows if "capacity/bits_total" in r]
+        self.saturated_at: int | None = None
 
-    def evaluate(self, model, step: int, exposure, lr: float | None = None, running: float | None = None) -> dict:
-        """exposure: the ledger's (starts, last_seen) over every rank, up to this step."""
+    def saturated(self, model, step: int) -> bool:
+        """train.saturation's check at an evaluation step, before the evaluation (a saturated one is the last)."""
+        rule = self.train.saturation
+        if rule.growth is None or self.evaluator is None:
+            return False
+        self.bits = [(s, b) for s, b in self.bits if s < step] + [(step, self.evaluator.capacity_bits(model, step))]
+        return capacity.saturated(self.bits, rule.window, rule.growth)
+
+    def evaluate(
+        self, model, step: int, exposure, lr: float | None = None, running: float | None = None, final: bool = False
+    ) -> dict:
+        """exposure: the ledger's (starts, last_seen) over every rank, up to this step. final: the run's last
+        evaluation (at train.max_steps, or where train.saturation stops it)."""
         started = time.time()
         tokens_seen = step * self.tokens_per_step
         row = {"step": step, "tokens_seen": tokens_seen, "epoch": tokens_seen / len(self.corpus.train)}
-        final = step >= self.train.max_steps
         measured, samples, table = self.evaluator(model, step, final=final, exposure=exposure)
         row.update(measured)
         if self.evaluator.eval.attention:
@@ -79,7 +93,7 @@ class Run:
         self.tracker.log_samples(samples)
         if table is not None:
             self.tracker.log_sequences(table, final)
-            self.membership_notes(table, final, tokens_seen)
+            self.membership_notes(table, final, step, tokens_seen)
         if row["val/loss"] < self.best_val:
             self.best_val = row["val/loss"]
             save_model_atomic(plain_model(model), self.tokenizer, self.run_dir / "best")
@@ -92,7 +106,7 @@ class Run:
         tqdm.write(f"{line} | {time.time() - self.start:.0f}s")
         return row
 
-    def membership_notes(self, table, final: bool, tokens_seen: int) -> None:
+    def membership_notes(self, table, final: bool, step: int, tokens_seen: int) -> None:
         """Why some mia/ figures are null (in summary.json), and at the end the ROC of every score."""
         reasons = membership.null_reasons(table)
         if reasons:
@@ -102,7 +116,7 @@ class Run:
             fig = roc_figure(
                 membership.roc_points(rows),
                 membership.nonmembers(rows),
-                f"membership inference at step {self.train.max_steps}",
+                f"membership inference at step {step}",
             )
             fig.savefig(self.run_dir / "mia_roc.png")
             self.tracker.log_figures({"mia/roc": fig}, tokens_seen)
@@ -139,9 +153,15 @@ class RunCallback(TrainerCallback):
         if step % run.train.eval_every == 0 or step >= state.max_steps:
             running = run.trainer.pop_running_loss()  # collectives: every rank takes part
             exposure = run.ledger.totals()
+            (saturated,) = dist.any_rank(run.saturated(model, step))
             if run.tracker is not None:
                 lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else None
-                run.evaluate(model, step, exposure, lr, running)
+                run.evaluate(model, step, exposure, lr, running, final=saturated or step >= state.max_steps)
+            if saturated and step < state.max_steps:
+                run.saturated_at = step
+                control.should_training_stop = True
+                if run.tracker is not None:
+                    run.tracker.update(saturated_at_step=step)
         if stop:
             control.should_save = True
             control.should_training_stop = True

@@ -37,7 +37,7 @@ from gptfit.data.windows import fixed_windows
 from gptfit.errors import UserError
 from gptfit.metrics import sequences
 from gptfit.metrics.canaries import canary_exposures
-from gptfit.metrics.capacity import capacity_keys
+from gptfit.metrics.capacity import capacity_keys, uniform_bits
 from gptfit.metrics.diversity import narrowness
 from gptfit.metrics.grammar import GrammarProbe
 from gptfit.metrics.ngrams import NgramIndex
@@ -176,6 +176,7 @@ class Evaluator:
         seed = split_seed
         reference = load_reference(e.mia.reference, corpus.tokenizer_hash) if e.mia.reference else None
         sequences.prepare_membership(self.sides, tokenizer, reference, e.batch_size, seed)
+        self.bits_at: tuple[int, float] | None = None  # (step, capacity/bits_total) of the latest evaluation
         self.goldfish_dropped = None  # [rows], fixed for the run: it depends on the tokens alone
         if goldfish is not None and goldfish.k is not None:
             streams = {"train": corpus.train, "val": corpus.val}
@@ -278,7 +279,7 @@ class Evaluator:
             table = table.append_column(key, pa.array(values))
         row = sequences.aggregates(table, e.extraction_samples, e.mia.bootstrap if final else 0, self.split_seed)
         if self.corpus.uniform is not None:
-            row.update(capacity_keys(model, self.corpus.uniform, table, e.batch_size))
+            row.update(capacity_keys(model, self.capacity_bits(model, step, table)))
         row.update(
             canary_exposures(
                 model,
@@ -290,6 +291,13 @@ class Evaluator:
             )
         )
         return row, table
+
+    def capacity_bits(self, model, step: int, table: pa.Table | None = None) -> float:
+        """capacity/bits_total at this step (data=uniform), computed once a step: train.saturation asks for it
+        before the evaluation that logs it."""
+        if self.bits_at is None or self.bits_at[0] != step:
+            self.bits_at = (step, uniform_bits(model, self.corpus.uniform, table, self.eval.batch_size))
+        return self.bits_at[1]
 
     # -- samples and how much of them is copied ------------------------------------------------------
 

@@ -159,7 +159,7 @@ def _numbers(group: pd.DataFrame, key: str) -> pd.Series:
     return group[key].dropna().astype(float) if key in group else pd.Series(dtype=float)
 
 
-def _mean_sd(values: pd.Series, digits: int = 3) -> str:
+def mean_sd(values: pd.Series, digits: int = 3) -> str:
     """The mean over seeds, and their standard deviation when there are several."""
     if values.empty:
         return "–"
@@ -173,7 +173,7 @@ def _interval(group: pd.DataFrame, key: str) -> str:
     if values.empty:
         return "n/a" if "tpr@" in key else "–"
     lo, hi = _numbers(group, f"{key}_lo"), _numbers(group, f"{key}_hi")
-    return _mean_sd(values) + (f" [{lo.mean():.3f}, {hi.mean():.3f}]" if len(lo) and len(hi) else "")
+    return mean_sd(values) + (f" [{lo.mean():.3f}, {hi.mean():.3f}]" if len(lo) and len(hi) else "")
 
 
 def pooled_copies(group: pd.DataFrame) -> int | None:
@@ -203,24 +203,24 @@ def columns(frame: pd.DataFrame) -> list[tuple[str, object]]:
     """(header, cell of an arm's rows) of every column the frame has figures for."""
     cols = [
         ("seeds", lambda g: ", ".join(str(s) for s in g["seed"])),
-        ("held-out loss", lambda g: _mean_sd(_numbers(g, "val/loss"))),
-        ("held-out bpb", lambda g: _mean_sd(_numbers(g, "val/bpb"))),
+        ("held-out loss", lambda g: mean_sd(_numbers(g, "val/loss"))),
+        ("held-out bpb", lambda g: mean_sd(_numbers(g, "val/bpb"))),
     ]
     for name in _names(frame, "general/", "/loss"):
-        cols.append((f"general loss ({name})", lambda g, k=f"general/{name}/loss": _mean_sd(_numbers(g, k))))
+        cols.append((f"general loss ({name})", lambda g, k=f"general/{name}/loss": mean_sd(_numbers(g, k))))
     cols += [
-        ("extraction (ordinary text)", lambda g: _mean_sd(_numbers(g, "mem/extraction_rate_train"))),
-        ("extraction (planted)", lambda g: _mean_sd(_numbers(g, "planted_extraction"))),
+        ("extraction (ordinary text)", lambda g: mean_sd(_numbers(g, "mem/extraction_rate_train"))),
+        ("extraction (planted)", lambda g: mean_sd(_numbers(g, "planted_extraction"))),
         (f"copies to {LEVEL:.0%} extraction", _copies),
     ]
     for name in _names(frame, "canary/", "/exposure"):
-        cols.append((f"exposure: {name}", lambda g, k=f"canary/{name}/exposure": _mean_sd(_numbers(g, k), 1)))
+        cols.append((f"exposure: {name}", lambda g, k=f"canary/{name}/exposure": mean_sd(_numbers(g, k), 1)))
     for score in SCORES:
         cols.append((f"{score} AUC [95%]", lambda g, k=f"mia/{score}/auc": _interval(g, k)))
         cols.append((f"{score} TPR@1%FPR [95%]", lambda g, k=f"mia/{score}/tpr@1%fpr": _interval(g, k)))
     cols += [
-        ("epsilon", lambda g: _mean_sd(_numbers(g, "privacy/epsilon"), 2)),
-        ("wall time (s)", lambda g: _mean_sd(_numbers(g, "wall_time_s"), 0)),
+        ("epsilon", lambda g: mean_sd(_numbers(g, "privacy/epsilon"), 2)),
+        ("wall time (s)", lambda g: mean_sd(_numbers(g, "wall_time_s"), 0)),
     ]
     return cols
 

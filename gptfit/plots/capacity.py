@@ -1,0 +1,46 @@
+"""The capacity figure (Morris et al. 2025): what each model memorized of uniformly random sets of growing size,
+and its plateau against its parameters with the fitted bits per parameter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+
+def capacity_figure(frame: pd.DataFrame, models: pd.DataFrame, slope: float | None, paper: float, out: Path) -> Path:
+    """Left: memorized bits against the dataset's bits, a line per model (seeds as points), under the line where
+    the whole set is memorized; each model flattens at its plateau. Right: the plateaus against the parameters,
+    with the fitted slope and the paper's 3.6 bits a parameter. frame: one row per run (gptfit.show.capacity);
+    models: one row per model with its `plateau`."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=110)
+    colors = plt.cm.viridis(np.linspace(0, 0.85, max(len(models), 1)))
+    for color, (_, m) in zip(colors, models.iterrows()):
+        runs = frame[frame["params"] == m["params"]]
+        cells = runs.groupby("dataset_bits", as_index=False)["bits"].mean()
+        label = f"{m['model']} ({m['params'] / 1e3:.0f}K)"
+        left.plot(cells["dataset_bits"], cells["bits"], "-o", color=color, label=label, markersize=4)
+        left.scatter(runs["dataset_bits"], runs["bits"], color=color, s=10, alpha=0.5)
+        left.axhline(m["plateau"], color=color, linestyle=":", linewidth=0.8)
+    span = np.array([frame["dataset_bits"].min(), frame["dataset_bits"].max()])
+    left.plot(span, span, "--", color="gray", linewidth=0.8, label="the whole set")
+    left.set(xscale="log", yscale="log", xlabel="dataset (bits)", ylabel="memorized bits (capacity/bits_total)")
+    left.set_title("memorized bits against dataset size")
+    left.legend(fontsize=7)
+    right.scatter(models["params"], models["plateau"], color=colors[: len(models)], zorder=3)
+    xs = np.array([0, models["params"].max() * 1.1])
+    if slope is not None:
+        right.plot(xs, slope * xs, "-", color="tab:blue", label=f"fit: {slope:.2f} bits / parameter")
+    right.plot(xs, paper * xs, "--", color="gray", label=f"Morris et al. 2025: {paper} bits / parameter")
+    right.set(xlabel="parameters", ylabel="plateau (bits)", xlim=(0, xs[1]), ylim=(0, None))
+    right.set_title("capacity against parameters")
+    right.legend(fontsize=7)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / "capacity.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path

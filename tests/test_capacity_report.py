@@ -1,0 +1,109 @@
+"""The capacity study: its grid's dataset sizes are the multiples of each model's expected capacity they claim,
+and gptfit.report finds each model's plateau and fits bits per parameter over the plateaus. The report's inputs
+are hand-written run folders whose models hold exactly 2 bits a parameter: no training."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gptfit.data.corpus import load_corpus
+from gptfit.metrics.capacity import parameter_counts
+from gptfit.model.loading import build_model
+from gptfit.report import main as report_main
+from gptfit.show.capacity import capacity_report, fit, per_run, plateaus
+from gptfit.show.sweep import read_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+RATIOS = (0.25, 0.5, 1, 2, 4)
+BITS_PER_SEQUENCE = 63 * 4  # 64 tokens of 16 symbols: the first is never predicted
+
+
+@pytest.mark.parametrize("size", sorted(p.stem for p in (ROOT / "conf" / "capacity").glob("*.yaml")))
+def test_each_models_sizes_are_the_stated_multiples_of_its_capacity(compose_cfg, size):
+    cfg = compose_cfg(["+experiment=capacity", f"capacity={size}"])
+    layers, width = (int(v) for v in size.split("x"))
+    assert (cfg.model.n_layer, cfg.model.n_embd) == (layers, width)
+    corpus = load_corpus(cfg.data)
+    params = parameter_counts(build_model(cfg.model, corpus.tokenizer))[0]
+    assert corpus.uniform.length + 1 == cfg.model.block_size  # one window, one sequence and its end-of-text
+    group = yaml.safe_load((ROOT / "conf" / "capacity" / f"{size}.yaml").read_text())
+    sweep = group["hydra"]["sweeper"]["params"]["data.uniform.sequences"]
+    expected = [round(r * 3.6 * params / BITS_PER_SEQUENCE) for r in RATIOS]
+    assert [int(s) for s in str(sweep).split(",")] == expected
+
+
+MODELS = {"1 x 32": (15_000, 12_000), "2 x 32": (27_000, 24_000), "2 x 64": (104_000, 98_000)}
+
+
+def write_run(job: Path, model: str, sequences: int, seed: int, held_per_param: float = 2.0) -> None:
+    """A finished data=uniform run whose model holds the whole set up to `held_per_param` bits a parameter."""
+    params, non_embedding = MODELS[model]
+    layers, width = (int(v) for v in model.split(" x "))
+    bits = min(sequences * BITS_PER_SEQUENCE, held_per_param * params) * (1 + 0.001 * seed)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"data.uniform.sequences={sequences}"]))
+    row = {"step": 1000, "epoch": 40.0, "capacity/bits_total": bits, "capacity/bits_per_param": bits / params}
+    (job / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    config = {
+        "name": "capacity",
+        "seed": seed,
+        "model": {"n_layer": layers, "n_embd": width},
+        "data": {"source": "uniform", "uniform": {"vocab": 16, "length": 64, "sequences": sequences}},
+    }
+    summary = {
+        "status": "finished",
+        "config": config,
+        "wall_time_s": 60.0,
+        "final": row,
+        "capacity/params": params,
+        "capacity/params_non_embedding": non_embedding,
+        "saturated_at_step": 1000,
+    }
+    (job / "summary.json").write_text(json.dumps(summary))
+
+
+def sweep_of(root: Path) -> Path:
+    jobs = [(m, math.ceil(r * 2.0 * MODELS[m][0] / BITS_PER_SEQUENCE)) for m in MODELS for r in RATIOS]
+    for i, (model, sequences) in enumerate(jobs):
+        write_run(root / "s" / str(i), model, sequences, seed=0)
+    write_run(root / "s" / str(len(jobs)), "2 x 32", jobs[8][1], seed=1)  # a second seed at 2x
+    return root / "s"
+
+
+def test_the_plateau_is_each_models_most_bits_and_the_fit_recovers_bits_per_parameter(tmp_path):
+    frame = per_run(read_sweep(sweep_of(tmp_path)))
+    models = plateaus(frame)
+    assert list(models["model"]) == list(MODELS)
+    for _, m in models.iterrows():  # the set outgrows the model from ratio 1 on: the plateau is 2 x params
+        assert m["plateau"] == pytest.approx(2.0 * m["params"], rel=0.002)
+    result = fit(models)
+    assert result.slope == pytest.approx(2.0, rel=0.002) and result.lo < result.slope < result.hi
+    assert result.hi - result.lo < 0.01  # three models on one line: a narrow interval
+    # Moving one model off the line widens the interval and keeps the truth inside it.
+    models.loc[1, "plateau"] *= 1.2
+    moved = fit(models)
+    assert moved.hi - moved.lo > 10 * (result.hi - result.lo) and moved.lo < 2.0 < moved.hi
+
+
+def test_the_report_has_the_capacity_section_and_figure(tmp_path):
+    sweep = sweep_of(tmp_path)
+    report_main([str(sweep)])
+    text = (sweep / "report.md").read_text()
+    assert "## Capacity" in text and "Morris et al. 2025: 3.6" in text
+    assert "| 2 x 32 | 27,000 |" in text and "![capacity](capacity.png)" in text
+    assert (sweep / "capacity.png").exists() and (sweep / "capacity.csv").exists()
+    two_x = [line for line in text.splitlines() if line.startswith("| 2 x 32 | 27,000 | 429 |")]
+    assert len(two_x) == 1 and "| 2 |" in two_x[0]  # its two seeds pooled into one row
+
+
+def test_a_sweep_without_uniform_runs_has_no_capacity_table(tmp_path):
+    write_run(tmp_path / "s" / "0", "1 x 32", 10, seed=0)
+    summary = json.loads((tmp_path / "s" / "0" / "summary.json").read_text())
+    summary["config"]["data"]["source"] = "python_docs"
+    (tmp_path / "s" / "0" / "summary.json").write_text(json.dumps(summary))
+    assert capacity_report(read_sweep(tmp_path / "s"), tmp_path) is None
