@@ -247,7 +247,20 @@ def test_a_reference_model_scores_the_same_tokens(tiny_run, make_config, tmp_pat
     tokens = torch.tensor(np.stack(last["tokens"].to_numpy()))
     ref_loss = -score_sequences(reference, tokens, 16).mean().numpy()
     assert np.allclose(last["mia_reference"], last["mia_loss"] - ref_loss, atol=1e-9)
-    assert "mia/reference/auc" in json.loads((run_dir / "summary.json").read_text())["final"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert "mia/reference/auc" in summary["final"]
+    # Memorized bits against the reference (Morris et al.): the log2 gain over it, never below 0, and its mean.
+    gain = (last["mia_loss"] - ref_loss) * (tokens.shape[1] - 1) / math.log(2)
+    assert np.allclose(last["mem_bits"], np.maximum(gain, 0.0), atol=1e-6)
+    rows = last[(last.kind == "sample") & (last.split == "train")]
+    assert summary["final"]["mem/mem_bits_train"] == pytest.approx(rows["mem_bits"].mean())
+    # The training set's information as the reference knows it: its loss on the stream, in bits.
+    cfg = make_config(TINY)
+    train_ids, block = load_corpus(cfg.data).train, cfg.model.block_size
+    windows = torch.from_numpy(train_ids[: len(train_ids) // block * block].reshape(-1, block))
+    with torch.no_grad():
+        nats = reference(input_ids=windows, labels=windows).loss.item()
+    assert summary["capacity/dataset_bits"] == pytest.approx(nats / math.log(2) * len(train_ids), rel=1e-4)
 
 
 @pytest.mark.parametrize("override, says", [("eval.mia.k=0", "eval.mia.k=0"), ("eval.mia.k=1.5", "eval.mia.k=1.5")])

@@ -62,6 +62,15 @@ def uniform_bits(model, uniform: UniformSet, table: pa.Table | None, batch_size:
     return float(memorized_bits(scores.total().numpy(), np.full(len(uniform.train), uniform.reference_log2())).sum())
 
 
+def dataset_bits(reference, train: np.ndarray, block: int, batch_size: int) -> float:
+    """capacity/dataset_bits on text: the training set's information as the reference model knows it, its
+    negative log2-likelihood: the mean bits of the tokens the reference predicts in the stream's
+    non-overlapping windows (the first of each is never predicted), times the training tokens."""
+    windows = torch.from_numpy(train[: len(train) // block * block].reshape(-1, block))  # [windows, block]
+    nats = score_sequences(reference, windows, batch_size).mean()  # [windows] mean nats a predicted token
+    return float(nats.mean()) / math.log(2) * len(train)
+
+
 def capacity_keys(model, bits: float) -> dict:
     """capacity/bits_total and capacity/bits_per_param of one evaluation on data=uniform."""
     return {"capacity/bits_total": bits, "capacity/bits_per_param": bits / parameter_counts(model)[0]}

@@ -356,6 +356,8 @@ def aggregates(table: pa.Table, extraction_samples: int, resamples: int = 0, see
         out[f"mem/extraction_rate_{s}"] = _mean(part["extracted"])
         out[f"mem/suffix_match_{s}"] = _mean(part["suffix_match"])
         out[f"mem/exact_match_{s}"] = _mean(part["exact_match"])
+        if part.num_rows and part["mem_bits"].null_count < part.num_rows:  # null: no reference for mem_bits
+            out[f"mem/mem_bits_{s}"] = pa.compute.mean(part["mem_bits"]).as_py()
     out.update(membership.aggregates(rows, resamples, seed))
     out["mem/mia_auc"] = out["mia/loss/auc"]
     planted = table.filter(pa.compute.equal(table["kind"], "duplicate"))

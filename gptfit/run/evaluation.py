@@ -37,7 +37,7 @@ from gptfit.data.windows import fixed_windows
 from gptfit.errors import UserError
 from gptfit.metrics import sequences
 from gptfit.metrics.canaries import canary_exposures
-from gptfit.metrics.capacity import capacity_keys, uniform_bits
+from gptfit.metrics.capacity import capacity_keys, dataset_bits, uniform_bits
 from gptfit.metrics.diversity import narrowness
 from gptfit.metrics.grammar import GrammarProbe
 from gptfit.metrics.ngrams import NgramIndex
@@ -176,6 +176,14 @@ class Evaluator:
         seed = split_seed
         reference = load_reference(e.mia.reference, corpus.tokenizer_hash) if e.mia.reference else None
         sequences.prepare_membership(self.sides, tokenizer, reference, e.batch_size, seed)
+        # capacity/dataset_bits: the training set's information, exact on data=uniform, else as the reference
+        # knows it (None without one)
+        if corpus.uniform is not None:
+            self.dataset_bits = -corpus.uniform.reference_log2() * len(corpus.uniform.train)
+        elif reference is not None:
+            self.dataset_bits = dataset_bits(reference, corpus.train, block, e.batch_size)
+        else:
+            self.dataset_bits = None
         self.bits_at: tuple[int, float] | None = None  # (step, capacity/bits_total) of the latest evaluation
         self.goldfish_dropped = None  # [rows], fixed for the run: it depends on the tokens alone
         if goldfish is not None and goldfish.k is not None:

@@ -93,6 +93,8 @@ def _train(config: Config, device: str, stop: StopSignals) -> dict:
         if resume is not None:
             load_ledger(ledger, resume)
         evaluator = make_evaluator(config, corpus) if tracker is not None else None
+        if evaluator is not None and evaluator.dataset_bits is not None:
+            tracker.update(**{"capacity/dataset_bits": evaluator.dataset_bits})
         if evaluator is not None and tracker.rows:  # resumed: forgetting/<name> counts from the true step 0
             evaluator.remember_start(tracker.rows[0])
         run = Run(train, run_dir, corpus, model, corpus.tokenizer, evaluator, tracker, ledger, model_section.block_size)
