@@ -29,7 +29,11 @@ its path from there (`a/0`). Writes into the sweep directory:
 - on data=uniform runs (+experiment=capacity): the capacity table, a row per model and dataset size (the bits
   memorized, the share of the set, bits per parameter, steps to saturation), each model's plateau, and bits per
   parameter fitted over the plateaus with its interval, also as `capacity.md` and `capacity.csv`, and
-  `capacity.png`: memorized bits against dataset bits, and the plateaus against parameters.
+  `capacity.png`: memorized bits against dataset bits, and the plateaus against parameters;
+- on runs on text scored against a reference (+experiment=capacity_text): the turn, a row per model and
+  training set of its dataset bits over capacity (bits per parameter fitted on data=uniform runs reported
+  alongside, else the paper's 3.6) with held-out loss, memorized bits, extraction and membership AUC, also as
+  `capacity_text.md` and `capacity_text.csv`, and `capacity_text.png`: each against the ratio, 1 marked.
 `--wandb` logs the same table and figures as a W&B run with job_type=report.
 """
 
@@ -43,7 +47,7 @@ from gptfit.cli import fail
 from gptfit.errors import UserError
 from gptfit.page.write import sweep_page
 from gptfit.run.tracking import has_wandb_key
-from gptfit.show.capacity import capacity_report
+from gptfit.show.capacity import PAPER_BITS_PER_PARAM, capacity_report
 from gptfit.show.finetune import finetune_figure, finetune_table
 from gptfit.show.mitigations import mitigation_report
 from gptfit.show.sweep import (
@@ -61,6 +65,7 @@ from gptfit.show.sweep import (
 )
 from gptfit.show.sweep_figures import sweep_figures
 from gptfit.show.sweep_sequences import duplication_table, exposure_table, forgetting_table, membership_table
+from gptfit.show.turn import turn_report
 
 
 def report(sweeps: Path | list[Path], to_wandb: bool = False) -> Path:
@@ -99,6 +104,10 @@ def report(sweeps: Path | list[Path], to_wandb: bool = False) -> Path:
     capacity = capacity_report(runs, sweep)
     if capacity is not None:
         lines += ["## Capacity: the bits each model memorized, and bits per parameter", "", capacity[0], ""]
+    fitted = capacity[2] if capacity is not None else None
+    turn = turn_report(runs, sweep, fitted, PAPER_BITS_PER_PARAM)
+    if turn is not None:
+        lines += ["## The turn on text: memorization against dataset bits over capacity", "", turn[0], ""]
     lines += sequence_sections(runs, sweep, swept)
     lines += ["## Trends with corpus size (Spearman rank correlation)", ""]
     lines += [f"- {label}: {fmt(value)}" for label, value in corr.items()]
@@ -110,7 +119,7 @@ def report(sweeps: Path | list[Path], to_wandb: bool = False) -> Path:
     plane = finetune_figure(runs, sweep)
     if plane is not None:
         paths.append(plane)
-    for extra in (mitigations, capacity):
+    for extra in (mitigations, capacity, turn):
         if extra is not None:
             paths.append(extra[1][-1])
     page = sweep_page(sweep, runs, ladder_series(runs))

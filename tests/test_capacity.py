@@ -37,7 +37,7 @@ SMALL_SET = [
 ]
 # Trained until its bits saturate (train.saturation), as the capacity study trains: at a constant learning rate,
 # with a cap far above the steps it needs.
-CAP, WINDOW = 2000, 0.5
+CAP, WINDOW, MIN_STEPS = 2000, 0.5, 300
 TRAINED = [
     *SMALL_SET,
     "train.sampling=epochs",
@@ -45,6 +45,8 @@ TRAINED = [
     "train.saturation.growth=0.01",
     # The study's window is 0.1 of thousands of steps; a run of a few hundred needs a longer one than 10%.
     f"train.saturation.window={WINDOW}",
+    # Past the step where the rule first holds on this set (250), so that the stop shows it waits for it.
+    f"train.saturation.min_steps={MIN_STEPS}",
     "train.batch_size=8",
     "train.lr=3e-3",
     "train.min_lr_ratio=1.0",
@@ -123,13 +125,15 @@ def test_a_model_far_below_capacity_holds_the_whole_set(trained):
     # The aggregate is the table's sum; the held-out sequences, never seen, hold nothing.
     assert bits[split == "train"].sum() == pytest.approx(last["capacity/bits_total"])
     assert bits[split == "val"].max() < 0.1 * (LENGTH - 1) * math.log2(VOCAB)
+    # The loss windows are the sequences as training saw them: memorized, unlike the held-out ones.
+    assert last["train/loss"] < 0.25 * math.log(VOCAB) < math.log(VOCAB) < last["val/loss"], last
 
 
 def test_training_stops_where_the_bits_saturate(trained):
     run_dir, summary, _ = trained
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     stop = summary["saturated_at_step"]
-    assert 0 < stop < CAP and rows[-1]["step"] == stop
+    assert MIN_STEPS <= stop < CAP and rows[-1]["step"] == stop
     bits = {row["step"]: row["capacity/bits_total"] for row in rows}
 
     def most(until: float) -> float:
@@ -137,7 +141,7 @@ def test_training_stops_where_the_bits_saturate(trained):
 
     assert most(stop) < 1.01 * most((1 - WINDOW) * stop)  # the rule held where it stopped ...
     for step in bits:  # ... and at no evaluation before
-        if 0 < step < stop and any(0 < s <= (1 - WINDOW) * step for s in bits):
+        if MIN_STEPS <= step < stop and any(0 < s <= (1 - WINDOW) * step for s in bits):
             assert most(step) >= 1.01 * most((1 - WINDOW) * step), (step, bits)
     # The stop is the run's last evaluation: its table is the final one, with the bootstrapped intervals.
     assert "mia/loss/auc_lo" in rows[-1] and (run_dir / "final").is_dir()
@@ -203,6 +207,7 @@ def test_memorized_bits_are_the_log2_gain_over_the_reference_never_below_zero():
         ("data.uniform.length=32", "eval.prefix_tokens + eval.suffix_tokens"),
         ("train.saturation.growth=-0.1", "train.saturation.growth=-0.1"),
         ("train.saturation.window=1", "train.saturation.window=1"),
+        ("train.saturation.min_steps=-1", "train.saturation.min_steps=-1"),
     ],
 )
 def test_bad_values_are_one_error_line(override, key):

@@ -107,3 +107,63 @@ def test_a_sweep_without_uniform_runs_has_no_capacity_table(tmp_path):
     summary["config"]["data"]["source"] = "python_docs"
     (tmp_path / "s" / "0" / "summary.json").write_text(json.dumps(summary))
     assert capacity_report(read_sweep(tmp_path / "s"), tmp_path) is None
+
+
+def write_text_run(job: Path, train_tokens: int, dataset_bits: float, mem_bits: float) -> None:
+    """A finished run on text scored against a reference: its dataset bits and last evaluation."""
+    final = {
+        "step": 600,
+        "tokens_seen": 460_800,
+        "val/loss": 5.0,
+        "mem/mem_bits_train": mem_bits,
+        "mem/extraction_rate_train": 0.5,
+        "mem/mia_auc": 0.9,
+    }
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"data.train_tokens={train_tokens}"]))
+    (job / "metrics.jsonl").write_text(json.dumps(final) + "\n")
+    config = {"seed": 0, "model": {"n_layer": 1, "n_embd": 32}, "data": {"source": "python_docs"}}
+    summary = {
+        "status": "finished",
+        "config": config,
+        "wall_time_s": 30.0,
+        "final": final,
+        "capacity/params": 10_000,
+        "capacity/dataset_bits": dataset_bits,
+        "data": {"train_tokens": train_tokens},
+    }
+    (job / "summary.json").write_text(json.dumps(summary))
+
+
+def text_sweep(root: Path) -> Path:
+    for i, (tokens, bits, mem) in enumerate([(1024, 5_000.0, 40.0), (4096, 20_000.0, 90.0), (16384, 80_000.0, 20.0)]):
+        write_text_run(root / "t" / str(i), tokens, bits, mem)
+    return root / "t"
+
+
+def turn_rows(text: str) -> dict[str, list[str]]:
+    """The turn table's rows by training tokens: their cells."""
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| 1 x 32 | 10,000 |")]
+    return {cells[2]: cells for cells in rows}
+
+
+def test_the_turn_on_text_sets_dataset_bits_against_the_fitted_capacity(tmp_path):
+    uniform, text_runs = sweep_of(tmp_path), text_sweep(tmp_path)
+    report_main([str(uniform), str(text_runs)])
+    out = tmp_path  # several sweeps report to their common folder
+    report = (out / "report.md").read_text()
+    assert "## The turn on text" in report and "![capacity_text](capacity_text.png)" in report
+    assert "2.00 bits a parameter (fitted on data=uniform)" in report
+    rows = turn_rows(report)
+    # 20,000 dataset bits against 2.00 bits x 10,000 parameters: the turn itself.
+    assert [rows[t][4] for t in ("1,024", "4,096", "16,384")] == ["0.25", "1.00", "4.00"]
+    assert rows["4,096"][7] == "90.000"  # memorized bits a sequence, as the run logged them
+    assert (out / "capacity_text.png").exists() and (out / "capacity_text.csv").exists()
+
+
+def test_without_uniform_runs_the_turn_uses_the_papers_bits_per_parameter(tmp_path):
+    text_runs = text_sweep(tmp_path)
+    report_main([str(text_runs)])
+    report = (text_runs / "report.md").read_text()
+    assert "3.60 bits a parameter (Morris et al.)" in report and "## Capacity:" not in report
+    assert turn_rows(report)["16,384"][4] == f"{80_000 / 36_000:.2f}"

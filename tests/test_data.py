@@ -128,3 +128,6 @@ def test_training_windows_are_reproducible_and_inside_the_stream():
 def test_fixed_windows_cover_the_stream_evenly():
     w = fixed_windows(np.arange(100), 10, 5)
     assert w.shape == (5, 10) and w[0, 0] == 0 and w[-1, -1] == 99
+    # With a stride, every window starts on a multiple of it (data=uniform: where a sequence starts).
+    w = fixed_windows(np.arange(100), 10, 4, stride=11)
+    assert w[:, 0].tolist() == [0, 33, 55, 88]

@@ -60,7 +60,7 @@ class DpConfig:
 @dataclass
 class SaturationConfig:
     """train.saturation: stop once the memorized bits stop growing (data=uniform's capacity/bits_total, Morris
-    et al. 2025 train each model to saturation). Checked at every evaluation from the start on: saturated at
+    et al. 2025 train each model to saturation). Checked at every evaluation from `min_steps` on: saturated at
     step s when the bits grew by less than `growth` (a fraction) since the last evaluation at or before
     (1 - window) x s, and that evaluation came after step 0. train.max_steps stays the cap."""
 
@@ -68,6 +68,9 @@ class SaturationConfig:
     growth: Optional[float] = None
     # The trailing share of the steps the growth is measured over.
     window: float = 0.1
+    # No stop before this step: a set far above capacity first sits at the uniform loss for a while, its bits
+    # noise around 0, before it starts to memorize.
+    min_steps: int = 0
 
 
 @dataclass
@@ -157,6 +160,7 @@ class TrainConfig:
             c.positive("growth")
         if c.finite("window"):
             c.need(0.0 < self.saturation.window < 1.0, "window", "must be in (0, 1): a share of the steps so far")
+        c.need(self.saturation.min_steps >= 0, "min_steps", "must be >= 0")
         return c.problems
 
     def goldfish_problems(self) -> list[str]:

@@ -96,11 +96,13 @@ class EpochWindows(Windows):
         return int(self.order(epoch)[k]) * self.block_size
 
 
-def fixed_windows(stream: np.ndarray, block_size: int, count: int) -> torch.Tensor:
-    """[n, block_size]: up to `count` windows at evenly spaced offsets covering the stream."""
+def fixed_windows(stream: np.ndarray, block_size: int, count: int, stride: int = 1) -> torch.Tensor:
+    """[n, block_size]: up to `count` windows at evenly spaced offsets covering the stream, each offset a
+    multiple of `stride` (data=uniform's sequence period, so a window is a sequence as training saw it)."""
     max_offset = len(stream) - block_size
     if max_offset < 0:
         raise ValueError(f"stream of {len(stream)} tokens is shorter than one window of {block_size}")
-    offsets = np.unique(np.linspace(0, max_offset, num=count).round().astype(np.int64))
+    starts = np.linspace(0, max_offset // stride, num=count).round().astype(np.int64)
+    offsets = np.unique(starts) * stride
     index = offsets[:, None] + np.arange(block_size)[None, :]
     return torch.from_numpy(np.asarray(stream, dtype=np.int64)[index])

@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import NullFormatter
 
 
 def capacity_figure(frame: pd.DataFrame, models: pd.DataFrame, slope: float | None, paper: float, out: Path) -> Path:
@@ -41,6 +42,31 @@ def capacity_figure(frame: pd.DataFrame, models: pd.DataFrame, slope: float | No
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path = out / "capacity.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def turn_figure(frame: pd.DataFrame, measures, out: Path) -> Path:
+    """The turn on text: each measure against dataset bits over capacity (log scale), a line per model (the
+    mean over seeds, seeds as points), with ratio 1, where the training set's information meets the model's
+    capacity, marked. frame: one row per run (gptfit.show.turn); measures: (column, key, label) each."""
+    fig, axes = plt.subplots(1, len(measures), figsize=(3.6 * len(measures), 3.6), dpi=110)
+    models = frame.groupby(["params", "model"], sort=True)
+    colors = plt.cm.viridis(np.linspace(0, 0.85, max(models.ngroups, 1)))
+    for ax, (column, _, label) in zip(axes, measures):
+        for color, ((params, model), runs) in zip(colors, models):
+            runs = runs.dropna(subset=[column])
+            cells = runs.groupby("train_tokens", as_index=False)[["ratio", column]].mean()
+            ax.plot(cells["ratio"], cells[column], "-o", color=color, markersize=4, label=f"{model} ({params:,})")
+            ax.scatter(runs["ratio"], runs[column], color=color, s=10, alpha=0.5)
+        ax.axvline(1.0, color="tab:red", linestyle="--", linewidth=1, label="dataset = capacity")
+        ax.set(xscale="log", xlabel="dataset bits / capacity", title=label)
+        ax.xaxis.set_minor_formatter(NullFormatter())  # a few decades at most: the minor labels would collide
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "capacity_text.png"
     fig.savefig(path)
     plt.close(fig)
     return path

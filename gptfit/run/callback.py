@@ -67,7 +67,7 @@ class Run:
         if rule.growth is None or self.evaluator is None:
             return False
         self.bits = [(s, b) for s, b in self.bits if s < step] + [(step, self.evaluator.capacity_bits(model, step))]
-        return capacity.saturated(self.bits, rule.window, rule.growth)
+        return step >= rule.min_steps and capacity.saturated(self.bits, rule.window, rule.growth)
 
     def evaluate(
         self, model, step: int, exposure, lr: float | None = None, running: float | None = None, final: bool = False

@@ -158,8 +158,11 @@ class Evaluator:
         e, block = eval, block_size
         self.eval, self.corpus, self.tokenizer = eval, corpus, tokenizer
         self.block_size, self.eval_every, self.seed, self.split_seed = block_size, eval_every, seed, split_seed
-        self.train_windows = fixed_windows(corpus.train, block, e.train_windows)
-        self.val_windows = fixed_windows(corpus.val, block, e.val_windows)
+        # On data=uniform the windows start where sequences start: elsewhere they would cut them, and the
+        # losses would be a memorizing model's on text it never saw in that place
+        stride = corpus.uniform.length + 1 if corpus.uniform is not None else 1
+        self.train_windows = fixed_windows(corpus.train, block, e.train_windows, stride)
+        self.val_windows = fixed_windows(corpus.val, block, e.val_windows, stride)
         self.span = e.prefix_tokens + e.suffix_tokens
         groups = corpus.planted + ([corpus.forgotten] if corpus.forgotten is not None else [])
         planted = spans(len(corpus.train), groups, self.span) if groups else None

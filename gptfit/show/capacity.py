@@ -162,9 +162,10 @@ def fit_line(result: Fit) -> str:
     return text
 
 
-def capacity_report(runs: list[dict], out: Path) -> tuple[str, list[Path]] | None:
-    """The tables (returned, and written to `out`/capacity.md), the per-run figures behind them (capacity.csv)
-    and the figure (capacity.png); None without data=uniform runs."""
+def capacity_report(runs: list[dict], out: Path) -> tuple[str, list[Path], float | None] | None:
+    """The tables (returned, and written to `out`/capacity.md), the per-run figures behind them (capacity.csv),
+    the figure (capacity.png) and the fitted bits per parameter (None below two models); None without
+    data=uniform runs."""
     frame = per_run(runs)
     if frame is None:
         return None
@@ -174,4 +175,4 @@ def capacity_report(runs: list[dict], out: Path) -> tuple[str, list[Path]] | Non
     write_text_atomic(out / "capacity.md", "# Capacity\n\n" + text + "\n")
     write_text_atomic(out / "capacity.csv", frame.to_csv(index=False))
     figure = capacity_figure(frame, models, result.slope if result else None, PAPER_BITS_PER_PARAM, out)
-    return text, [out / "capacity.md", out / "capacity.csv", figure]
+    return text, [out / "capacity.md", out / "capacity.csv", figure], result.slope if result else None
