@@ -122,7 +122,12 @@ def write_text_run(job: Path, train_tokens: int, dataset_bits: float, mem_bits: 
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"data.train_tokens={train_tokens}"]))
     (job / "metrics.jsonl").write_text(json.dumps(final) + "\n")
-    config = {"seed": 0, "model": {"n_layer": 1, "n_embd": 32}, "data": {"source": "python_docs"}}
+    config = {
+        "seed": 0,
+        "model": {"n_layer": 1, "n_embd": 32},
+        "data": {"source": "python_docs"},
+        "eval": {"prefix_tokens": 32, "suffix_tokens": 32},
+    }
     summary = {
         "status": "finished",
         "config": config,
@@ -157,7 +162,8 @@ def test_the_turn_on_text_sets_dataset_bits_against_the_fitted_capacity(tmp_path
     rows = turn_rows(report)
     # 20,000 dataset bits against 2.00 bits x 10,000 parameters: the turn itself.
     assert [rows[t][4] for t in ("1,024", "4,096", "16,384")] == ["0.25", "1.00", "4.00"]
-    assert rows["4,096"][7] == "90.000"  # memorized bits a sequence, as the run logged them
+    assert rows["4,096"][7] == "90.000"  # memorized bits a sequence, as the run logged them ...
+    assert rows["4,096"][8] == f"{90 * 4096 // 64:.3f}"  # ... and over the set's 64 sequences of 64 tokens
     assert (out / "capacity_text.png").exists() and (out / "capacity_text.csv").exists()
 
 

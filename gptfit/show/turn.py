@@ -16,10 +16,12 @@ from gptfit.files import write_text_atomic
 from gptfit.plots.capacity import turn_figure
 from gptfit.show.mitigations import mean_sd
 
-# What the table and figure show of each run's last evaluation: (column, key, label).
+# What the table and figure show of each run's last evaluation: (column, key, label); `mem_bits_total` is
+# derived below.
 MEASURES = (
     ("val_loss", "val/loss", "held-out loss"),
     ("mem_bits", "mem/mem_bits_train", "memorized bits a training sequence"),
+    ("mem_bits_total", None, "memorized bits, whole training set"),
     ("extraction", "mem/extraction_rate_train", "extraction of training sequences"),
     ("mia_auc", "mem/mia_auc", "membership AUC (loss)"),
 )
@@ -42,7 +44,12 @@ def record(run: dict) -> dict | None:
         "dataset_bits": summary["capacity/dataset_bits"],
         "seed": config.get("seed"),
     }
-    row.update({column: run["final"].get(key) for column, key, _ in MEASURES})
+    row.update({column: run["final"].get(key) for column, key, _ in MEASURES if key is not None})
+    # Morris et al.'s unintended memorization of the set: the table's mean over its sequences times the
+    # sequences the training set holds (of eval.prefix_tokens + eval.suffix_tokens each).
+    span = config["eval"]["prefix_tokens"] + config["eval"]["suffix_tokens"]
+    mem_bits = row["mem_bits"]
+    row["mem_bits_total"] = mem_bits * (row["train_tokens"] // span) if mem_bits is not None else None
     return row
 
 
