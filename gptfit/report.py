@@ -8,8 +8,8 @@ its path from there (`a/0`). Writes into the sweep directory:
   setting), then the mean and spread over seeds of each setting, and Spearman rank correlations of the
   main figures with corpus size; failed and unfinished runs are listed as such;
 - `report_gap.png`: gap, extraction rate and membership AUC against corpus size (log axis);
-- `report_val_loss.png`: the validation loss curve of every run;
-- `report_copy_rate.png`: copy rate against corpus size, one line per decoding setting;
+- `report_val_loss.png`: the validation loss curve of every run that logged one;
+- `report_copy_rate.png`: copy rate against corpus size, one line per decoding setting (where runs generate);
 - `report_decoding.png`: copy rate and novel 8-grams of each decoding setting, a bar per swept value;
 - on fine-tunings (runs that score a general corpus, `eval.general`): a table of what each method learns,
   forgets and memorizes at each corpus size, and `learn_forget.png`, the learn-forget plane;

@@ -97,6 +97,7 @@ def test_the_report_has_the_capacity_section_and_figure(tmp_path):
     assert "## Capacity" in text and "Morris et al. 2025: 3.6" in text
     assert "| 2 x 32 | 27,000 |" in text and "![capacity](capacity.png)" in text
     assert (sweep / "capacity.png").exists() and (sweep / "capacity.csv").exists()
+    assert not (sweep / "report_copy_rate.png").exists()  # random sequences generate no samples to copy
     two_x = [line for line in text.splitlines() if line.startswith("| 2 x 32 | 27,000 | 429 |")]
     assert len(two_x) == 1 and "| 2 |" in two_x[0]  # its two seeds pooled into one row
 

@@ -68,31 +68,34 @@ def sweep_figures(runs: list[dict], sweep: Path) -> list[Path]:
         ax.grid(alpha=0.3)
     save(fig, "report_gap.png")
 
-    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
-    cmap = plt.get_cmap("viridis")
-    for i, r in enumerate(done):
-        rows = [x for x in r["rows"] if "val/loss" in x]
-        ax.plot(
-            [x["tokens_seen"] for x in rows],
-            [x["val/loss"] for x in rows],
-            color=cmap(i / max(len(done) - 1, 1)),
-            label=f"{r['train_tokens']} tokens (job {r['job']})",
-        )
-    ax.set_xlabel("tokens seen")
-    ax.set_ylabel("validation loss (nats)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    save(fig, "report_val_loss.png")
+    curves = [(r, rows) for r in done if (rows := [x for x in r["rows"] if "val/loss" in x])]
+    if curves:
+        fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
+        cmap = plt.get_cmap("viridis")
+        for i, (r, rows) in enumerate(curves):
+            ax.plot(
+                [x["tokens_seen"] for x in rows],
+                [x["val/loss"] for x in rows],
+                color=cmap(i / max(len(curves) - 1, 1)),
+                label=f"{r['train_tokens']} tokens (job {r['job']})",
+            )
+        ax.set_xlabel("tokens seen")
+        ax.set_ylabel("validation loss (nats)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        save(fig, "report_val_loss.png")
 
-    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
-    for s in settings_of(done):
-        ax.plot(*mean_by_size(done, f"gen/{s}/copy_rate"), marker="o", label=s)
-    ax.set_xscale("log")
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel("copy rate (samples with a 16-token training span)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    save(fig, "report_copy_rate.png")
+    settings = settings_of(done)
+    if settings:  # runs that generate no samples (data=uniform) have no copy rate to draw
+        fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
+        for s in settings:
+            ax.plot(*mean_by_size(done, f"gen/{s}/copy_rate"), marker="o", label=s)
+        ax.set_xscale("log")
+        ax.set_xlabel("training tokens")
+        ax.set_ylabel("copy rate (samples with a 16-token training span)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        save(fig, "report_copy_rate.png")
 
     decoding = decoding_figure(done)
     if decoding is not None:
