@@ -8,9 +8,12 @@ new one, never half of one, and a half-written cache is never picked up.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,14 +46,44 @@ def atomic(path: Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_folder(target: Path) -> Iterator[Path]:
     """A temporary folder to write `target` through (a saved model, an adapter): swapped in whole when the
-    block ends, so a kill never leaves half of one; the previous folder is removed only after the swap."""
+    block ends, so a kill at any point leaves the old folder or the new one, never half of one nor none."""
     tmp, old = target.with_name(target.name + ".tmp"), target.with_name(target.name + ".old")
+    if old.exists() and not target.exists():  # a kill inside `exchange`'s fallback: the old folder goes back
+        os.rename(old, target)
     shutil.rmtree(tmp, ignore_errors=True)
     yield tmp
     if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+        exchange(tmp, target)  # one step: `target` is the new folder, `tmp` the old one
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        os.rename(tmp, target)
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Swap two paths in one atomic step (Linux's renameat2 with RENAME_EXCHANGE). Where the system has no such
+        call, three renames; a kill between the first two leaves `b` as `b.old`, which the next `atomic_folder` puts
+    back."""
+    if _renameat2 is not None:
+        if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+            return
+        if ctypes.get_errno() not in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise OSError(ctypes.get_errno(), f"could not swap {a} and {b}")
+    old = b.with_name(b.name + ".old")
+    os.rename(b, old)
+    os.rename(a, b)
+    os.rename(old, a)
+
+
+def _libc_renameat2():
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.renameat2
+    except (OSError, AttributeError):
+        return None
+
+
+_renameat2 = _libc_renameat2() if sys.platform.startswith("linux") else None
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from gptfit.core.sampling.settings import DecodingConfig
+from gptfit.core.decoding_settings import DecodingConfig
 from gptfit.core.sampling.transforms import transform
 from tests.conftest import TINY, error_lines, run_cli
 

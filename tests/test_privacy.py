@@ -106,3 +106,15 @@ def test_poisson_batches_are_a_function_of_the_step_with_rate_q():
     stand_in = windows[-1]
     assert (stand_in["labels"] == IGNORE_INDEX).all()
     assert windows[2 * 3 + 1]["input_ids"].tolist() == list(range(10, 20))
+
+
+def test_a_run_without_dp_sgd_does_not_import_opacus(tmp_path):
+    # Opacus sets process-wide warning filters and grad samplers when it loads: only train.dp may pay for it.
+    from tests.conftest import TINY, run_cli
+
+    env = {"PYTHONPROFILEIMPORTTIME": "1"}  # python -X importtime
+    done = run_cli(*TINY, "train.max_steps=1", "train.eval_every=1", f"run_dir={tmp_path / 'run'}", env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = [line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    assert "torch" in imported and "transformers" in imported  # the import log was read
+    assert not [name for name in imported if name.startswith("opacus")]

@@ -8,7 +8,7 @@ problem at once, one line each.
 
 The rooms: model.py, data.py, train.py, evaluation.py, logger.py (the sections of a training run),
 commands.py (sample and attend), checks.py (the one-line checks they share). The decoding settings'
-schema lives with decoding, in gptfit.core.sampling.settings.
+schema lives with decoding, in gptfit.core.decoding_settings.
 
 This package imports only the standard library, hydra, omegaconf, the grammar's spec and the decoding
 settings (pure Python), so a bad config is reported before torch and transformers are loaded.
@@ -40,7 +40,7 @@ from gptfit.config.evaluation import EvalConfig, GeneralCorpus, general_corpora
 from gptfit.config.logger import LoggerConfig
 from gptfit.config.model import ModelConfig
 from gptfit.config.train import DpConfig, GoldfishConfig, TrainConfig
-from gptfit.core.sampling.settings import DecodingConfig
+from gptfit.core.decoding_settings import DecodingConfig
 
 __all__ = [
     "AttendConfig",

@@ -13,7 +13,7 @@ from omegaconf import MISSING
 
 from gptfit.config.checks import Checks
 from gptfit.config.evaluation import EvalConfig
-from gptfit.core.sampling.settings import DecodingConfig
+from gptfit.core.decoding_settings import DecodingConfig
 
 SAVED = ("final", "best")
 

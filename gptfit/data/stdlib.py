@@ -20,10 +20,11 @@ import json
 import os
 import sys
 import sysconfig
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+from gptfit.files import write_text_atomic
 
 __all__ = ["StdlibCorpus", "content_hash", "read_docstrings", "source_files", "stdlib_corpus", "stdlib_docstrings"]
 
@@ -147,14 +148,7 @@ def _load(path: Path, key: str) -> StdlibCorpus | None:
 
 
 def _save(path: Path, key: str, corpus: StdlibCorpus) -> None:
-    """Write the cache atomically: a temporary file in the same folder, then os.replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
     record = dict(key=key, python=corpus.python, files=corpus.files, hash=corpus.hash, documents=corpus.documents)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(record, f)  # ASCII: a docstring may hold a lone surrogate (an escape in the source)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # ASCII (json's default escapes): a docstring may hold a lone surrogate (an escape in the source)
+    write_text_atomic(path, json.dumps(record))

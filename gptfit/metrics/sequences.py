@@ -33,8 +33,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from gptfit.core.decoding_settings import as_setting, strategy_of
 from gptfit.core.sampling.decode import generate
-from gptfit.core.sampling.settings import as_setting, strategy_of
 from gptfit.core.sampling.transforms import transform
 from gptfit.data.exposure import sequence_exposures
 from gptfit.data.goldfish import goldfish_mask

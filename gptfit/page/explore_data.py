@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 import torch
 
 from gptfit.core.attention import attention_maps
+from gptfit.core.decoding_settings import as_setting
 from gptfit.core.eval_mode import eval_mode
 from gptfit.core.sampling.decode import generate, model_context
-from gptfit.core.sampling.settings import as_setting
 from gptfit.data.windows import document_index
 from gptfit.files import SAMPLES, SEQUENCES, read_jsonl
 from gptfit.metrics.ngrams import NgramIndex

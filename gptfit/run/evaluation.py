@@ -27,8 +27,8 @@ import torch
 
 from gptfit.config import DataConfig, EvalConfig, GeneralCorpus, GoldfishConfig, GrammarConfig
 from gptfit.core.attention import attention_maps, head_entropy
+from gptfit.core.decoding_settings import DecodingConfig
 from gptfit.core.sampling.decode import generate_each
-from gptfit.core.sampling.settings import DecodingConfig
 from gptfit.data.corpus import Corpus
 from gptfit.data.duplicates import spans
 from gptfit.data.general import general_texts

@@ -6,30 +6,25 @@ model.block_size (train.sampling=epochs's windows), and every step takes each wi
 probability q = train.batch_size / windows (`PoissonBatches`). Epsilon is per window: a sequence planted c
 times sits in c windows and is protected only as a group, at about c times epsilon.
 
-Three things gptfit does so that Opacus sees every parameter, each checked by tests/test_privacy.py against
-gradients of single windows:
-- gptfit's GPT has bias-free LayerNorms, on which Opacus's own LayerNorm grad sampler fails (it reads
-  `layer.bias.requires_grad`): `layer_norm_grad_sample` below replaces it, bias or not;
+Opacus loads only when DP-SGD is on: its hooks, optimizer and accountant are imported where they are
+used (run/dp_hooks.py holds what gptfit adds to Opacus), because importing it costs a quarter of a second and
+sets process-wide warning filters and grad samplers. Two things gptfit does here so that Opacus sees every
+parameter, each checked by tests/test_privacy.py against gradients of single windows:
 - position ids of shape [1, T] would give the position embedding a per-sample gradient of batch 1
   (Opacus issue 841): `private_loss` passes them expanded to [B, T];
 - the fused output layer and loss of training (core/lm_loss.py) calls no nn.Linear, so Opacus's hooks would
   miss the output layer and the tied embedding's share through it: `private_loss` takes the logits path.
-Layers Opacus has no grad sampler for (GPT-2's Conv1D) get theirs from functorch, which Opacus falls back to.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from opacus.accountants import RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
-from opacus.grad_sample import GradSampleModule
-from opacus.grad_sample.utils import register_grad_sampler
-from opacus.optimizers import DPOptimizer
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
@@ -39,24 +34,15 @@ from gptfit.data.windows import Windows
 from gptfit.errors import UserError
 
 ACCOUNTANT = "rdp"
-# The hooks fire on the first layer's output, whose input (token ids) takes no gradient: as intended.
-warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")
-# RDP's bound at the largest order it tries: still a valid (if looser) epsilon.
-warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
 POISSON_STREAM = 0xD9  # keeps the batches' random draws apart from the other uses of `seed`
 
 
-@register_grad_sampler(nn.LayerNorm)
-def layer_norm_grad_sample(layer: nn.LayerNorm, activations: list, backprops: torch.Tensor) -> dict:
-    """Per-sample gradients of a LayerNorm's weight and, where it has one, its bias."""
-    x = activations[0]  # [batch, ..., normalized]
-    summed = tuple(range(1, x.dim() - len(layer.normalized_shape)))  # every dimension but batch and normalized
-    grads = {}
-    if layer.weight is not None and layer.weight.requires_grad:
-        grads[layer.weight] = (F.layer_norm(x, layer.normalized_shape, eps=layer.eps) * backprops).sum(summed)
-    if layer.bias is not None and layer.bias.requires_grad:
-        grads[layer.bias] = backprops.sum(summed)
-    return grads
+@contextlib.contextmanager
+def rdp_bound_at_the_edge():
+    """RDP's bound at the largest order it tries is still a valid (if looser) epsilon: not worth a warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        yield
 
 
 @dataclass
@@ -76,9 +62,12 @@ class Privacy:
             return 0.0
         if self.noise_multiplier == 0:
             return None
+        from opacus.accountants import RDPAccountant
+
         accountant = RDPAccountant()
         accountant.history = [(self.noise_multiplier, self.sample_rate, steps)]
-        return float(accountant.get_epsilon(self.delta))
+        with rdp_bound_at_the_edge():
+            return float(accountant.get_epsilon(self.delta))
 
     def record(self) -> dict:
         return {
@@ -90,31 +79,22 @@ class Privacy:
             "accountant": ACCOUNTANT,
         }
 
-    def attach(self, model: nn.Module) -> GradSampleModule:
+    def attach(self, model: nn.Module) -> None:
         """Opacus's hooks on `model`'s layers. The Trainer keeps the plain model (its checkpoints and saves stay
         as they are); the hooks fill in `p.grad_sample` on every training backward."""
-        return GradSampleModule(model, loss_reduction="mean")
+        from gptfit.run.dp_hooks import attach
 
-    def optimizer(self, optimizer: torch.optim.Optimizer) -> DPOptimizer:
-        return _StepDPOptimizer(
-            optimizer,
-            noise_multiplier=self.noise_multiplier,
-            max_grad_norm=self.max_grad_norm,
-            expected_batch_size=self.batch_size,
-            loss_reduction="mean",
-        )
+        attach(model)
+
+    def optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        """`optimizer` wrapped by Opacus: per-window clipping, then noise, at every step."""
+        from gptfit.run.dp_hooks import private_optimizer
+
+        return private_optimizer(optimizer, self.noise_multiplier, self.max_grad_norm, self.batch_size)
 
     def loader(self, dataset, collate_fn, steps: int, seed: int) -> DataLoader:
         batches = PoissonBatches(self.windows, self.sample_rate, steps, seed)
         return DataLoader(dataset, batch_sampler=batches, collate_fn=collate_fn, num_workers=0)
-
-
-class _StepDPOptimizer(DPOptimizer):
-    def step(self, closure=None):
-        result = super().step(closure)
-        # The Trainer clears p.grad after a step, not p.grad_sample, which the next backward would add to.
-        self.zero_grad(set_to_none=True)
-        return result
 
 
 def plan(dp: DpConfig, windows: int, batch_size: int, steps: int) -> Privacy:
@@ -129,14 +109,17 @@ def plan(dp: DpConfig, windows: int, batch_size: int, steps: int) -> Privacy:
     delta = dp.delta if dp.delta is not None else 1.0 / windows
     noise = dp.noise_multiplier
     if noise is None:
+        from opacus.accountants.utils import get_noise_multiplier
+
         try:
-            noise = get_noise_multiplier(
-                target_epsilon=dp.target_epsilon,
-                target_delta=delta,
-                sample_rate=rate,
-                steps=steps,
-                accountant=ACCOUNTANT,
-            )
+            with rdp_bound_at_the_edge():
+                noise = get_noise_multiplier(
+                    target_epsilon=dp.target_epsilon,
+                    target_delta=delta,
+                    sample_rate=rate,
+                    steps=steps,
+                    accountant=ACCOUNTANT,
+                )
         except ValueError:
             raise UserError(
                 f"train.dp.target_epsilon={dp.target_epsilon}: no noise multiplier reaches it in {steps} steps at "

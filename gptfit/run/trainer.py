@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from opacus.optimizers import DPOptimizer
 from transformers import Trainer, TrainingArguments
 
 from gptfit.config import TrainConfig
@@ -33,7 +32,8 @@ class GptfitTrainer(Trainer):
         self.autocast_bf16 = precision == "bf16"
         # train.dp: Opacus's per-sample hooks on the model, its optimizer and Poisson batches (run/privacy.py).
         self.privacy = privacy
-        self.per_sample = privacy.attach(self.model) if privacy is not None else None
+        if privacy is not None:
+            privacy.attach(self.model)
         self.flops_per_token: int | None = None
         self.loss_sum = torch.zeros(())
         self.loss_steps = 0
@@ -55,7 +55,7 @@ class GptfitTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
-        if self.privacy is not None and optimizer is not None and not isinstance(optimizer, DPOptimizer):
+        if self.privacy is not None and optimizer is not None:
             self.optimizer = self.privacy.optimizer(optimizer)
         return self.optimizer
 

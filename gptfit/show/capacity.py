@@ -18,7 +18,7 @@ from scipy import stats
 
 from gptfit.files import write_text_atomic
 from gptfit.plots.capacity import capacity_figure
-from gptfit.show.mitigations import mean_sd
+from gptfit.show.numbers import mean_sd
 
 PAPER_BITS_PER_PARAM = 3.6  # Morris et al. 2025: GPT-style models of 500K to 1.5B parameters, fp32 a little more
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as hf_logging
 
+from gptfit.core.decoding_settings import as_setting, strategy_of
 from gptfit.core.sampling.decode import generate, model_context
-from gptfit.core.sampling.settings import as_setting, strategy_of
 from gptfit.errors import UserError
 from gptfit.files import run_seed
 from gptfit.model.loading import load_pretrained

@@ -7,10 +7,10 @@ trainable parameters and wall time. Runs without a general corpus are not fine-t
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
 from gptfit.plots.finetune import general_names, learn_forget_plane
+from gptfit.show.numbers import mean_sd, numbers
 from gptfit.show.sweep import by_values
 
 # The membership scores of one model; `blind` reads no model and `reference` needs a second one.
@@ -68,21 +68,13 @@ def run_figures(run: dict) -> dict | None:
 
 
 def _mean_sd(values: list) -> str:
-    xs = [v for v in values if isinstance(v, (int, float))]
-    if not xs:
-        return "–"
-    if all(float(x).is_integer() and abs(x) >= 100 for x in xs):
-        return f"{statistics.mean(xs):,.0f}"
-    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{statistics.mean(xs):.3f} ± {sd:.3f}"
+    whole = numbers(values) and all(x.is_integer() and abs(x) >= 100 for x in numbers(values))  # counts, seconds
+    return mean_sd(values, 0 if whole else 3)
 
 
 def _with_interval(group: list[dict], key: str) -> str:
     """The mean figure over seeds, with the mean of its bootstrap bounds."""
-    mean = _mean_sd([g[key] for g in group])
-    lows = [g.get(f"{key}_lo") for g in group if isinstance(g.get(f"{key}_lo"), (int, float))]
-    highs = [g.get(f"{key}_hi") for g in group if isinstance(g.get(f"{key}_hi"), (int, float))]
-    return f"{mean} [{statistics.mean(lows):.2f}, {statistics.mean(highs):.2f}]" if lows and highs else mean
+    return mean_sd([g[key] for g in group], 3, [g.get(f"{key}_lo") for g in group], [g.get(f"{key}_hi") for g in group])
 
 
 def groups(runs: list[dict]) -> dict[tuple, list[dict]]:

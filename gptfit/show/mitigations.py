@@ -19,6 +19,7 @@ import pandas as pd
 
 from gptfit.files import SEQUENCES, SEQUENCES_BEST, write_text_atomic
 from gptfit.plots.mitigations import quality_memorization
+from gptfit.show.numbers import mean_sd
 
 EXPERIMENTS = ("mitigations", "mitigations_finetune")  # the config `name`s whose runs make the table
 SCORES = ("loss", "min_k_plus_plus")
@@ -159,21 +160,13 @@ def _numbers(group: pd.DataFrame, key: str) -> pd.Series:
     return group[key].dropna().astype(float) if key in group else pd.Series(dtype=float)
 
 
-def mean_sd(values: pd.Series, digits: int = 3) -> str:
-    """The mean over seeds, and their standard deviation when there are several."""
-    if values.empty:
-        return "–"
-    return f"{values.mean():.{digits}f}" + (f" ± {values.std():.{digits}f}" if len(values) > 1 else "")
-
-
 def _interval(group: pd.DataFrame, key: str) -> str:
     """The mean (± sd) over seeds, with the mean of the runs' 95% bootstrap bounds; `n/a` for a TPR the
     runs could not measure."""
     values = _numbers(group, key)
     if values.empty:
         return "n/a" if "tpr@" in key else "–"
-    lo, hi = _numbers(group, f"{key}_lo"), _numbers(group, f"{key}_hi")
-    return mean_sd(values) + (f" [{lo.mean():.3f}, {hi.mean():.3f}]" if len(lo) and len(hi) else "")
+    return mean_sd(values, 3, _numbers(group, f"{key}_lo"), _numbers(group, f"{key}_hi"))
 
 
 def pooled_copies(group: pd.DataFrame) -> int | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import yaml
 
 from gptfit.errors import UserError
 from gptfit.files import read_jsonl
+from gptfit.show.numbers import mean_sd
 
 SIZE = "data.train_tokens"
 
@@ -169,12 +169,7 @@ def seed_table(runs: list[dict], swept: list[str]) -> str:
     for values, group in sorted(groups.items(), key=by_values):
         cells = [fmt(v) for v in values] + [str(len(group))]
         for key, _ in COLUMNS:
-            xs = [g["final"][key] for g in group if key in g["final"]]
-            if not xs:
-                cells.append("–")
-            else:
-                sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-                cells.append(f"{statistics.mean(xs):.3f} ± {sd:.3f}")
+            cells.append(mean_sd(g["final"].get(key) for g in group))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from gptfit.files import write_text_atomic
 from gptfit.plots.capacity import turn_figure
-from gptfit.show.mitigations import mean_sd
+from gptfit.show.numbers import mean_sd
 
 # What the table and figure show of each run's last evaluation: (column, key, label); `mem_bits_total` is
 # derived below.

@@ -26,12 +26,12 @@ from typing import Any
 
 import torch
 
+from gptfit.core.decoding_settings import as_setting, strategy_of
 from gptfit.core.eval_mode import eval_mode
 from gptfit.core.sampling.beam import beam_search
 from gptfit.core.sampling.hf import via_generate
 from gptfit.core.sampling.loop import Block, one_at_a_time
 from gptfit.core.sampling.results import Generation
-from gptfit.core.sampling.settings import as_setting, strategy_of
 from gptfit.core.sampling.steps import CachedSteps, WindowSteps, decodes_with_cache
 from gptfit.errors import UserError
 

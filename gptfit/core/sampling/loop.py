@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from gptfit.core.decoding_settings import DecodingConfig
 from gptfit.core.sampling.results import Step
-from gptfit.core.sampling.settings import DecodingConfig
 from gptfit.core.sampling.transforms import transform
 
 
