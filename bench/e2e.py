@@ -59,9 +59,9 @@ def train_loop(run_dir: Path, threads: int) -> float:
 
     from gptfit.config import register, validate
     from gptfit.data.corpus import run_corpus
-    from gptfit.run.exposure import CountedWindows, ExposureLedger
-    from gptfit.run.trainer import GptfitTrainer, training_arguments
-    from gptfit.run.training import make_windows, prepare_model, quiet_libraries
+    from gptfit.run.exposure import ExposureLedger
+    from gptfit.run.trainer import training_arguments
+    from gptfit.run.training import build_trainer, prepare_model, quiet_libraries
 
     register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -82,13 +82,7 @@ def train_loop(run_dir: Path, threads: int) -> float:
         def on_step_end(self, args, state, control, **kwargs):
             times["last"] = time.perf_counter()
 
-    trainer = GptfitTrainer(
-        model=model,
-        args=args,
-        train_dataset=CountedWindows(make_windows(cfg, corpus), ledger),
-        callbacks=[Clock()],
-        precision=cfg.train.precision,
-    )
+    trainer = build_trainer(cfg, corpus, model, ledger, args, [Clock()])
     trainer.remove_callback(PrinterCallback)  # stdout carries the JSON alone
     trainer.train()
     assert trainer.state.global_step == cfg.train.max_steps

@@ -67,14 +67,17 @@ def test_narrowness_keys_and_general_prompts_in_samples(general_run):
 def test_a_resumed_evaluator_takes_the_start_from_the_first_row(general_run):
     """Resuming, the evaluator has never seen step 0: the first metrics row gives it the starting loss."""
     from gptfit.data.corpus import run_corpus
+    from gptfit.measures.base import Evaluation, Setup
+    from gptfit.measures.general import GeneralLosses
+    from gptfit.measures.generation import prompts_of
     from gptfit.model.loading import load_model
     from gptfit.run.evaluation import Evaluator
 
     run_dir, config, rows = general_run
     corpus = run_corpus(config.model, config.data, config.eval)
 
-    def evaluator(general) -> Evaluator:
-        return Evaluator(
+    def setup(general) -> Setup:
+        return Setup(
             config.eval,
             {},
             corpus,
@@ -87,16 +90,18 @@ def test_a_resumed_evaluator_takes_the_start_from_the_first_row(general_run):
             cache_dir=config.data.cache_dir,
         )
 
-    resumed = evaluator(general_corpora(config.eval, config.model))
+    resumed = Evaluator(setup(general_corpora(config.eval, config.model)))
+    general = resumed.measure_of(GeneralLosses)
     model = load_model(str(run_dir / "final"))
-    assert "forgetting/docs" not in resumed.general_losses(model, 20)  # no start known: no forgetting
-    resumed.remember_start(rows[0])
-    assert resumed.general_losses(model, 20) == {
+    assert "forgetting/docs" not in general(Evaluation(model, 20))  # no start known: no forgetting
+    resumed.resume(rows[0])
+    assert general(Evaluation(model, 20)) == {
         k: v for k, v in rows[-1].items() if k.startswith(("general/docs/", "forgetting/docs"))
     }
     # From scratch, by default: nothing general is measured or prompted.
-    plain = evaluator(general_corpora(EvalConfig(), config.model))
-    assert plain.general_losses(model, 0) == {} and all(source != "general" for source, _ in plain.prompts)
+    plain = setup(general_corpora(EvalConfig(), config.model))
+    assert Evaluator(plain).measure_of(GeneralLosses) is None
+    assert all(source != "general" for source, _ in prompts_of(plain))
 
 
 def test_the_default_is_the_base_held_out_text_when_fine_tuning_the_base_and_none_from_scratch():

@@ -13,6 +13,7 @@ from gptfit.core.lm_loss import IGNORE_INDEX
 from gptfit.data.corpus import load_corpus
 from gptfit.data.goldfish import goldfish_mask
 from gptfit.data.windows import EpochWindows, RandomWindows
+from gptfit.measures.table import SequenceTable
 from gptfit.model.loading import build_model
 from gptfit.run.training import make_evaluator, make_windows
 from tests.conftest import TINY, error_lines, run_cli
@@ -88,7 +89,7 @@ def test_the_table_says_what_share_of_each_suffix_is_dropped(make_config, h):
     corpus = load_corpus(cfg.data)
     evaluator = make_evaluator(cfg, corpus)
     torch.manual_seed(0)
-    _, table = evaluator.memorization(build_model(cfg.model, corpus.tokenizer))
+    table = evaluator.table_only(build_model(cfg.model, corpus.tokenizer), 0, None, final=False)[1].table
     prefix, length = cfg.eval.prefix_tokens, cfg.eval.prefix_tokens + cfg.eval.suffix_tokens
     tokens = np.array(table["tokens"].to_pylist())  # [rows, L]
     column = np.array(table["goldfish_dropped"].to_pylist())
@@ -99,7 +100,7 @@ def test_the_table_says_what_share_of_each_suffix_is_dropped(make_config, h):
         splits, offsets = table["split"].to_pylist(), table["offset"].to_pylist()
         expected = [streams[s][o + prefix : o + length].mean() for s, o in zip(splits, offsets)]
     assert np.allclose(column, expected) and column.max() > 0
-    assert make_evaluator(make_config(TINY), corpus).goldfish_dropped is None  # off: no column
+    assert make_evaluator(make_config(TINY), corpus).measure_of(SequenceTable).goldfish_dropped is None  # off
 
 
 def test_a_goldfish_k_below_2_is_one_clear_line(tmp_path):

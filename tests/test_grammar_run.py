@@ -13,7 +13,7 @@ import yaml
 
 from gptfit.data.corpus import load_corpus, split_documents
 from gptfit.data.sources import load_documents
-from gptfit.metrics.grammar import complete_sentences
+from gptfit.measures.grammar import complete_sentences
 from tests.conftest import TINY, run_cli
 
 # A language small enough that many sentences repeat, so the held-out split must drop some.

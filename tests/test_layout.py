@@ -79,7 +79,7 @@ LAYERS = [
     {"model"},
     {"data"},
     {"metrics", "plots"},
-    {"page"},
+    {"page", "measures"},
     {"run", "show"},
     {"cli"},
     {"train", "sample", "attend", "explore", "report", "mia"},

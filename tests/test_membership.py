@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from gptfit.data.corpus import load_corpus
+from gptfit.measures.table import SequenceTable
 from gptfit.metrics import membership
 from gptfit.metrics.scoring import score_sequences
 from gptfit.model.loading import load_model
@@ -191,8 +192,7 @@ def test_the_blind_baseline_is_near_chance_on_a_corpus_of_many_documents(make_co
         ]
     )
     corpus = load_corpus(cfg.data)
-    evaluator = make_evaluator(cfg, corpus)
-    train, val = evaluator.sides[:2]
+    train, val = make_evaluator(cfg, corpus).measure_of(SequenceTable).sides[:2]
     assert len(train.offsets) == len(val.offsets) >= 600
     members = np.r_[np.ones(len(train.blind), bool), np.zeros(len(val.blind), bool)]
     assert abs(roc_auc(members, np.r_[train.blind, val.blind]) - 0.5) <= 0.1
@@ -204,7 +204,7 @@ def test_an_untrained_model_leaks_nothing_by_loss(make_config):
     torch.manual_seed(0)
     from gptfit.model.loading import build_model
 
-    row, _ = make_evaluator(cfg, corpus).memorization(build_model(cfg.model, corpus.tokenizer))
+    row, _ = make_evaluator(cfg, corpus).table_only(build_model(cfg.model, corpus.tokenizer), 0, None, final=False)
     for name in ("loss", "min_k", "min_k_plus_plus"):
         assert 0.4 <= row[f"mia/{name}/auc"] <= 0.6, name
 

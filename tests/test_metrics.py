@@ -13,7 +13,7 @@ import torch
 from gptfit.data import suffixes
 from gptfit.data.canaries import make_canaries
 from gptfit.data.corpus import load_corpus
-from gptfit.metrics.canaries import exposure
+from gptfit.measures.canaries import exposure
 from gptfit.metrics.ngrams import NgramIndex
 from gptfit.model.loading import build_model
 from gptfit.run.training import make_evaluator, train
@@ -64,7 +64,7 @@ def test_an_untrained_model_does_not(make_config, cache_dir):
     evaluator = make_evaluator(cfg, corpus)
     for seed in range(3):
         torch.manual_seed(seed)
-        row, _ = evaluator.memorization(build_model(cfg.model, corpus.tokenizer))
+        row, _ = evaluator.table_only(build_model(cfg.model, corpus.tokenizer), 0, None, final=False)
         assert row["mem/extraction_rate_train"] <= 0.05
         assert 0.4 <= row["mem/mia_auc"] <= 0.6
 
@@ -73,7 +73,7 @@ def test_a_memorizing_model_extracts_more_than_an_untrained_one_under_every_sett
     cfg = make_config(MEMORIZE)
     corpus = load_corpus(cfg.data)
     torch.manual_seed(0)
-    untrained, _ = make_evaluator(cfg, corpus).memorization(build_model(cfg.model, corpus.tokenizer))
+    untrained, _ = make_evaluator(cfg, corpus).table_only(build_model(cfg.model, corpus.tokenizer), 0, None, False)
     final = memorized[-1]
     for name in cfg.decoding:
         for key in (f"mem/{name}/extraction_rate", f"mem/{name}/extraction_any"):

@@ -13,7 +13,7 @@ from transformers import TrainerCallback
 from gptfit.config import TrainConfig
 from gptfit.data.corpus import Corpus
 from gptfit.errors import UserError
-from gptfit.metrics import capacity, membership
+from gptfit.metrics import membership
 from gptfit.model.finetune import plain_model
 from gptfit.plots.membership import roc_figure
 from gptfit.run import distributed as dist
@@ -36,15 +36,15 @@ class Run:
         corpus: Corpus,
         model,
         tokenizer,
-        evaluator: Evaluator | None,
+        evaluator: Evaluator,
         tracker: Tracker | None,
         ledger: ExposureLedger,
         block_size: int,
     ):
         self.train, self.run_dir, self.corpus, self.ledger = train, run_dir, corpus, ledger
         self.model, self.tokenizer, self.tracker = model, tokenizer, tracker
-        # Only rank 0 evaluates and writes (evaluator and tracker are None on the other ranks of a
-        # multi-process run).
+        # Only rank 0 evaluates and writes (the other ranks of a multi-process run get a NoEvaluator and no
+        # tracker).
         self.evaluator = evaluator
         self.tokens_per_step = train.batch_size * block_size
         best = tracker.best("val/loss") if tracker is not None else None
@@ -54,20 +54,14 @@ class Run:
         self.start = time.time()
         self.eval_seconds = 0.0
         self.first_step_at: float | None = None
-        self.privacy = None  # train.dp: run/privacy.py's Privacy, for privacy/epsilon
         self.best_exposure = None
-        # train.saturation: (step, capacity/bits_total) of every evaluation, those of a resumed run's rows first
-        rows = tracker.rows if tracker is not None else []
-        self.bits = [(r["step"], r["capacity/bits_total"]) for r in rows if "capacity/bits_total" in r]
+        # The rules that may end training early (train.saturation), a resumed run's rows counted
+        self.stop_rules = evaluator.stop_rules(train.saturation, tracker.rows if tracker is not None else [])
         self.saturated_at: int | None = None
 
-    def saturated(self, model, step: int) -> bool:
-        """train.saturation's check at an evaluation step, before the evaluation (a saturated one is the last)."""
-        rule = self.train.saturation
-        if rule.growth is None or self.evaluator is None:
-            return False
-        self.bits = [(s, b) for s, b in self.bits if s < step] + [(step, self.evaluator.capacity_bits(model, step))]
-        return step >= rule.min_steps and capacity.saturated(self.bits, rule.window, rule.growth)
+    def should_stop(self, model, step: int) -> bool:
+        """The stop rules' check at an evaluation step, before the evaluation (a stopping one is the last)."""
+        return any([rule.should_stop(model, step) for rule in self.stop_rules])
 
     def evaluate(
         self, model, step: int, exposure, lr: float | None = None, running: float | None = None, final: bool = False
@@ -77,23 +71,19 @@ class Run:
         started = time.time()
         tokens_seen = step * self.tokens_per_step
         row = {"step": step, "tokens_seen": tokens_seen, "epoch": tokens_seen / len(self.corpus.train)}
-        measured, samples, table = self.evaluator(model, step, final=final, exposure=exposure)
+        measured, ev = self.evaluator(model, step, final=final, exposure=exposure)
         row.update(measured)
-        if self.evaluator.eval.attention:
-            attn_row, figures = self.evaluator.attention(model)
-            row.update(attn_row)
-            self.tracker.log_figures(figures, tokens_seen)
+        if ev.figures:
+            self.tracker.log_figures(ev.figures, tokens_seen)
         if lr is not None:
             row["train/lr"] = lr
         if running is not None:
             row["train/running_loss"] = running
-        if self.privacy is not None:
-            row["privacy/epsilon"] = self.privacy.epsilon(step)
         self.tracker.log(row)
-        self.tracker.log_samples(samples)
-        if table is not None:
-            self.tracker.log_sequences(table, final)
-            self.membership_notes(table, final, step, tokens_seen)
+        self.tracker.log_samples(ev.samples)
+        if ev.table is not None:
+            self.tracker.log_sequences(ev.table, final)
+            self.membership_notes(ev.table, final, step, tokens_seen)
         if row["val/loss"] < self.best_val:
             self.best_val = row["val/loss"]
             save_model_atomic(plain_model(model), self.tokenizer, self.run_dir / "best")
@@ -153,7 +143,7 @@ class RunCallback(TrainerCallback):
         if step % run.train.eval_every == 0 or step >= state.max_steps:
             running = run.trainer.pop_running_loss()  # collectives: every rank takes part
             exposure = run.ledger.totals()
-            (saturated,) = dist.any_rank(run.saturated(model, step))
+            (saturated,) = dist.any_rank(run.should_stop(model, step))
             if run.tracker is not None:
                 lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else None
                 run.evaluate(model, step, exposure, lr, running, final=saturated or step >= state.max_steps)

@@ -23,7 +23,7 @@ def score_best(run: Run, device) -> None:
     # A run resumed after its best step lost that step's ledger: its exposure columns are the final ones.
     exposure = run.best_exposure if run.best_exposure is not None else run.ledger.totals()
     model = load_model(str(folder)).to(device).eval()
-    row, table = run.evaluator.memorization(model, best["step"], exposure, final=True)
+    row, ev = run.evaluator.table_only(model, best["step"], exposure)
     with atomic(run.run_dir / SEQUENCES_BEST) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(ev.table, tmp)
     run.tracker.update(early_stopping={"step": best["step"], **{k: v for k, v in row.items() if k.startswith(KEYS)}})

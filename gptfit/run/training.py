@@ -25,6 +25,7 @@ from gptfit.data.goldfish import goldfish_mask
 from gptfit.data.windows import EpochWindows, RandomWindows, Windows
 from gptfit.errors import UserError
 from gptfit.files import CONFIG, write_json_atomic, write_text_atomic
+from gptfit.measures.base import Setup
 from gptfit.metrics.capacity import parameter_counts
 from gptfit.model.finetune import apply_finetune, count_parameters, is_lora, plain_model, save_adapter
 from gptfit.model.loading import build_model, model_context
@@ -35,7 +36,7 @@ from gptfit.run import distributed as dist
 from gptfit.run.callback import Run, RunCallback
 from gptfit.run.checkpoints import Resume, check_resume, find_checkpoint, read_marker, save_model_atomic
 from gptfit.run.early_stopping import score_best
-from gptfit.run.evaluation import Evaluator
+from gptfit.run.evaluation import Evaluator, NoEvaluator
 from gptfit.run.exposure import FILE as LEDGER_FILE
 from gptfit.run.exposure import CountedWindows, ExposureLedger, write_ledger
 from gptfit.run.folder import disk_full, lock_run_dir, make_writable_run_dir
@@ -92,16 +93,15 @@ def _train(config: Config, device: str, stop: StopSignals) -> dict:
         ledger = ExposureLedger(len(corpus.train), model_section.block_size, per_step)
         if resume is not None:
             load_ledger(ledger, resume)
-        evaluator = make_evaluator(config, corpus) if tracker is not None else None
-        if evaluator is not None and evaluator.dataset_bits is not None:
-            tracker.update(**{"capacity/dataset_bits": evaluator.dataset_bits})
-        if evaluator is not None and tracker.rows:  # resumed: forgetting/<name> counts from the true step 0
-            evaluator.remember_start(tracker.rows[0])
+        evaluator = make_evaluator(config, corpus, privacy) if tracker is not None else NoEvaluator()
+        if tracker is not None:
+            tracker.update(**evaluator.at_start())
+            if privacy is not None:
+                tracker.update(privacy=privacy.record())
+            if tracker.rows:  # resumed: the measures that count from step 0 take it from the first row
+                evaluator.resume(tracker.rows[0])
         run = Run(train, run_dir, corpus, model, corpus.tokenizer, evaluator, tracker, ledger, model_section.block_size)
-        run.privacy = privacy
-        if tracker is not None and privacy is not None:
-            tracker.update(privacy=privacy.record())
-        trainer = make_trainer(config, run, model, device, stop, resume)
+        trainer = make_trainer(config, run, model, device, stop, resume, privacy)
         fit(train, model_section.block_size, config.eval.batch_size, trainer, ckpt)
         if run.stopped_at is not None:
             raise stopped(run, stop)
@@ -203,9 +203,10 @@ def start_tracker(config: Config, run_dir: Path, corpus: Corpus, model, device: 
     )
 
 
-def make_evaluator(config: Config, corpus: Corpus) -> Evaluator:
+def make_evaluator(config: Config, corpus: Corpus, privacy: Privacy | None = None) -> Evaluator:
+    """The run's measures, built from its config (gptfit/measures/)."""
     data = config.data
-    return Evaluator(
+    setup = Setup(
         config.eval,
         config.decoding,
         corpus,
@@ -218,7 +219,9 @@ def make_evaluator(config: Config, corpus: Corpus) -> Evaluator:
         general=general_corpora(config.eval, config.model),
         cache_dir=data.cache_dir,
         goldfish=config.train.goldfish,
+        privacy=privacy,
     )
+    return Evaluator(setup)
 
 
 def planted_tokens(corpus: Corpus) -> int:
@@ -273,22 +276,29 @@ def make_windows(config: Config, corpus: Corpus) -> Windows:
 
 
 def make_trainer(
-    config: Config, run: Run, model, device: str, stop: StopSignals, resume: Resume | None
+    config: Config, run: Run, model, device: str, stop: StopSignals, resume: Resume | None, privacy: Privacy | None
 ) -> GptfitTrainer:
-    dataset = CountedWindows(make_windows(config, run.corpus), run.ledger)
-    trainer = GptfitTrainer(
-        model=model,
-        args=training_arguments(config.train, config.seed, run.run_dir, device),
-        train_dataset=dataset,
-        callbacks=[RunCallback(run, stop)],
-        precision=config.train.precision,
-        privacy=run.privacy,
-    )
+    args = training_arguments(config.train, config.seed, run.run_dir, device)
+    trainer = build_trainer(config, run.corpus, model, run.ledger, args, [RunCallback(run, stop)], privacy)
     run.trainer = trainer
     if resume is not None and resume.running_loss:
         trainer.loss_sum = torch.tensor(resume.running_loss.get("sum", 0.0))
         trainer.loss_steps = resume.running_loss.get("micro_steps", 0)
     return trainer
+
+
+def build_trainer(
+    config: Config, corpus: Corpus, model, ledger: ExposureLedger, args, callbacks: list, privacy: Privacy | None = None
+) -> GptfitTrainer:
+    """The Trainer of a run, over its training windows (bench/e2e.py builds the same one, without evaluation)."""
+    return GptfitTrainer(
+        model=model,
+        args=args,
+        train_dataset=CountedWindows(make_windows(config, corpus), ledger),
+        callbacks=callbacks,
+        precision=config.train.precision,
+        privacy=privacy,
+    )
 
 
 def fit(train: TrainConfig, block_size: int, eval_batch_size: int, trainer: GptfitTrainer, ckpt: Path | None) -> None:

@@ -1,7 +1,8 @@
-"""data=grammar: the model set against the grammar that generated its corpus.
+"""data=grammar: the model set against the grammar that generated its corpus, at the generation cadence.
 
 The NLL of held-out sentences under the model and under the grammar, and every complete sentence of
-the samples classified as copied from training, novel and valid, or invalid.
+the samples (measures/generation.py decodes them, from held-out sentence starts: `GrammarProbe.prompts`)
+classified as copied from training, novel and valid, or invalid.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from gptfit.config import EvalConfig, GrammarConfig
 from gptfit.config.grammar import spec_of
 from gptfit.data.corpus import Corpus
 from gptfit.data.grammar import Grammar, classify
+from gptfit.measures.base import Evaluation, Measure, Setup, When
 from gptfit.metrics.scoring import score_sequences
 
 
@@ -33,7 +35,21 @@ def sentence_nll(model, sentences: list[list[int]], eot: int, batch_size: int) -
     return score_sequences(model, documents, batch_size, pad_id=eot).total().numpy()
 
 
-class GrammarProbe:
+def sentence_starts(corpus: Corpus, tokenizer, count: int, length: int) -> list[list[int]]:
+    """The samples' prompts on data=grammar: end-of-text and the first `length` tokens of held-out sentences
+    (longer than that), all different. Starting from a held-out sentence is what makes greedy and beam
+    search vary from prompt to prompt."""
+    out: list[list[int]] = []
+    for ids in tokenizer(corpus.val_documents, add_special_tokens=False)["input_ids"]:
+        prompt = [corpus.eot_id, *ids[:length]]
+        if len(out) == count:
+            break
+        if len(ids) > length and prompt not in out:
+            out.append(prompt)
+    return out
+
+
+class GrammarProbe(Measure):
     """data=grammar: the model against the grammar that generated its corpus.
 
     - val_nll_model / val_nll_true: mean NLL (nats) of the first `eval.grammar_sentences` held-out
@@ -42,6 +58,17 @@ class GrammarProbe:
     - per decoding setting: the complete sentences of the samples (`complete_sentences`), as shares
       copied (verbatim a sentence of the training set actually used), novel and valid, and invalid.
     """
+
+    keys = (
+        "grammar/val_dropped",
+        "grammar/val_nll_model",
+        "grammar/val_nll_true",
+        "grammar/<name>/sentences",
+        "grammar/<name>/copied",
+        "grammar/<name>/novel_valid",
+        "grammar/<name>/invalid",
+    )
+    when = When.SAMPLES
 
     def __init__(self, grammar: GrammarConfig, eval: EvalConfig, block_size: int, corpus: Corpus, tokenizer):
         self.grammar = Grammar(spec_of(grammar))
@@ -55,18 +82,6 @@ class GrammarProbe:
         fit = fit[: eval.grammar_sentences]
         self.nll_sentences = [ids for _, ids in fit]
         self.nll_true = float(np.mean([-self.grammar.logprob(s) for s, _ in fit])) if fit else None
-
-    def prompts(self, count: int, length: int) -> list[list[int]]:
-        """End-of-text and the first `length` tokens of held-out sentences (longer than that), all different.
-        Starting from a held-out sentence is what makes greedy and beam search vary from prompt to prompt."""
-        out: list[list[int]] = []
-        for _, ids in self.heldout:
-            prompt = [self.eot, *ids[:length]]
-            if len(out) == count:
-                break
-            if len(ids) > length and prompt not in out:
-                out.append(prompt)
-        return out
 
     def nll(self, model) -> dict:
         row = {"grammar/val_dropped": self.dropped}
@@ -89,3 +104,15 @@ class GrammarProbe:
         if counts["n"]:
             row.update({f"grammar/{name}/{k}": counts[k] for k in ("copied", "novel_valid", "invalid")})
         return row
+
+    def __call__(self, ev: Evaluation) -> dict:
+        row = self.nll(ev.model)
+        for name, (prompts, new) in ev.decoded.items():
+            row.update(self.shares(name, prompts, new))
+        return row
+
+
+def build(setup: Setup) -> GrammarProbe | None:
+    if setup.grammar is None:
+        return None
+    return GrammarProbe(setup.grammar, setup.eval, setup.block_size, setup.corpus, setup.tokenizer)

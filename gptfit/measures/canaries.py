@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from gptfit.data.canaries import Canary
+from gptfit.measures.base import Evaluation, Measure, Setup, When
 from gptfit.metrics.scoring import score_sequences
 
 
@@ -36,3 +37,21 @@ def canary_exposures(model, canaries: list[Canary], tokenizer, eot_id: int, cand
         losses = sequence_losses(model, texts, tokenizer, eot_id)
         row[f"canary/{c.name}/exposure"] = exposure(losses[0], losses[1:], c.space_size)
     return row
+
+
+class Canaries(Measure):
+    """canary/<name>/exposure of every planted canary (data.canaries), at the memorization cadence."""
+
+    keys = ("canary/<name>/exposure",)
+    when = When.TABLE
+
+    def __init__(self, setup: Setup):
+        self.canaries, self.tokenizer, self.eot_id = setup.corpus.canaries, setup.tokenizer, setup.corpus.eot_id
+        self.candidates, self.seed = setup.eval.canary_candidates, setup.split_seed
+
+    def __call__(self, ev: Evaluation) -> dict:
+        return canary_exposures(ev.model, self.canaries, self.tokenizer, self.eot_id, self.candidates, self.seed)
+
+
+def build(setup: Setup) -> Canaries | None:
+    return Canaries(setup) if setup.corpus.canaries else None

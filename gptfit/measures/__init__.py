@@ -1,0 +1,23 @@
+"""What a run measures: one module per measure, each a `Measure` (measures/base.py) built by its module's
+`build(setup)`, and this registry, the order in which an evaluation calls them (a measure may read what an
+earlier one left on the `Evaluation`: capacity the table, grammar the decoded samples).
+
+Adding a measure: write its module (its class with `keys` and `when`, and `build`), add `build` below, and
+give it tests; the evaluator (run/evaluation.py) names none of them.
+"""
+
+from __future__ import annotations
+
+from gptfit.measures import attention, canaries, capacity, general, generation, grammar, losses, privacy, table
+
+REGISTRY = (
+    losses.build,
+    general.build,
+    table.build,
+    capacity.build,
+    canaries.build,
+    generation.build,
+    grammar.build,
+    attention.build,
+    privacy.build,
+)
