@@ -47,100 +47,47 @@ from gptfit.cli import fail
 from gptfit.errors import UserError
 from gptfit.page.write import sweep_page
 from gptfit.run.tracking import has_wandb_key
-from gptfit.show.capacity import PAPER_BITS_PER_PARAM, capacity_report
-from gptfit.show.finetune import finetune_figure, finetune_table
-from gptfit.show.mitigations import mitigation_report
-from gptfit.show.sweep import (
-    COLUMNS,
-    decoding_table,
-    fmt,
-    grammar_settings,
-    grammar_tables,
-    read_sweeps,
-    seed_table,
-    settings_of,
-    table,
-    trends,
-    varying,
-)
+from gptfit.show.sections import SECTIONS, Sweep
+from gptfit.show.sweep import COLUMNS, fmt, read_sweeps, table, trends, varying
 from gptfit.show.sweep_figures import sweep_figures
-from gptfit.show.sweep_sequences import duplication_table, exposure_table, forgetting_table, membership_table
-from gptfit.show.turn import turn_report
 
 
 def report(sweeps: Path | list[Path], to_wandb: bool = False) -> Path:
-    sweep, runs = read_sweeps([sweeps] if isinstance(sweeps, Path) else sweeps)
-    swept, fixed = varying(runs)
-    body = table(runs, swept)
-    corr = trends(runs)
-    grammar = grammar_tables(runs, swept) if grammar_settings(runs) else None
     given = [sweeps] if isinstance(sweeps, Path) else sweeps
+    folder, runs = read_sweeps(given)
+    swept, fixed = varying(runs)
+    body, corr = table(runs, swept), trends(runs)
     lines = [f"# Sweep report: {', '.join(str(s) for s in given)}", ""]
     if fixed:
         lines += ["Overrides shared by every run: " + " ".join(f"`{k}={fmt(v)}`" for k, v in fixed.items()), ""]
     lines += [body, ""]
-    if any("seed" == k for k in swept) or len(runs) > 1:
-        lines += ["## Mean and spread over seeds", "", seed_table(runs, swept), ""]
-    if settings_of(runs):
-        lines += ["## Decoding settings (mean over seeds; least copying first)", "", decoding_table(runs, swept), ""]
-    if grammar is not None:
-        lines += [
-            "## Grammar: held-out NLL per sentence (nats) and the sentences of the samples (mean over seeds)",
-            "",
-            grammar,
-            "",
-        ]
-    finetuning = finetune_table(runs)
-    if finetuning is not None:
-        lines += [
-            "## Fine-tuning: what each method learns, forgets and memorizes (mean ± sd over seeds)",
-            "",
-            finetuning,
-            "",
-        ]
-    mitigations = mitigation_report(runs, sweep)
-    if mitigations is not None:
-        lines += ["## Mitigations: what each arm costs and what it leaves memorized", "", mitigations[0], ""]
-    capacity = capacity_report(runs, sweep)
-    if capacity is not None:
-        lines += ["## Capacity: the bits each model memorized, and bits per parameter", "", capacity[0], ""]
-    fitted = capacity[2] if capacity is not None else None
-    turn = turn_report(runs, sweep, fitted, PAPER_BITS_PER_PARAM)
-    if turn is not None:
-        lines += ["## The turn on text: memorization against dataset bits over capacity", "", turn[0], ""]
-    lines += sequence_sections(runs, sweep, swept)
+    sweep = Sweep(runs, folder, swept)
+    sections = [found for section in SECTIONS if (found := section(sweep)) is not None]
+    for found in sections:
+        lines += [f"## {found.heading}", "", found.body, ""]
     lines += ["## Trends with corpus size (Spearman rank correlation)", ""]
     lines += [f"- {label}: {fmt(value)}" for label, value in corr.items()]
     not_done = [r for r in runs if r["status"] != "finished"]
     if not_done:
         lines += ["", "## Runs that did not finish", ""]
         lines += [f"- job {r['job']}: {r['status']}" + (f" ({r['error']})" if r["error"] else "") for r in not_done]
-    paths = sweep_figures(runs, sweep)
-    plane = finetune_figure(runs, sweep)
-    if plane is not None:
-        paths.append(plane)
-    for extra in (mitigations, capacity, turn):
-        if extra is not None:
-            paths.append(extra[1][-1])
-    page = sweep_page(sweep, runs, ladder_series(runs))
-    lines += [
-        "",
-        f"Explore every run's curves in [{page.name}]({page.name}).",
-        "",
-        *[f"![{p.stem}]({p.name})" for p in paths],
-    ]
-    out = sweep / "report.md"
+    paths = sweep_figures(runs, folder) + [path for found in sections for path in found.figures]
+    page = sweep_page(folder, runs, ladder_series(runs))
+    lines += ["", f"Explore every run's curves in [{page.name}]({page.name}).", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in paths]
+    out = folder / "report.md"
     out.write_text("\n".join(lines) + "\n")
     print(body)
-    if grammar is not None:
-        print(grammar)
+    for found in sections:
+        if found.printed:
+            print(found.body)
     for label, value in corr.items():
         print(f"spearman({label}, corpus size) = {fmt(value)}")
     for r in not_done:
         print(f"job {r['job']}: {r['status']}")
     print(f"report: {out}")
     if to_wandb:
-        log_to_wandb(sweep, runs, paths)
+        log_to_wandb(folder, runs, paths)
     return out
 
 
@@ -163,35 +110,6 @@ def ladder_series(runs: list[dict]) -> list[dict]:
             ],
         }
     ]
-
-
-def sequence_sections(runs: list[dict], sweep: Path, swept: list[str]) -> list[str]:
-    """The sections read from the runs' per-sequence tables and planted text, where they have them."""
-    lines = []
-    exposure = exposure_table(runs, sweep)
-    if exposure is not None:
-        lines += [
-            "## Extraction against exposures (ordinary training sequences at the last evaluation; "
-            "columns: token exposures, cells: extraction rate (sequences))",
-            "",
-            exposure,
-            "",
-        ]
-    duplication = duplication_table(runs)
-    if duplication is not None:
-        lines += ["## Duplication ladder: extraction rate by number of copies (final)", "", duplication, ""]
-    forgetting = forgetting_table(runs)
-    if forgetting is not None:
-        lines += ["## Forgetting: the forgotten set when last seen and at the end", "", forgetting, ""]
-    membership = membership_table(runs, swept)
-    if membership is not None:
-        lines += [
-            "## Membership inference by score (final; 95% intervals from a bootstrap over documents)",
-            "",
-            membership,
-            "",
-        ]
-    return lines
 
 
 def log_to_wandb(sweep: Path, runs: list[dict], paths: list[Path]) -> None:

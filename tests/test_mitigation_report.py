@@ -98,7 +98,7 @@ def run_config(seed: int, finetune: bool = False, **changes) -> dict:
         "name": "mitigations_finetune" if finetune else "mitigations",
         "seed": seed,
         "model": {"kind": "base" if finetune else "gpt", "dropout": 0.0},
-        "data": {"train_tokens": 4096, "dedup": {"min_tokens": None}},
+        "data": {"train_tokens": 4096, "dedup": {"min_tokens": None}, "duplicates": {"counts": [1, 4, 16]}},
         "train": {
             "weight_decay": 0.0,
             "goldfish": {"k": None},
@@ -228,5 +228,24 @@ def test_the_report_of_a_study_in_several_sweep_folders_has_the_mitigation_secti
 
 
 def test_a_sweep_without_mitigation_runs_has_no_mitigation_table(tmp_path):
-    write_run(tmp_path / "s" / "0", {**run_config(1), "name": "corpus_ladder"}, 6.0, {1: [False]})
+    # A duplication ladder with no mitigation (one unmitigated arm), and a corpus ladder that plants nothing.
+    write_run(tmp_path / "s" / "0", {**run_config(1), "name": "duplication_ladder"}, 6.0, {1: [False]})
+    write_run(tmp_path / "s" / "1", {**run_config(2), "name": "duplication_ladder"}, 6.0, {1: [False]})
     assert mitigation_report(read_sweep(tmp_path / "s"), tmp_path) is None
+    unplanted = run_config(1, **{"train.goldfish.k": 4})
+    unplanted["data"]["duplicates"] = None
+    write_run(tmp_path / "t" / "0", unplanted, 6.0, {1: [False]})
+    assert mitigation_report(read_sweep(tmp_path / "t"), tmp_path) is None
+
+
+def test_a_study_under_another_name_has_the_same_mitigation_table(tmp_path):
+    a, b = study(tmp_path / "named")
+    renamed_a, renamed_b = study(tmp_path / "renamed")
+    for job in [*renamed_a.iterdir(), *renamed_b.iterdir()]:
+        summary = json.loads((job / "summary.json").read_text())
+        summary["config"]["name"] = summary["name"] = "my_study"
+        (job / "summary.json").write_text(json.dumps(summary))
+    report_main([str(renamed_a), str(renamed_b)])
+    named = mitigation_report(read_sweep(a) + read_sweep(b), tmp_path / "named")[0]
+    text = (tmp_path / "renamed" / "report.md").read_text()
+    assert "## Mitigations: what each arm costs and what it leaves memorized\n\n" + named in text

@@ -1,4 +1,5 @@
-"""The mitigation table of a study (gptfit.report on runs of +experiment=mitigations and mitigations_finetune):
+"""The mitigation table of a study (gptfit.report on runs that plant a duplication ladder under several
+mitigation arms, as +experiment=mitigations and mitigations_finetune do, whatever the runs are named):
 one row per arm, named from the run's config (not its folder), its seeds pooled; an `early stopping` row beside
 each unmitigated arm, read from the same runs' best/ model (the summary's `early_stopping` and
 `sequences_best.parquet`). Each arm: what it costs (held-out loss and bits per byte at the end, the general
@@ -21,7 +22,6 @@ from gptfit.files import SEQUENCES, SEQUENCES_BEST, write_text_atomic
 from gptfit.plots.mitigations import quality_memorization
 from gptfit.show.numbers import mean_sd
 
-EXPERIMENTS = ("mitigations", "mitigations_finetune")  # the config `name`s whose runs make the table
 SCORES = ("loss", "min_k_plus_plus")
 LEVEL = 0.5  # the extraction rate that the copy-count column asks for
 FINETUNE = "fine-tune: "
@@ -90,8 +90,17 @@ def copies_to_reach(rates: pd.Series, level: float = LEVEL) -> int | None:
     return int(reached.min()) if len(reached) else None
 
 
-def is_mitigation_run(run: dict) -> bool:
-    return run["status"] == "finished" and run["summary"].get("config", {}).get("name") in EXPERIMENTS
+def mitigation_runs(runs: list[dict]) -> list[dict]:
+    """The runs of a mitigation study, found by what they hold whatever their `name`: the finished runs that
+    plant a duplication ladder (data.duplicates), where their configs make more than one arm or a mitigated
+    one. A duplication ladder without mitigations (one unmitigated arm) is no mitigation study."""
+    planted = [
+        r
+        for r in runs
+        if r["status"] == "finished" and (r["summary"].get("config", {}).get("data") or {}).get("duplicates")
+    ]
+    found = {arm_of(r["summary"]["config"]).name for r in planted}
+    return planted if len(found) > 1 or found - {"none", FINETUNE + "none"} else []
 
 
 def _row_at(rows: list[dict], step: int) -> dict:
@@ -146,7 +155,7 @@ def per_run(runs: list[dict]) -> pd.DataFrame | None:
     """One row per finished mitigation run's final model, and one per unmitigated run's best/ model, in the
     table's order."""
     records = []
-    for run in filter(is_mitigation_run, runs):
+    for run in mitigation_runs(runs):
         records.append(record(run, best=False))
         if arm_of(run["summary"]["config"]).label == "none" and run["summary"].get("early_stopping"):
             records.append(record(run, best=True))
