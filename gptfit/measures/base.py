@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -108,6 +109,15 @@ class Measure:
 
     def resume(self, first_row: dict) -> None:
         """A resumed run's metrics row of step 0, for measures that count from the start."""
+
+
+def key_pattern(pattern: str) -> re.Pattern:
+    """A `keys` pattern as a regular expression: `<name>` is one part of a key between slashes, `<n>` a number."""
+    return re.compile(re.escape(pattern).replace("<name>", "[^/]+").replace("<n>", "[0-9]+"))
+
+
+def declares(measure: Measure, key: str) -> bool:
+    return any(key_pattern(p).fullmatch(key) for p in measure.keys)
 
 
 def load_reference(path: str, ours: str):

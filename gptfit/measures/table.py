@@ -42,7 +42,7 @@ def sides_of(setup: Setup) -> list[sequences.Sequences]:
 
 
 class SequenceTable(Measure):
-    keys = ("mem/<name>", "mia/<name>", "mia/<name>/<name>", "dup/<name>", "dup/<name>/<name>", "forget/<name>")
+    keys = ("mem/<name>", "mem/<name>/<name>", "mia/<name>/<name>", "dup/<name>/<name>", "forget/<name>")
     when = When.TABLE
 
     def __init__(self, setup: Setup):

@@ -25,6 +25,9 @@ from gptfit.run.signals import StopSignals
 from gptfit.run.tracking import Tracker
 from gptfit.run.trainer import GptfitTrainer
 
+# The keys of a metrics row that the run itself writes; every other key is a measure's (gptfit/measures/).
+RUN_KEYS = ("step", "tokens_seen", "epoch", "train/lr", "train/running_loss")
+
 
 class Run:
     """Everything one run measures and writes; the Trainer drives it through `RunCallback`."""
