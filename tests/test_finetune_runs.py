@@ -4,6 +4,7 @@ LoRA and head-only tuning; and the same methods on local GPT-2 and GPT-NeoX fold
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -187,3 +188,20 @@ def test_a_bad_fine_tuning_value_is_one_line_and_leaves_no_folder(tmp_path, cach
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr[-1500:]
     assert not run_dir.exists()  # nothing half-written
+
+
+def test_the_base_key_holds_only_the_fields_that_shape_its_weights(make_config, monkeypatch):
+    config = make_config([*TINY_BASE, "logger=none"], "unset")
+    key = base_cache.base_key(config)
+    # What cannot change the weights: where it writes, logging, evaluation, threads.
+    quiet = make_config([*TINY_BASE, "logger=wandb", "train.threads=1", "eval.sequences=7"], "elsewhere")
+    assert base_cache.base_key(quiet) == key
+    # A field added to the schema at its default (a new knob of train) leaves the key as it was.
+    grown = dataclasses.make_dataclass("GrownTrain", [("new_knob", int, 3)], bases=(type(config.train),))
+    fields = {f.name: getattr(config.train, f.name) for f in dataclasses.fields(config.train)}
+    monkeypatch.setattr(config, "train", grown(**fields))
+    assert base_cache.base_key(config) == key
+    config.train.new_knob = 4  # the same field off its default shapes the weights
+    assert base_cache.base_key(config) != key
+    assert base_cache.weight_fields(config)["train"]["new_knob"] == 4
+    assert base_cache.base_key(make_config([*TINY_BASE, "train.lr=1e-2"], "unset")) != key

@@ -20,8 +20,9 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
-from gptfit.config import Config, as_dict
+from gptfit.config import Config
 from gptfit.data.corpus import corpus_hash
 from gptfit.data.sources import load_documents
 from gptfit.errors import UserError
@@ -36,14 +37,56 @@ NOT_WEIGHTS = {"": ("name", "run_dir", "logger", "eval", "decoding"), "data": ("
 NOT_WEIGHTS["train"] = ("device", "threads", "resume", "compile", "save_every", "save_total_limit", "eval_every")
 
 
-def base_key(base: Config) -> str:
-    """The hash a base run is cached under: its corpus and the config that shapes its weights."""
-    recipe = as_dict(base)
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def changed(value: Any, default: Any) -> Any:
+    """The parts of a config section that differ from `default` (a section of the same kind: its changed
+    fields; else the whole value), so that a field added to the schema at its default changes nothing."""
+    if not (dataclasses.is_dataclass(value) and isinstance(value, type(default))):
+        return _plain(value)
+    out = {}
+    for f in dataclasses.fields(value):
+        mine, theirs = getattr(value, f.name), getattr(default, f.name)
+        if mine != theirs:
+            out[f.name] = changed(mine, theirs)
+    return out
+
+
+def weight_fields(base: Config) -> dict:
+    """What shapes a base run's weights: its config's fields that differ from the defaults, less NOT_WEIGHTS."""
+    recipe = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
     for section, keys in NOT_WEIGHTS.items():
-        node = recipe[section] if section else recipe
-        for key in keys:
-            node.pop(key, None)
-    text = json.dumps({"corpus": corpus_hash(load_documents(base.data)), "config": recipe}, sort_keys=True)
+        if section:
+            recipe[section] = dataclasses.replace(
+                recipe[section], **{k: getattr(type(recipe[section])(), k) for k in keys}
+            )
+        else:
+            for key in keys:
+                recipe.pop(key, None)
+    defaults = type(base)()
+    out = {}
+    for key, value in recipe.items():
+        # A section against its own schema's defaults (a grown schema's new fields included)
+        default = type(value)() if dataclasses.is_dataclass(value) else getattr(defaults, key)
+        part = changed(value, default)
+        if part != {} and value != default:
+            out[key] = part
+    return out
+
+
+def base_key(base: Config) -> str:
+    """The hash a base run is cached under: its corpus and the config fields that shape its weights."""
+    text = json.dumps(
+        {"corpus": corpus_hash(load_documents(base.data)), "config": weight_fields(base)}, sort_keys=True, default=str
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
