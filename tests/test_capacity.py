@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from gptfit.data.corpus import load_corpus
-from gptfit.metrics import capacity, sequences
-from gptfit.metrics.capacity import memorized_bits, parameter_counts, uniform_bits
+from gptfit.measures import capacity
+from gptfit.metrics import sequences
+from gptfit.metrics.bits import memorized_bits, parameter_counts, uniform_bits
 from gptfit.model.loading import build_model, load_pretrained, load_tokenizer
 from tests.conftest import error_lines, run_cli
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from gptfit.data.corpus import load_corpus
-from gptfit.metrics.capacity import parameter_counts
+from gptfit.metrics.bits import parameter_counts
 from gptfit.model.loading import build_model
 from gptfit.report import main as report_main
 from gptfit.show.capacity import capacity_report, fit, per_run, plateaus

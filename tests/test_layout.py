@@ -180,3 +180,48 @@ def test_every_module_is_named_in_the_architecture_doc():
     ]
     # Top-level modules are named bare (train.py); nested ones by their path (run/training.py).
     assert not unnamed, unnamed
+
+
+# Each study's word, in identifiers and string literals (not comments or docstrings) outside core/ and model/:
+# a study lives in few rooms (its config, its data, its measure, its report), not on every floor.
+STUDY_WORDS = ("capacity", "canary", "goldfish", "dedup", "saturation")
+MAX_MODULES_PER_STUDY = 6
+
+
+def spoken(tree: ast.Module) -> str:
+    """The identifiers and string literals of a module, docstrings left out, lower case."""
+    docs = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    words = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            words.append(node.id)
+        elif isinstance(node, ast.Attribute):
+            words.append(node.attr)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            words.append(node.name)
+        elif isinstance(node, ast.arg):
+            words.append(node.arg)
+        elif isinstance(node, ast.keyword) and node.arg:
+            words.append(node.arg)
+        elif isinstance(node, ast.alias):
+            words.append(f"{node.name} {node.asname or ''}")
+        elif isinstance(node, ast.ImportFrom):
+            words.append(node.module or "")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+            words.append(node.value)
+    return " ".join(words).lower()
+
+
+def test_each_study_is_spoken_of_in_few_modules():
+    texts = {p: spoken(tree) for p, tree, _ in modules() if room(p) not in ("core", "model")}
+    spread = {w: sorted(p.relative_to(PACKAGE).as_posix() for p, t in texts.items() if w in t) for w in STUDY_WORDS}
+    assert all(spread.values()), spread  # the check sees each word somewhere
+    wide = {w: where for w, where in spread.items() if len(where) > MAX_MODULES_PER_STUDY}
+    assert not wide, wide

@@ -28,9 +28,7 @@ from omegaconf import MISSING, OmegaConf
 from gptfit.config.checks import Checks
 from gptfit.config.commands import AttendConfig, ExploreConfig, SampleConfig
 from gptfit.config.data import (
-    CanaryConfig,
     DataConfig,
-    DedupConfig,
     DuplicatesConfig,
     ForgetConfig,
     GrammarConfig,
@@ -39,24 +37,21 @@ from gptfit.config.data import (
 from gptfit.config.evaluation import EvalConfig, GeneralCorpus, general_corpora
 from gptfit.config.logger import LoggerConfig
 from gptfit.config.model import ModelConfig
-from gptfit.config.train import DpConfig, GoldfishConfig, TrainConfig
+from gptfit.config.train import DpConfig, TrainConfig
 from gptfit.core.decoding_settings import DecodingConfig
 
 __all__ = [
     "AttendConfig",
     "ExploreConfig",
-    "CanaryConfig",
     "Config",
     "ConfigError",
     "DataConfig",
     "DecodingConfig",
-    "DedupConfig",
     "DpConfig",
     "DuplicatesConfig",
     "EvalConfig",
     "ForgetConfig",
     "GeneralCorpus",
-    "GoldfishConfig",
     "GrammarConfig",
     "LoggerConfig",
     "ModelConfig",
@@ -106,7 +101,7 @@ class Config:
             problems += self.uniform_problems(uniform)
         elif self.train.saturation.growth is not None:
             problems.append(
-                "train.saturation: stops when data=uniform's memorized bits (capacity/bits_total) saturate; use "
+                "train.saturation: stops when data=uniform's memorized bits saturate; use "
                 "data=uniform or train.saturation.growth=null"
             )
         if uniform is None and 0 < self.data.train_tokens < block:

@@ -39,3 +39,24 @@ def goldfish_mask(tokens: np.ndarray, k: int, h: int) -> np.ndarray:
     hashes = _finalize(contexts @ multipliers)  # [..., n - h]: the sum wraps mod 2^64; no [n, h] product made
     dropped[..., h:] = hashes % np.uint64(k) == 0
     return dropped
+
+
+def goldfish_dropped(sides: list, streams: dict[str, np.ndarray], prefix: int, k: int, h: int) -> np.ndarray:
+    """[rows] the share of each sequence's suffix tokens that the goldfish mask drops, for the per-sequence
+    table (`sides`: its sides, each with `split`, `offsets` and `tokens`; `streams`: split -> its token
+    stream). With prefix >= h the prefix gives every suffix token its whole context, so the mask on
+    the sequence's own tokens equals the stream's, and every copy of a planted sequence drops the same ones.
+    With prefix < h the first h - prefix suffix tokens' context starts before the sequence: they are read
+    from the stream's mask where the sequence sits in one (a planted one: at its first copy; other copies
+    may differ there), and count as kept where it sits in none (held-aside ones, data.subset's non-members)."""
+    masks = {split: goldfish_mask(stream, k, h) for split, stream in streams.items()} if prefix < h else {}
+    parts = []
+    for side in sides:
+        tokens = side.tokens.numpy()  # [n, L]
+        dropped = goldfish_mask(tokens, k, h)[:, prefix:]  # [n, suffix]
+        at = side.offsets >= 0
+        if side.split in masks and at.any():
+            index = side.offsets[at, None] + np.arange(prefix, tokens.shape[1])[None, :]  # [placed, suffix]
+            dropped[at] = masks[side.split][index]
+        parts.append(dropped.mean(1))
+    return np.concatenate(parts)

@@ -5,7 +5,7 @@ from `vocab` symbols; the held-out set is as many, drawn the same way from a str
 neither depends on the other's size. Each sequence is a document of its own: the streams are the
 sequences, each followed by end-of-text. The true distribution is known exactly: a sequence's tokens 2 ...
 length have probability vocab ** -(length - 1), the reference of its memorized bits
-(gptfit.metrics.capacity). With a small vocab and length two sequences may come out equal; nothing
+(gptfit.metrics.bits). With a small vocab and length two sequences may come out equal; nothing
 removes them (at the default 16 symbols and 64 tokens a repeat is never seen).
 """
 

@@ -3,7 +3,8 @@
 earlier one left on the `Evaluation`: capacity the table, grammar the decoded samples).
 
 Adding a measure: write its module (its class with `keys` and `when`, and `build`), add `build` below, and
-give it tests; the evaluator (run/evaluation.py) names none of them.
+give it tests; the evaluator (run/evaluation.py) names none of them. A stop rule (an object with
+`should_stop(model, step)`, asked before each evaluation) is registered the same way, in STOP_RULES.
 """
 
 from __future__ import annotations
@@ -21,3 +22,5 @@ REGISTRY = (
     attention.build,
     privacy.build,
 )
+# The rules that may end training early, each `(train, measures, rows) -> rule | None`.
+STOP_RULES = (capacity.stop_rule,)

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from gptfit.config import DataConfig, EvalConfig, GeneralCorpus, GoldfishConfig, GrammarConfig
+from gptfit.config import DataConfig, EvalConfig, GeneralCorpus, GrammarConfig, TrainConfig
 from gptfit.core.decoding_settings import DecodingConfig
 from gptfit.data.corpus import Corpus
 from gptfit.data.general import general_texts
@@ -43,8 +43,9 @@ class When(enum.Enum):
 class Setup:
     """What a run's measures are built from, fixed when the run starts. `seed` is the run's (it seeds
     decoding), `split_seed` the data's (it draws the held-out prompts and bootstraps); `grammar` is
-    data.grammar on data=grammar, else None; `general`: the run's general corpora, resolved; `privacy`: the
-    run's DP-SGD plan (an object with `epsilon(step)`), None without train.dp."""
+    data.grammar on data=grammar, else None; `general`: the run's general corpora, resolved; `train`: the
+    train section (its mitigations shape what the table records); `privacy`: the run's DP-SGD plan (an
+    object with `epsilon(step)`), None without train.dp."""
 
     eval: EvalConfig
     decoding: dict[str, DecodingConfig]
@@ -57,7 +58,7 @@ class Setup:
     grammar: GrammarConfig | None = None
     general: Sequence[GeneralCorpus] = ()
     cache_dir: str = DataConfig.cache_dir
-    goldfish: GoldfishConfig | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
     privacy: Any = None
 
     @functools.cached_property
@@ -103,8 +104,8 @@ class Measure:
     def __call__(self, ev: Evaluation) -> dict:
         raise NotImplementedError
 
-    def at_start(self) -> dict:
-        """Keys known before training, logged once into the summary (capacity/dataset_bits)."""
+    def at_start(self, model) -> dict:
+        """Keys known before training, logged once into the summary."""
         return {}
 
     def resume(self, first_row: dict) -> None:

@@ -2,17 +2,34 @@
 training set (capacity/bits_total, over every training sequence) and per parameter; before training the
 training set's own information (capacity/dataset_bits: exact on data=uniform, else as eval.mia.reference
 knows it). And train.saturation's stop rule, which ends a data=uniform run once its memorized bits stop
-growing (gptfit.metrics.capacity.saturated)."""
+growing (`saturated`)."""
 
 from __future__ import annotations
 
-from gptfit.config.train import SaturationConfig
+from gptfit.config.train import SaturationConfig, TrainConfig
 from gptfit.measures.base import Evaluation, Measure, Setup, When
-from gptfit.metrics.capacity import capacity_keys, dataset_bits, saturated, uniform_bits
+from gptfit.metrics.bits import dataset_bits, parameter_counts, uniform_bits
+
+
+def capacity_keys(model, bits: float) -> dict:
+    """capacity/bits_total and capacity/bits_per_param of one evaluation on data=uniform."""
+    return {"capacity/bits_total": bits, "capacity/bits_per_param": bits / parameter_counts(model)[0]}
+
+
+def saturated(history: list[tuple[int, float]], window: float, growth: float) -> bool:
+    """train.saturation's rule on the (step, bits) of every evaluation so far, the last one now: the most bits
+    held at any evaluation grew by less than `growth` (relative) over the last `window` of the steps, that is
+    since the last evaluation at or before (1 - window) x the last step. The running maximum, so that one noisy
+    evaluation neither ends a run that still grows nor keeps one going. The evaluation it compares with must
+    come after step 0, where nothing is memorized yet; bits that stay 0 never count as saturated (the cap,
+    train.max_steps, ends such a run)."""
+    step = history[-1][0]
+    before = [b for s, b in history if 0 < s <= (1.0 - window) * step]
+    return bool(before) and max(b for _, b in history) < (1.0 + growth) * max(before)
 
 
 class Capacity(Measure):
-    keys = ("capacity/bits_total", "capacity/bits_per_param", "capacity/dataset_bits")
+    keys = ("capacity/bits_total", "capacity/bits_per_param")
     when = When.TABLE
 
     def __init__(self, setup: Setup):
@@ -25,8 +42,10 @@ class Capacity(Measure):
             self.dataset_bits = None
         self.bits_at: tuple[int, float] | None = None  # (step, capacity/bits_total) of the latest evaluation
 
-    def at_start(self) -> dict:
-        return {"capacity/dataset_bits": self.dataset_bits} if self.dataset_bits is not None else {}
+    def at_start(self, model) -> dict:
+        """What capacity/bits_per_param divides by, the count without the embedding tables, and the dataset bits."""
+        row = dict(zip(("capacity/params", "capacity/params_non_embedding"), parameter_counts(model)))
+        return {**row, "capacity/dataset_bits": self.dataset_bits} if self.dataset_bits is not None else row
 
     def bits(self, model, step: int, table=None) -> float:
         """capacity/bits_total at this step, computed once a step: the stop rule asks for it before the
@@ -62,9 +81,9 @@ def build(setup: Setup) -> Capacity | None:
     return Capacity(setup)
 
 
-def stop_rule(rule: SaturationConfig, measures: list, rows: list[dict]) -> Saturation | None:
+def stop_rule(train: TrainConfig, measures: list, rows: list[dict]) -> Saturation | None:
     """train.saturation's rule over the run's capacity measure; None when it is off."""
     capacity = next((m for m in measures if isinstance(m, Capacity)), None)
-    if rule.growth is None or capacity is None or capacity.uniform is None:
+    if train.saturation.growth is None or capacity is None or capacity.uniform is None:
         return None
-    return Saturation(rule, capacity, rows)
+    return Saturation(train.saturation, capacity, rows)

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from gptfit.data.duplicates import spans
+from gptfit.data.goldfish import goldfish_dropped
 from gptfit.measures.base import Evaluation, Measure, Setup, When
 from gptfit.metrics import sequences
 
@@ -53,12 +54,10 @@ class SequenceTable(Measure):
         self.sides = sides_of(setup)
         sequences.prepare_membership(self.sides, setup.tokenizer, setup.reference, e.batch_size, setup.split_seed)
         self.goldfish_dropped = None  # [rows], fixed for the run: it depends on the tokens alone
-        goldfish = setup.goldfish
-        if goldfish is not None and goldfish.k is not None:
+        goldfish = setup.train.goldfish
+        if goldfish.k is not None:
             streams = {"train": setup.corpus.train, "val": setup.corpus.val}
-            self.goldfish_dropped = sequences.goldfish_dropped(
-                self.sides, streams, e.prefix_tokens, goldfish.k, goldfish.h
-            )
+            self.goldfish_dropped = goldfish_dropped(self.sides, streams, e.prefix_tokens, goldfish.k, goldfish.h)
 
     def __call__(self, ev: Evaluation) -> dict:
         e = self.eval

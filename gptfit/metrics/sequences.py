@@ -16,11 +16,11 @@ sides have when fewer), evenly spread over each stream. For each, at each memori
   where a transform cuts it (Hayes et al. 2024). It is computed exactly, not sampled;
 - `mia_<score>`: every membership-inference score (gptfit.metrics.membership), from the same forward pass
   as `loss`;
-- `mem_bits`: memorized bits (Morris et al. 2025, gptfit.metrics.capacity), from the same forward pass as
+- `mem_bits`: memorized bits (Morris et al. 2025, gptfit.metrics.bits), from the same forward pass as
   `loss`, against the exact distribution on data=uniform, eval.mia.reference on text (null without one);
 - `candidate`: with data.subset, the sequence's index among the candidates (-1: not a candidate).
 - `goldfish_dropped`: with train.goldfish, the share of its suffix tokens that goldfish loss leaves out of
-  the loss (on held-out text: what it would leave out), fixed for the run (`goldfish_dropped`).
+  the loss (on held-out text: what it would leave out), fixed for the run (gptfit.data.goldfish).
 The aggregates (`aggregates`) are means over the table's `kind == "sample"` rows, and the `mia/` keys.
 """
 
@@ -37,10 +37,9 @@ from gptfit.core.decoding_settings import as_setting, strategy_of
 from gptfit.core.sampling.decode import generate
 from gptfit.core.sampling.transforms import transform
 from gptfit.data.exposure import sequence_exposures
-from gptfit.data.goldfish import goldfish_mask
 from gptfit.data.uniform import UniformSet
 from gptfit.data.windows import document_index
-from gptfit.metrics import capacity, membership
+from gptfit.metrics import bits, membership
 from gptfit.metrics.scoring import score_sequences
 
 
@@ -254,7 +253,7 @@ def score(
             "suffix_match": greedy.float().mean(1).tolist(),
             "extracted": (greedy.all(1)).tolist(),
             "exact_match": scores.hit_rate().tolist(),
-            "mem_bits": _or_nulls(capacity.memorized_bits(scores.total().numpy(), side.reference_log2), n),
+            "mem_bits": _or_nulls(bits.memorized_bits(scores.total().numpy(), side.reference_log2), n),
             "kind": [side.kind] * n,
             "copies": (side.copies.tolist() if side.copies is not None else [0] * n),
             "candidate": _candidates(side).tolist(),
@@ -324,26 +323,6 @@ def exposure_columns(
                 }
             )
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def goldfish_dropped(sides: list[Sequences], streams: dict[str, np.ndarray], prefix: int, k: int, h: int) -> np.ndarray:
-    """[rows] the share of each sequence's suffix tokens that the goldfish mask drops (`streams`: split -> its
-    token stream). With prefix >= h the prefix gives every suffix token its whole context, so the mask on
-    the sequence's own tokens equals the stream's, and every copy of a planted sequence drops the same ones.
-    With prefix < h the first h - prefix suffix tokens' context starts before the sequence: they are read
-    from the stream's mask where the sequence sits in one (a planted one: at its first copy; other copies
-    may differ there), and count as kept where it sits in none (held-aside ones, data.subset's non-members)."""
-    masks = {split: goldfish_mask(stream, k, h) for split, stream in streams.items()} if prefix < h else {}
-    parts = []
-    for side in sides:
-        tokens = side.tokens.numpy()  # [n, L]
-        dropped = goldfish_mask(tokens, k, h)[:, prefix:]  # [n, suffix]
-        at = side.offsets >= 0
-        if side.split in masks and at.any():
-            index = side.offsets[at, None] + np.arange(prefix, tokens.shape[1])[None, :]  # [placed, suffix]
-            dropped[at] = masks[side.split][index]
-        parts.append(dropped.mean(1))
-    return np.concatenate(parts)
 
 
 def aggregates(table: pa.Table, extraction_samples: int, resamples: int = 0, seed: int = 0) -> dict:

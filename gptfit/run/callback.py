@@ -58,8 +58,8 @@ class Run:
         self.eval_seconds = 0.0
         self.first_step_at: float | None = None
         self.best_exposure = None
-        # The rules that may end training early (train.saturation), a resumed run's rows counted
-        self.stop_rules = evaluator.stop_rules(train.saturation, tracker.rows if tracker is not None else [])
+        # The rules that may end training early, a resumed run's rows counted
+        self.stop_rules = evaluator.stop_rules(train, tracker.rows if tracker is not None else [])
         self.saturated_at: int | None = None
 
     def should_stop(self, model, step: int) -> bool:
@@ -70,7 +70,7 @@ class Run:
         self, model, step: int, exposure, lr: float | None = None, running: float | None = None, final: bool = False
     ) -> dict:
         """exposure: the ledger's (starts, last_seen) over every rank, up to this step. final: the run's last
-        evaluation (at train.max_steps, or where train.saturation stops it)."""
+        evaluation (at train.max_steps, or where a stop rule ends the run)."""
         started = time.time()
         tokens_seen = step * self.tokens_per_step
         row = {"step": step, "tokens_seen": tokens_seen, "epoch": tokens_seen / len(self.corpus.train)}

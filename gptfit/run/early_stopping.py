@@ -1,6 +1,7 @@
 """Early stopping as a mitigation: `best/`, the model at the lowest val/loss, scored at the end on the same
 per-sequence table as the final model, so a run says what stopping at its best step would have left
-memorized: `sequences_best.parquet` and the summary's `early_stopping` (its mem/, mia/, canary/ and dup/ keys).
+memorized: `sequences_best.parquet` and the summary's `early_stopping` (the keys of the memorization-cadence
+measures: mem/, mia/, dup/ and the planted parts').
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import pyarrow.parquet as pq
 from gptfit.files import SEQUENCES_BEST, atomic
 from gptfit.model.loading import load_model
 from gptfit.run.callback import Run
-
-KEYS = ("mem/", "mia/", "canary/", "dup/")
 
 
 def score_best(run: Run, device) -> None:
@@ -26,4 +25,4 @@ def score_best(run: Run, device) -> None:
     row, ev = run.evaluator.table_only(model, best["step"], exposure)
     with atomic(run.run_dir / SEQUENCES_BEST) as tmp:
         pq.write_table(ev.table, tmp)
-    run.tracker.update(early_stopping={"step": best["step"], **{k: v for k, v in row.items() if k.startswith(KEYS)}})
+    run.tracker.update(early_stopping={"step": best["step"], **row})

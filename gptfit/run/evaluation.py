@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from gptfit.config.train import SaturationConfig
-from gptfit.measures import REGISTRY
+from gptfit.config import TrainConfig
+from gptfit.measures import REGISTRY, STOP_RULES
 from gptfit.measures.base import Evaluation, Measure, Setup, When
-from gptfit.measures.capacity import stop_rule
 
 M = TypeVar("M", bound=Measure)
 
@@ -52,19 +51,19 @@ class Evaluator:
                 row.update(measure(ev))
         return row, ev
 
-    def at_start(self) -> dict:
-        """The keys known before training (capacity/dataset_bits), for the summary."""
-        return {k: v for m in self.measures for k, v in m.at_start().items()}
+    def at_start(self, model) -> dict:
+        """The keys known before training, for the summary."""
+        return {k: v for m in self.measures for k, v in m.at_start(model).items()}
 
     def resume(self, first_row: dict) -> None:
         """A resumed run's first metrics row, for the measures that count from step 0."""
         for measure in self.measures:
             measure.resume(first_row)
 
-    def stop_rules(self, saturation: SaturationConfig, rows: list[dict]) -> list:
-        """The rules that may end training at an evaluation step (before it is measured)."""
-        rule = stop_rule(saturation, self.measures, rows)
-        return [rule] if rule is not None else []
+    def stop_rules(self, train: TrainConfig, rows: list[dict]) -> list:
+        """The rules that may end training at an evaluation step (before it is measured); `rows`: a resumed
+        run's metrics rows."""
+        return [rule for make in STOP_RULES if (rule := make(train, self.measures, rows)) is not None]
 
 
 class NoEvaluator(Evaluator):

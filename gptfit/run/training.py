@@ -26,7 +26,6 @@ from gptfit.data.windows import EpochWindows, RandomWindows, Windows
 from gptfit.errors import UserError
 from gptfit.files import CONFIG, write_json_atomic, write_text_atomic
 from gptfit.measures.base import Setup
-from gptfit.metrics.capacity import parameter_counts
 from gptfit.model.finetune import apply_finetune, count_parameters, is_lora, plain_model, save_adapter
 from gptfit.model.loading import build_model, model_context
 from gptfit.page.write import run_page
@@ -95,7 +94,7 @@ def _train(config: Config, device: str, stop: StopSignals) -> dict:
             load_ledger(ledger, resume)
         evaluator = make_evaluator(config, corpus, privacy) if tracker is not None else NoEvaluator()
         if tracker is not None:
-            tracker.update(**evaluator.at_start())
+            tracker.update(**evaluator.at_start(model))
             if privacy is not None:
                 tracker.update(privacy=privacy.record())
             if tracker.rows:  # resumed: the measures that count from step 0 take it from the first row
@@ -173,8 +172,6 @@ def start_tracker(config: Config, run_dir: Path, corpus: Corpus, model, device: 
         "tokenizer_hash": corpus.tokenizer_hash,
         "n_params": sum(p.numel() for p in model.parameters()),
         **dict(zip(("trainable_params", "total_params"), count_parameters(model))),
-        # What capacity/bits_per_param divides by, and the count without the embedding tables.
-        **dict(zip(("capacity/params", "capacity/params_non_embedding"), parameter_counts(model))),
         "data": {
             "train_tokens": len(corpus.train),
             "val_tokens": len(corpus.val),
@@ -218,7 +215,7 @@ def make_evaluator(config: Config, corpus: Corpus, privacy: Privacy | None = Non
         grammar=data.grammar if data.source == "grammar" else None,
         general=general_corpora(config.eval, config.model),
         cache_dir=data.cache_dir,
-        goldfish=config.train.goldfish,
+        train=config.train,
         privacy=privacy,
     )
     return Evaluator(setup)

@@ -69,20 +69,3 @@ def dataset_bits(reference, train: np.ndarray, block: int, batch_size: int) -> f
     windows = torch.from_numpy(train[: len(train) // block * block].reshape(-1, block))  # [windows, block]
     nats = score_sequences(reference, windows, batch_size).mean()  # [windows] mean nats a predicted token
     return float(nats.mean()) / math.log(2) * len(train)
-
-
-def capacity_keys(model, bits: float) -> dict:
-    """capacity/bits_total and capacity/bits_per_param of one evaluation on data=uniform."""
-    return {"capacity/bits_total": bits, "capacity/bits_per_param": bits / parameter_counts(model)[0]}
-
-
-def saturated(history: list[tuple[int, float]], window: float, growth: float) -> bool:
-    """train.saturation's rule on the (step, bits) of every evaluation so far, the last one now: the most bits
-    held at any evaluation grew by less than `growth` (relative) over the last `window` of the steps, that is
-    since the last evaluation at or before (1 - window) x the last step. The running maximum, so that one noisy
-    evaluation neither ends a run that still grows nor keeps one going. The evaluation it compares with must
-    come after step 0, where nothing is memorized yet; bits that stay 0 never count as saturated (the cap,
-    train.max_steps, ends such a run)."""
-    step = history[-1][0]
-    before = [b for s, b in history if 0 < s <= (1.0 - window) * step]
-    return bool(before) and max(b for _, b in history) < (1.0 + growth) * max(before)
