@@ -42,6 +42,18 @@ TINY = [
 ]
 
 
+@pytest.fixture
+def one_thread():
+    """Decode on one thread: tiny models gain nothing from a second, and on a shared 2-core machine an
+    OpenMP thread waiting for a busy core can make a step a hundred times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("cache"))

@@ -1,4 +1,6 @@
-"""The tests that matter on a GPU, run on every device torch has here: the CPU always, CUDA where present.
+"""The tests that matter on a GPU, run on every device torch has here: CUDA where present, and the CPU for the
+checks that no other module makes (bf16 training, batch invariance); the CPU cases of the others live in
+test_attention.py, test_model.py and test_sampling.py, so that no test runs twice.
 
 The CUDA cases carry the `cuda` mark: `pytest -m cuda` runs them alone (bench/gpu.sh does, on the H200);
 on a machine without CUDA they do not exist, so nothing is skipped. They check:
@@ -25,9 +27,20 @@ from gptfit.core.sampling import TransformProcessor, as_setting, generate, gener
 from gptfit.core.sampling.decode import _small_step_kernels
 from gptfit.core.sampling.steps import CachedSteps
 from gptfit.model import GPTConfig, GPTForCausalLM
-from tests.test_sampling import SAMPLED, one_thread, prompts  # noqa: F401 (one_thread: an autouse fixture)
+from tests.test_sampling import SAMPLED, prompts
 
-DEVICES = ["cpu"] + ([pytest.param("cuda", marks=pytest.mark.cuda)] if torch.cuda.is_available() else [])
+pytestmark = pytest.mark.usefixtures("one_thread")
+CUDA = [pytest.param("cuda", marks=pytest.mark.cuda)] if torch.cuda.is_available() else []
+# Checks that no other module makes run on every device; those whose CPU case another module holds
+# (test_attention.py, test_model.py, test_sampling.py) run here on CUDA alone, so that no test runs twice.
+DEVICES = ["cpu", *CUDA]
+
+
+def cuda_only(test):
+    """The test on CUDA alone; on a machine without CUDA it does not exist (nothing is skipped)."""
+    return pytest.mark.parametrize("device", CUDA)(test) if CUDA else None
+
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -89,7 +102,7 @@ def test_model_fast_path_matches_the_explicit_path_in_value_and_gradient(device,
         assert_no_worse(a, b, ref, floor, f"gradient of {name}")
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@cuda_only
 def test_left_padded_forward_matches_the_explicit_path(device):
     model = model_on(device)
     ids = torch.randint(0, 256, (2, 20), generator=torch.Generator().manual_seed(2)).to(device)
@@ -104,7 +117,7 @@ def test_left_padded_forward_matches_the_explicit_path(device):
     torch.testing.assert_close(fast[real], explicit[real], atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@cuda_only
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fused_loss_matches_the_plain_loss_in_value_and_gradient(device, dtype):
     # 600 tokens over a vocabulary of 2048: two chunks; some targets ignored.
@@ -138,7 +151,7 @@ SEARCH = {
 }
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@cuda_only
 @pytest.mark.parametrize("search", SEARCH)
 def test_search_picks_the_tokens_of_generate(device, search):
     model = model_on(device, vocab_size=2048, n_layer=4, n_head=4, n_embd=128)
@@ -162,7 +175,7 @@ def test_search_picks_the_tokens_of_generate(device, search):
         torch.testing.assert_close(got.scores, expected.sequences_scores)
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@cuda_only
 @pytest.mark.parametrize("sampled", [1, 4])  # temperature 0.7; temperature + top-k + top-p, 3 sequences each
 def test_sampling_draws_the_tokens_of_generate_with_the_same_seed(device, sampled):
     model = model_on(device, vocab_size=2048, n_layer=4, n_head=4, n_embd=128)
@@ -192,7 +205,7 @@ def padded_prompts(device: str) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@cuda_only
 @pytest.mark.parametrize("rows_at_once", [None, 7])  # 7: the settings split over several batches
 def test_every_setting_decoded_at_once_is_each_setting_decoded_alone(device, rows_at_once):
     # The shape of gptfit's default model (conf/model/tiny.yaml); end-of-text ends the greedy rows early.

@@ -14,19 +14,10 @@ from gptfit.core.sampling.steps import CachedSteps
 from gptfit.errors import UserError
 from gptfit.model import GPTConfig, GPTForCausalLM
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 hf_logging.set_verbosity_error()  # generate's advice about pad tokens is noise here
 
 VOCAB = 64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Decode on one thread: tiny models gain nothing from a second, and on a shared 2-core machine an
-    OpenMP thread waiting for a busy core can make a step a hundred times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def gptfit_model(block=48, seed=0):
