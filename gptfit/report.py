@@ -45,6 +45,7 @@ from pathlib import Path
 
 from gptfit.cli import fail
 from gptfit.errors import UserError
+from gptfit.keys import EXTRACTION_TRAIN, GAP, MIA_AUC
 from gptfit.page.write import sweep_page
 from gptfit.run.tracking import has_wandb_key
 from gptfit.show.sections import SECTIONS, Sweep
@@ -96,7 +97,7 @@ def ladder_series(runs: list[dict]) -> list[dict]:
     done = sorted((r for r in runs if r["status"] == "finished" and r["train_tokens"]), key=lambda r: r["train_tokens"])
     if len({r["train_tokens"] for r in done}) < 2:
         return []
-    keys = [("gap", "gap"), ("mem/extraction_rate_train", "extraction"), ("mem/mia_auc", "membership AUC")]
+    keys = [(GAP, GAP), (EXTRACTION_TRAIN, "extraction"), (MIA_AUC, "membership AUC")]
     return [
         {
             "title": "against training tokens",

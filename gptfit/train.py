@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from gptfit import keys
 from gptfit.cli import CONF_DIR, EXIT_STOPPED, fail, hydra_main
 from gptfit.config import Config, ConfigError, register, validate
 from gptfit.errors import UserError
@@ -97,7 +98,7 @@ def main(cfg: DictConfig) -> float | None:
     if summary:  # rank 0's; the other ranks of a torchrun have none
         print("\n".join(closing_lines(summary)))
     # The value a Hydra sweeper (e.g. Optuna) minimizes.
-    return summary.get("final", {}).get("val/loss")
+    return summary.get("final", {}).get(keys.VAL_LOSS)
 
 
 if __name__ == "__main__":

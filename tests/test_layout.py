@@ -73,7 +73,7 @@ def test_the_core_imports_nothing_above_it():
 # Rooms on one layer (metrics and plots; run and show) may not import each other.
 LAYERS = [
     {"__init__", "errors"},
-    {"files"},
+    {"files", "keys"},
     {"core"},
     {"config"},
     {"model"},

@@ -8,6 +8,7 @@ import math
 import torch
 
 from gptfit.data.windows import fixed_windows
+from gptfit.keys import GAP, TRAIN_LOSS, VAL_BPB, VAL_LOSS
 from gptfit.measures.base import Evaluation, Measure, Setup, When
 from gptfit.metrics.scoring import score_sequences
 
@@ -25,7 +26,7 @@ def loss_keys(prefix: str, losses: torch.Tensor, windows: torch.Tensor, token_by
 
 
 class Losses(Measure):
-    keys = ("train/loss", "train/ppl", "train/bpb", "val/loss", "val/ppl", "val/bpb", "gap")
+    keys = (TRAIN_LOSS, "train/ppl", "train/bpb", VAL_LOSS, "val/ppl", VAL_BPB, GAP)
     when = When.EACH
 
     def __init__(self, setup: Setup):
@@ -39,7 +40,7 @@ class Losses(Measure):
         for prefix, windows in (("train", self.train), ("val", self.val)):
             losses = score_sequences(ev.model, windows, self.batch_size).mean()  # [windows]
             row.update(loss_keys(prefix, losses, windows, self.token_bytes))
-        row["gap"] = row["val/loss"] - row["train/loss"]
+        row[GAP] = row[VAL_LOSS] - row[TRAIN_LOSS]
         return row
 
 

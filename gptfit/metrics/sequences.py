@@ -39,6 +39,7 @@ from gptfit.core.sampling.transforms import transform
 from gptfit.data.exposure import sequence_exposures
 from gptfit.data.uniform import UniformSet
 from gptfit.data.windows import document_index
+from gptfit.keys import MIA_AUC
 from gptfit.metrics import bits, membership
 from gptfit.metrics.scoring import score_sequences
 
@@ -338,7 +339,7 @@ def aggregates(table: pa.Table, extraction_samples: int, resamples: int = 0, see
         if part.num_rows and part["mem_bits"].null_count < part.num_rows:  # null: no reference for mem_bits
             out[f"mem/mem_bits_{s}"] = pa.compute.mean(part["mem_bits"]).as_py()
     out.update(membership.aggregates(rows, resamples, seed))
-    out["mem/mia_auc"] = out["mia/loss/auc"]
+    out[MIA_AUC] = out["mia/loss/auc"]
     planted = table.filter(pa.compute.equal(table["kind"], "duplicate"))
     for copies in sorted(set(planted["copies"].to_pylist())):
         group = planted.filter(pa.compute.equal(planted["copies"], copies))

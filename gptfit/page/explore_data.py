@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
+from gptfit import keys
 from gptfit.core.attention import attention_maps
 from gptfit.core.decoding_settings import as_setting
 from gptfit.core.eval_mode import eval_mode
@@ -30,10 +31,10 @@ from gptfit.files import SAMPLES, SEQUENCES, read_jsonl
 from gptfit.metrics.ngrams import NgramIndex
 
 CURVE_KEYS = (
-    "train/loss",
-    "val/loss",
-    "gap",
-    "mem/extraction_rate_train",
+    keys.TRAIN_LOSS,
+    keys.VAL_LOSS,
+    keys.GAP,
+    keys.EXTRACTION_TRAIN,
     "mem/extraction_rate_val",
     "mem/exact_match_train",
     "mem/exact_match_val",
@@ -52,8 +53,8 @@ CONTEXT = 40  # training tokens shown on each side of a copied span
 def curves(run_dir: Path) -> dict:
     rows = read_jsonl(run_dir / "metrics.jsonl")
     kept = [{k: r[k] for k in ("step", "tokens_seen", *CURVE_KEYS) if isinstance(r.get(k), (int, float))} for r in rows]
-    with_val = [r for r in kept if "val/loss" in r]
-    best = min(with_val, key=lambda r: r["val/loss"])["step"] if with_val else None
+    with_val = [r for r in kept if keys.VAL_LOSS in r]
+    best = min(with_val, key=lambda r: r[keys.VAL_LOSS])["step"] if with_val else None
     return {"rows": kept, "best_step": best}
 
 

@@ -6,19 +6,21 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from gptfit import keys
+
 
 def loss_curves(rows: list[dict], path: Path, title: str = "") -> Path:
     """Train and validation loss against tokens seen, with the validation minimum marked."""
-    rows = [r for r in rows if "val/loss" in r]
+    rows = [r for r in rows if keys.VAL_LOSS in r]
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
     x = [r["tokens_seen"] for r in rows]
-    ax.plot(x, [r["train/loss"] for r in rows], label="train", color="tab:blue")
-    ax.plot(x, [r["val/loss"] for r in rows], label="validation", color="tab:orange")
+    ax.plot(x, [r[keys.TRAIN_LOSS] for r in rows], label="train", color="tab:blue")
+    ax.plot(x, [r[keys.VAL_LOSS] for r in rows], label="validation", color="tab:orange")
     if rows:
-        best = min(rows, key=lambda r: r["val/loss"])
+        best = min(rows, key=lambda r: r[keys.VAL_LOSS])
         ax.scatter(
             [best["tokens_seen"]],
-            [best["val/loss"]],
+            [best[keys.VAL_LOSS]],
             color="tab:orange",
             zorder=3,
             label=f"val minimum (step {best['step']})",
@@ -35,21 +37,21 @@ def loss_curves(rows: list[dict], path: Path, title: str = "") -> Path:
 
 
 MEMORIZATION_KEYS = {
-    "mem/extraction_rate_train": ("extraction (train)", "tab:red", "-"),
+    keys.EXTRACTION_TRAIN: ("extraction (train)", "tab:red", "-"),
     "mem/extraction_rate_val": ("extraction (held-out)", "tab:red", ":"),
     "mem/exact_match_train": ("exact match (train)", "tab:purple", "-"),
     "mem/exact_match_val": ("exact match (held-out)", "tab:purple", ":"),
-    "mem/mia_auc": ("membership AUC", "tab:green", "-"),
+    keys.MIA_AUC: ("membership AUC", "tab:green", "-"),
 }
 
 
 def memorization_curves(rows: list[dict], path: Path, title: str = "") -> Path:
     """Memorization rates against tokens seen (right) beside the loss curves (left)."""
-    rows = [r for r in rows if "val/loss" in r]
+    rows = [r for r in rows if keys.VAL_LOSS in r]
     x = [r["tokens_seen"] for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=110)
-    left.plot(x, [r["train/loss"] for r in rows], label="train", color="tab:blue")
-    left.plot(x, [r["val/loss"] for r in rows], label="validation", color="tab:orange")
+    left.plot(x, [r[keys.TRAIN_LOSS] for r in rows], label="train", color="tab:blue")
+    left.plot(x, [r[keys.VAL_LOSS] for r in rows], label="validation", color="tab:orange")
     left.set_ylabel("loss (nats / token)")
     for key, (label, color, style) in MEMORIZATION_KEYS.items():
         if any(key in r for r in rows):
@@ -111,7 +113,7 @@ def forgetting_curve(rows: list[dict], until_step: int, path: Path, title: str =
     left.set_ylim(-0.02, 1.02)
     left.legend(fontsize=8)
     right.plot(steps, [r["forget/loss"] for r in rows], marker="o", color="tab:purple", label="forgotten set")
-    right.plot(steps, [r["val/loss"] for r in rows], color="tab:gray", linestyle=":", label="held-out text")
+    right.plot(steps, [r[keys.VAL_LOSS] for r in rows], color="tab:gray", linestyle=":", label="held-out text")
     right.set_ylabel("loss (nats)")
     right.legend(fontsize=8)
     for ax in (left, right):

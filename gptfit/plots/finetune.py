@@ -6,6 +6,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from gptfit import keys
+
 METHOD_MARKERS = {"full": "o", "lora": "s", "top_layers": "^", "head": "D"}
 
 
@@ -17,15 +19,15 @@ def general_names(rows: list[dict]) -> list[str]:
 def learn_forget_curves(rows: list[dict], path: Path, title: str = "") -> Path:
     """A run's narrow held-out loss (what it learns) beside each general corpus's loss (what it forgets),
     against tokens seen; the narrow loss's minimum marked."""
-    rows = [r for r in rows if "val/loss" in r]
+    rows = [r for r in rows if keys.VAL_LOSS in r]
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
     x = [r["tokens_seen"] for r in rows]
-    ax.plot(x, [r["val/loss"] for r in rows], label="narrow held-out (val/loss)", color="tab:orange")
+    ax.plot(x, [r[keys.VAL_LOSS] for r in rows], label="narrow held-out (val/loss)", color="tab:orange")
     for name in general_names(rows):
         ax.plot(x, [r.get(f"general/{name}/loss") for r in rows], label=f"general: {name}", linestyle="--")
     if rows:
-        best = min(rows, key=lambda r: r["val/loss"])
-        ax.scatter([best["tokens_seen"]], [best["val/loss"]], color="tab:orange", zorder=3, label="best step")
+        best = min(rows, key=lambda r: r[keys.VAL_LOSS])
+        ax.scatter([best["tokens_seen"]], [best[keys.VAL_LOSS]], color="tab:orange", zorder=3, label="best step")
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("loss (nats / token)")
     ax.set_title(title or "learning the narrow corpus, forgetting general text")

@@ -27,6 +27,7 @@ from gptfit.data.corpus import corpus_hash
 from gptfit.data.sources import load_documents
 from gptfit.errors import UserError
 from gptfit.files import write_json_atomic
+from gptfit.keys import VAL_BPB, VAL_LOSS
 from gptfit.model.loading import load_model
 from gptfit.run.folder import release_run_dir
 
@@ -126,7 +127,12 @@ def ensure_base(base: Config) -> Path:
         )
         summary = train(dataclasses.replace(base, run_dir=str(building)))
         final = summary.get("final", {})
-        record = {"key": key, "val/loss": final.get("val/loss"), "val/bpb": final.get("val/bpb"), "name": base.name}
+        record = {
+            "key": key,
+            VAL_LOSS: final.get(VAL_LOSS),
+            VAL_BPB: final.get(VAL_BPB),
+            "name": base.name,
+        }
         write_json_atomic(building / MARKER, record)
         release_run_dir(building)
         os.replace(building, folder)

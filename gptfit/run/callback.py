@@ -10,6 +10,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
+from gptfit import keys
 from gptfit.config import TrainConfig
 from gptfit.data.corpus import Corpus
 from gptfit.errors import UserError
@@ -50,7 +51,7 @@ class Run:
         # tracker).
         self.evaluator = evaluator
         self.tokens_per_step = train.batch_size * block_size
-        best = tracker.best("val/loss") if tracker is not None else None
+        best = tracker.best(keys.VAL_LOSS) if tracker is not None else None
         self.best_val = best["value"] if best else float("inf")
         self.trainer: GptfitTrainer | None = None
         self.stopped_at: int | None = None
@@ -87,14 +88,14 @@ class Run:
         if ev.table is not None:
             self.tracker.log_sequences(ev.table, final)
             self.membership_notes(ev.table, final, step, tokens_seen)
-        if row["val/loss"] < self.best_val:
-            self.best_val = row["val/loss"]
+        if row[keys.VAL_LOSS] < self.best_val:
+            self.best_val = row[keys.VAL_LOSS]
             save_model_atomic(plain_model(model), self.tokenizer, self.run_dir / "best")
             self.best_exposure = exposure  # what best/ had seen, for its table at the end (run/early_stopping.py)
         self.eval_seconds += time.time() - started
         line = f"step {step:>6}/{self.train.max_steps} | train {row['train/loss']:.3f} | val {row['val/loss']:.3f}"
         line += f" | gap {row['gap']:+.3f}"
-        if "mem/mia_auc" in row:
+        if keys.MIA_AUC in row:
             line += f" | extract {row['mem/extraction_rate_train']:.2f} | auc {row['mem/mia_auc']:.2f}"
         tqdm.write(f"{line} | {time.time() - self.start:.0f}s")
         return row

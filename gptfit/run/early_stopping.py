@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 
+from gptfit import keys
 from gptfit.files import SEQUENCES_BEST, atomic
 from gptfit.model.loading import load_model
 from gptfit.run.callback import Run
@@ -15,7 +16,7 @@ from gptfit.run.callback import Run
 
 def score_best(run: Run, device) -> None:
     """Score best/ like the last evaluation scored the final model (the intervals bootstrapped too)."""
-    best = run.tracker.best("val/loss")
+    best = run.tracker.best(keys.VAL_LOSS)
     folder = run.run_dir / "best"
     if best is None or not folder.is_dir():
         return

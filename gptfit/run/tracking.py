@@ -22,6 +22,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
+from gptfit import keys
 from gptfit.config import LoggerConfig
 from gptfit.files import METRICS, SAMPLES, SUMMARY, read_rows, write_json_atomic, write_text_atomic
 from gptfit.run.sequence_log import SequenceLog
@@ -273,7 +274,7 @@ class Tracker:
         if self.rows:
             final = self.rows[-1]
             self.summary["final"] = final
-            self.summary["best"] = {k: self.best(k) for k in final if k.endswith(LOWER_IS_BETTER) or k == "gap"}
+            self.summary["best"] = {k: self.best(k) for k in final if k.endswith(LOWER_IS_BETTER) or k == keys.GAP}
             if self.wandb is not None:
                 for k, v in self.summary["best"].items():
                     if v is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gptfit import keys
 from gptfit.plots.finetune import general_names, learn_forget_plane
 from gptfit.show.numbers import mean_sd, numbers
 from gptfit.show.sweep import by_values
@@ -48,17 +49,17 @@ def run_figures(run: dict) -> dict | None:
     if not names or not rows:
         return None
     forget = f"forgetting/{names[0]}"
-    best = min((r for r in rows if "val/loss" in r), key=lambda r: r["val/loss"])
+    best = min((r for r in rows if keys.VAL_LOSS in r), key=lambda r: r[keys.VAL_LOSS])
     score, setting = best_score(final), setting_of(final)
     mia = {}
     for name, key in (("mia_auc", "auc"), ("mia_tpr", "tpr@1%fpr")):
         for suffix in ("", "_lo", "_hi"):
             mia[name + suffix] = final.get(f"mia/{score}/{key}{suffix}") if score else None
     return {
-        "learn": best["val/loss"],
+        "learn": best[keys.VAL_LOSS],
         "forget_end": final.get(forget),
         "forget_best": best.get(forget),
-        "extraction": final.get("mem/extraction_rate_train"),
+        "extraction": final.get(keys.EXTRACTION_TRAIN),
         **mia,
         "distinct_2": final.get(f"gen/{setting}/distinct_2") if setting else None,
         "general_copy": final.get(f"gen/{setting}/general_copy_rate") if setting else None,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from gptfit import keys
 from gptfit.files import SEQUENCES, SEQUENCES_BEST, write_text_atomic
 from gptfit.plots.mitigations import quality_memorization
 from gptfit.show.numbers import mean_sd
@@ -105,7 +106,7 @@ def mitigation_runs(runs: list[dict]) -> list[dict]:
 
 def _row_at(rows: list[dict], step: int) -> dict:
     """The metrics row of `step` that holds the held-out loss (an evaluation's)."""
-    return next((r for r in rows if r.get("step") == step and "val/loss" in r), {})
+    return next((r for r in rows if r.get("step") == step and keys.VAL_LOSS in r), {})
 
 
 def _kept(key: str) -> bool:
@@ -138,9 +139,9 @@ def record(run: dict, best: bool) -> dict:
         "job": run["job"],
         "seed": config.get("seed"),
         "step": figures.get("step"),
-        "val/loss": figures.get("val/loss"),
-        "val/bpb": figures.get("val/bpb"),
-        "mem/extraction_rate_train": figures.get("mem/extraction_rate_train"),
+        keys.VAL_LOSS: figures.get(keys.VAL_LOSS),
+        keys.VAL_BPB: figures.get(keys.VAL_BPB),
+        keys.EXTRACTION_TRAIN: figures.get(keys.EXTRACTION_TRAIN),
         "planted_extraction": float(rates.mean()) if len(rates) else None,  # every count has per_count rows
         "copies_to_half": copies_to_reach(rates),
         **{f"planted/{c}": float(v) for c, v in rates.items()},
@@ -205,13 +206,13 @@ def columns(frame: pd.DataFrame) -> list[tuple[str, object]]:
     """(header, cell of an arm's rows) of every column the frame has figures for."""
     cols = [
         ("seeds", lambda g: ", ".join(str(s) for s in g["seed"])),
-        ("held-out loss", lambda g: mean_sd(_numbers(g, "val/loss"))),
-        ("held-out bpb", lambda g: mean_sd(_numbers(g, "val/bpb"))),
+        ("held-out loss", lambda g: mean_sd(_numbers(g, keys.VAL_LOSS))),
+        ("held-out bpb", lambda g: mean_sd(_numbers(g, keys.VAL_BPB))),
     ]
     for name in _names(frame, "general/", "/loss"):
         cols.append((f"general loss ({name})", lambda g, k=f"general/{name}/loss": mean_sd(_numbers(g, k))))
     cols += [
-        ("extraction (ordinary text)", lambda g: mean_sd(_numbers(g, "mem/extraction_rate_train"))),
+        ("extraction (ordinary text)", lambda g: mean_sd(_numbers(g, keys.EXTRACTION_TRAIN))),
         ("extraction (planted)", lambda g: mean_sd(_numbers(g, "planted_extraction"))),
         (f"copies to {LEVEL:.0%} extraction", _copies),
     ]
@@ -294,8 +295,10 @@ def figure_points(frame: pd.DataFrame) -> list[dict]:
             {
                 "arm": arm.removeprefix(FINETUNE),
                 "finetune": bool(group["finetune"].iloc[0]),
-                "loss": _mean(group, "val/loss"),
-                "loss_sd": float(_numbers(group, "val/loss").std()) if _numbers(group, "val/loss").size > 1 else 0.0,
+                "loss": _mean(group, keys.VAL_LOSS),
+                "loss_sd": float(_numbers(group, keys.VAL_LOSS).std())
+                if _numbers(group, keys.VAL_LOSS).size > 1
+                else 0.0,
                 "auc": _mean(group, "mia/loss/auc"),
                 "auc_lo": _mean(group, "mia/loss/auc_lo"),
                 "auc_hi": _mean(group, "mia/loss/auc_hi"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gptfit import keys
 from gptfit.files import METRICS, PAGE, read_jsonl
 
 
@@ -35,7 +36,7 @@ def wandb_line(summary: dict) -> str:
 def closing_lines(summary: dict) -> list[str]:
     """The run's summary in a few lines (summary.json's figures: `final`, `best`, `wall_time_s`)."""
     run_dir = Path(summary["run_dir"]).resolve()
-    final, best = summary.get("final", {}), summary.get("best", {}).get("val/loss")
+    final, best = summary.get("final", {}), summary.get("best", {}).get(keys.VAL_LOSS)
     lines = [f"run folder: {run_dir}"]
     if (run_dir / PAGE).exists():
         lines.append(f"explorer page: {(run_dir / PAGE).as_uri()}")

@@ -12,21 +12,22 @@ import yaml
 
 from gptfit.errors import UserError
 from gptfit.files import read_jsonl
+from gptfit.keys import EXTRACTION_TRAIN, GAP, MIA_AUC, TRAIN_LOSS, VAL_LOSS
 from gptfit.show.numbers import mean_sd
 
 SIZE = "data.train_tokens"
 
 COLUMNS = [
-    ("train/loss", "train loss"),
-    ("val/loss", "val loss"),
-    ("gap", "gap"),
-    ("mem/extraction_rate_train", "extraction"),
+    (TRAIN_LOSS, "train loss"),
+    (VAL_LOSS, "val loss"),
+    (GAP, GAP),
+    (EXTRACTION_TRAIN, "extraction"),
     ("mem/exact_match_train", "exact match train"),
     ("mem/exact_match_val", "exact match val"),
-    ("mem/mia_auc", "MIA AUC"),
+    (MIA_AUC, "MIA AUC"),
 ]
 
-TRENDS = [("gap", "gap"), ("mem/extraction_rate_train", "extraction rate"), ("val/loss", "final val loss")]
+TRENDS = [(GAP, GAP), (EXTRACTION_TRAIN, "extraction rate"), (VAL_LOSS, "final val loss")]
 
 
 def read_job(job: Path) -> dict:
@@ -220,7 +221,7 @@ GRAMMAR_SHARES = [
 ]
 
 GRAMMAR_NLL = [
-    ("val/loss", "val loss"),
+    (VAL_LOSS, "val loss"),
     ("grammar/val_nll_model", "NLL model"),
     ("grammar/val_nll_true", "NLL grammar"),
 ]

@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from gptfit import keys
 from gptfit.show.sweep import by_setting, by_values, fmt, grammar_settings, mean_by_size, settings_of, varying
 from gptfit.show.sweep_sequences import LABELS, extraction_by_exposure
 from gptfit.show.sweep_sequences import label as run_label
@@ -54,9 +55,9 @@ def sweep_figures(runs: list[dict], sweep: Path) -> list[Path]:
     for ax, (key, label) in zip(
         axes,
         [
-            ("gap", "generalization gap (nats)"),
-            ("mem/extraction_rate_train", "extraction rate (train)"),
-            ("mem/mia_auc", "membership-inference AUC"),
+            (keys.GAP, "generalization gap (nats)"),
+            (keys.EXTRACTION_TRAIN, "extraction rate (train)"),
+            (keys.MIA_AUC, "membership-inference AUC"),
         ],
     ):
         pts = [(r["train_tokens"], r["final"][key]) for r in done if key in r["final"]]
@@ -68,14 +69,14 @@ def sweep_figures(runs: list[dict], sweep: Path) -> list[Path]:
         ax.grid(alpha=0.3)
     save(fig, "report_gap.png")
 
-    curves = [(r, rows) for r in done if (rows := [x for x in r["rows"] if "val/loss" in x])]
+    curves = [(r, rows) for r in done if (rows := [x for x in r["rows"] if keys.VAL_LOSS in x])]
     if curves:
         fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
         cmap = plt.get_cmap("viridis")
         for i, (r, rows) in enumerate(curves):
             ax.plot(
                 [x["tokens_seen"] for x in rows],
-                [x["val/loss"] for x in rows],
+                [x[keys.VAL_LOSS] for x in rows],
                 color=cmap(i / max(len(curves) - 1, 1)),
                 label=f"{r['train_tokens']} tokens (job {r['job']})",
             )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from gptfit import keys
 from gptfit.files import write_text_atomic
 from gptfit.plots.capacity import turn_figure
 from gptfit.show.numbers import mean_sd
@@ -19,11 +20,11 @@ from gptfit.show.numbers import mean_sd
 # What the table and figure show of each run's last evaluation: (column, key, label); `mem_bits_total` is
 # derived below.
 MEASURES = (
-    ("val_loss", "val/loss", "held-out loss"),
+    ("val_loss", keys.VAL_LOSS, "held-out loss"),
     ("mem_bits", "mem/mem_bits_train", "memorized bits a training sequence"),
     ("mem_bits_total", None, "memorized bits, whole training set"),
-    ("extraction", "mem/extraction_rate_train", "extraction of training sequences"),
-    ("mia_auc", "mem/mia_auc", "membership AUC (loss)"),
+    ("extraction", keys.EXTRACTION_TRAIN, "extraction of training sequences"),
+    ("mia_auc", keys.MIA_AUC, "membership AUC (loss)"),
 )
 
 
