@@ -191,3 +191,16 @@ def test_the_report_shows_the_grammar_metrics(memorized, tmp_path):
     assert len([line for line in grammar.splitlines() if line.startswith("| 512 | ")]) == 1 + 2  # NLL + 2 settings
     assert "novel-valid share (greedy): 1.000" in text
     assert (sweep / "report_grammar.png").stat().st_size > 5000
+
+
+def test_the_grammar_figure_of_runs_whose_samples_held_no_whole_sentence_is_drawn(tmp_path):
+    # A short fine-tuning on the grammar: sentences were looked for, none was complete, so no share exists.
+    from gptfit.show.sweep_figures import grammar_figure
+
+    final = {"grammar/greedy/sentences": 0, "grammar/val_nll_model": 30.0, "grammar/val_nll_true": 20.0}
+    runs = [{"train_tokens": 512, "final": final, "status": "finished"}]
+    fig = grammar_figure(runs)
+    fig.savefig(tmp_path / "grammar.png")  # a log axis with nothing on it would raise here
+    shares, nll = fig.axes
+    assert shares.get_xscale() == "linear" and "no run measured this" in shares.texts[0].get_text()
+    assert nll.get_xscale() == "log" and len(nll.get_lines()) == 2

@@ -26,17 +26,20 @@ def grammar_figure(done: list[dict]):
         axes[0].plot(*mean_by_size(done, f"grammar/{s}/novel_valid"), marker="o", label=s)
     axes[0].set_ylim(-0.02, 1.02)
     axes[0].set_ylabel("share of sentences: novel and valid")
-    axes[0].legend(fontsize=7)
     axes[1].plot(*mean_by_size(done, "grammar/val_nll_model"), marker="o", color="tab:red", label="model")
     axes[1].plot(
         *mean_by_size(done, "grammar/val_nll_true"), marker="o", color="black", linestyle="--", label="grammar (true)"
     )
     axes[1].set_ylabel("held-out NLL per sentence (nats)")
-    axes[1].legend(fontsize=7)
     for ax in axes:
+        if not any(len(line.get_xdata()) for line in ax.get_lines()):
+            # no run measured it (no sample held a complete sentence): a log axis of nothing cannot be drawn
+            ax.text(0.5, 0.5, "no run measured this", ha="center", va="center", transform=ax.transAxes)
+            continue
         ax.set_xscale("log")
         ax.set_xlabel("training tokens")
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     return fig
 
 
