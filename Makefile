@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test lint browser bench clean
+.PHONY: run test test-fast lint browser bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -18,6 +18,10 @@ run: $(STAMP)
 
 test: $(STAMP) browser lint
 	$(PY) -m pytest -q $(ARGS)
+
+# The inner loop: every test not marked slow (no training run, command or browser), in under 3 minutes here.
+test-fast: $(STAMP) lint
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 # Ruff (pinned in the test extra): the lint rules and the format of pyproject.toml, on everything.
 lint: $(STAMP)

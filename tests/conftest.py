@@ -42,6 +42,35 @@ TINY = [
 ]
 
 
+# The fast tier (`make test-fast`: pytest -m "not slow") leaves out every test marked slow: those that take
+# seconds on their own, and every test that uses a fixture that trains a model, runs a command or starts a
+# browser (marked here, so that a new test on such a fixture is slow without being told).
+HEAVY_FIXTURES = {
+    "tiny_run",
+    "tiny_corpus_run",
+    "uninterrupted_run",
+    "uninterrupted",
+    "trained",
+    "browser",
+    "saved",
+    "tiny_base",
+    "hub_folders",
+    "general_run",
+    "memorized_run",
+    "memorized",
+    "run_dir",
+    "shadow_sweep",
+    "mini_ladder",
+    "local_hf_models",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def one_thread():
     """Decode on one thread: tiny models gain nothing from a second, and on a shared 2-core machine an

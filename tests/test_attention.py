@@ -211,6 +211,7 @@ def test_figures_never_draw_a_line_to_a_later_token():
     assert len(head_summary(maps, ids.tolist()).axes) >= 2
 
 
+@pytest.mark.slow
 def test_attend_command_writes_the_figures(tiny_run, tmp_path):
     result = run_cli(f"run={tiny_run[0]}", f"out={tmp_path}", "layer=1", "head=0", module="gptfit.attend")
     assert result.returncode == 0, result.stderr
@@ -218,6 +219,7 @@ def test_attend_command_writes_the_figures(tiny_run, tmp_path):
         assert (tmp_path / name).stat().st_size > 5000 and str(tmp_path / name) in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -231,6 +233,7 @@ def test_attend_bad_input(tiny_run, tmp_path, args, message):
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_training_logs_attention_entropy_when_asked(make_config, tmp_path):
     import json
 

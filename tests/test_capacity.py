@@ -110,6 +110,7 @@ def test_an_untrained_model_has_memorized_nothing(make_config):
     assert train["offset"].to_pylist() == [i * (LENGTH + 1) for i in range(SEQUENCES)]
 
 
+@pytest.mark.slow
 def test_a_model_far_below_capacity_holds_the_whole_set(trained):
     run_dir, summary, _ = trained
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -153,6 +153,7 @@ def turn_rows(text: str) -> dict[str, list[str]]:
     return {cells[2]: cells for cells in rows}
 
 
+@pytest.mark.slow
 def test_the_turn_on_text_sets_dataset_bits_against_the_fitted_capacity(tmp_path):
     uniform, text_runs = sweep_of(tmp_path), text_sweep(tmp_path)
     report_main([str(uniform), str(text_runs)])

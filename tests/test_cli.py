@@ -122,6 +122,7 @@ BAD_FILES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make, message", [(m, msg) for _, m, msg in BAD_FILES], ids=[n for n, _, _ in BAD_FILES])
 def test_bad_files_get_one_clear_line(make, message, tiny_run, tmp_path, cache_dir):
     run_dir = tmp_path / "run"
@@ -134,6 +135,7 @@ def test_bad_files_get_one_clear_line(make, message, tiny_run, tmp_path, cache_d
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides, message", BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
 def test_bad_input_gets_one_clear_line(overrides, message, tmp_path, cache_dir):
     run_dir = tmp_path / "run"
@@ -159,6 +161,7 @@ def test_a_config_error_is_reported_quickly():
     assert time.time() - start < 10
 
 
+@pytest.mark.slow
 def test_help_and_cfg_job_work():
     help_text = run_cli("--help")
     assert help_text.returncode == 0 and "experiment: " in help_text.stdout
@@ -166,6 +169,7 @@ def test_help_and_cfg_job_work():
     assert job.returncode == 0 and "name: tiny_corpus" in job.stdout and "train_tokens: 3072" in job.stdout
 
 
+@pytest.mark.slow
 def test_a_tiny_run_through_the_command_line(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     result = run_cli(*TINY, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}", "train.max_steps=5")
@@ -174,6 +178,7 @@ def test_a_tiny_run_through_the_command_line(tmp_path, cache_dir):
     assert (run_dir / "summary.json").exists() and (run_dir / ".hydra" / "config.yaml").exists()
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_is_written_inside_the_run_directory(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     result = run_cli(
@@ -192,6 +197,7 @@ def test_wandb_offline_run_is_written_inside_the_run_directory(tmp_path, cache_d
     assert f"W&B (offline): {runs[0]}; upload it with `wandb sync {runs[0]}`" in result.stdout
 
 
+@pytest.mark.slow
 def test_the_wandb_mode_environment_variable_is_checked(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     args = [

@@ -112,6 +112,7 @@ def test_a_planted_sequence_left_with_no_whole_copy_is_scored_in_no_document_and
     assert columns["exposures"].tolist() == [1, 0] and columns["last_seen_step"].tolist() == [3, -1]
 
 
+@pytest.mark.slow
 def test_a_deduplicated_run_holds_each_planted_sequence_once_and_reports_what_it_removed(make_config, tmp_path):
     from gptfit.run.training import train
 
@@ -143,6 +144,7 @@ def test_a_deduplicated_run_holds_each_planted_sequence_once_and_reports_what_it
     assert {"dup/1/loss", "dup/4/loss", "dup/16/loss", "dup/0/loss"} <= set(summary["final"])
 
 
+@pytest.mark.slow
 def test_deduplication_that_leaves_less_than_a_window_is_one_error_line(tmp_path, cache_dir):
     paragraph = "the cat sat on the mat and looked at the dog, who sat by the door and looked back at the cat"
     corpus = tmp_path / "repeated.txt"
@@ -156,6 +158,7 @@ def test_deduplication_that_leaves_less_than_a_window_is_one_error_line(tmp_path
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_min_tokens_below_two_is_one_error_line(tmp_path, cache_dir):
     result = run_cli(
         *TINY, f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path / 'run'}", "data.dedup.min_tokens=1"

@@ -205,6 +205,7 @@ def padded_prompts(device: str) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
+@pytest.mark.slow
 @cuda_only
 @pytest.mark.parametrize("rows_at_once", [None, 7])  # 7: the settings split over several batches
 def test_every_setting_decoded_at_once_is_each_setting_decoded_alone(device, rows_at_once):

@@ -65,6 +65,7 @@ def network_requests(browser) -> list[str]:
     return urls
 
 
+@pytest.mark.slow
 def test_the_tiny_corpus_page_loads_offline_and_draws_every_view(browser, tiny_corpus_run):
     page = tiny_corpus_run / "explore.html"
     assert page.stat().st_size < 8_000_000
@@ -151,6 +152,7 @@ def test_a_short_run_without_samples_or_attention_from_a_path_with_spaces(browse
     assert "No samples" in browser.find_element("css selector", "[data-view=samples]").text
 
 
+@pytest.mark.slow
 def test_the_explore_command_writes_a_page_and_a_missing_run_is_one_line(tiny_run, tmp_path):
     run_dir, _ = tiny_run
     out = tmp_path / "my page.html"

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from gptfit.files import read_jsonl
 from gptfit.run.checkpoints import COMPLETE, find_checkpoint, unreadable
 from gptfit.run.folder import LOCK_NAME, discard_unused_run_dir
@@ -79,6 +81,7 @@ def steps_once(run_dir: Path) -> list[int]:
     return steps
 
 
+@pytest.mark.slow
 def test_a_second_process_into_a_busy_run_folder_stops_at_once_and_touches_nothing(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     args = [*LONG, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
@@ -100,6 +103,7 @@ def test_a_second_process_into_a_busy_run_folder_stops_at_once_and_touches_nothi
     assert steps_once(run_dir) == list(range(0, 41, 5))  # one row per evaluated step
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_killed_run_never_blocks(uninterrupted, tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     args = [*LONG, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
@@ -113,6 +117,7 @@ def test_a_lock_left_by_a_killed_run_never_blocks(uninterrupted, tmp_path, cache
     assert_same_rows(read_jsonl(run_dir / "metrics.jsonl"), uninterrupted)
 
 
+@pytest.mark.slow
 def test_kill_between_the_files_of_a_checkpoint_resumes_from_the_previous_one(
     uninterrupted, uninterrupted_run, tmp_path, cache_dir
 ):
@@ -130,6 +135,7 @@ def test_kill_between_the_files_of_a_checkpoint_resumes_from_the_previous_one(
     assert_same_ledger_and_table(run_dir, uninterrupted_run)  # the ledger continues from checkpoint-15 exactly
 
 
+@pytest.mark.slow
 def test_a_disk_that_fills_up_during_a_checkpoint_is_one_line_and_the_rerun_resumes(uninterrupted, tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     args = [*LONG, f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"]
@@ -147,6 +153,7 @@ def test_a_disk_that_fills_up_during_a_checkpoint_is_one_line_and_the_rerun_resu
     assert_same_rows(read_jsonl(run_dir / "metrics.jsonl"), uninterrupted)
 
 
+@pytest.mark.slow
 def test_a_torn_last_metrics_line_is_dropped_with_one_line_and_never_duplicates_a_row(
     uninterrupted, tmp_path, cache_dir
 ):

@@ -54,6 +54,7 @@ def finetune(make_config, tiny_base, run_dir, *overrides):
     return train(config)
 
 
+@pytest.mark.slow
 def test_the_base_is_trained_once_then_reused(tiny_base, make_config, monkeypatch):
     record = json.loads((tiny_base.parent / base_cache.MARKER).read_text())
     assert record["val/loss"] < 6.0  # it learned something of its corpus (ln 512 = 6.24 at the start)
@@ -63,6 +64,7 @@ def test_the_base_is_trained_once_then_reused(tiny_base, make_config, monkeypatc
     assert base_cache.ensure_base(make_config([*TINY_BASE, "logger=none"], "unset")) == tiny_base
 
 
+@pytest.mark.slow
 def test_a_corrupt_or_half_written_base_is_trained_again(tiny_base, make_config, cache_dir, tmp_path):
     cache = tmp_path / "cache"
     shutil.copytree(f"{cache_dir}/stdlib", cache / "stdlib")  # the parsed docstrings: not parsed again
@@ -76,6 +78,7 @@ def test_a_corrupt_or_half_written_base_is_trained_again(tiny_base, make_config,
     assert base_cache.ensure_base(config) == final and (final.parent / base_cache.MARKER).exists()
 
 
+@pytest.mark.slow
 def test_the_command_fine_tunes_the_cached_base_with_lora(tiny_base, cache_dir, tmp_path):
     run_dir = tmp_path / "run"
     base = "model.base=[" + ",".join(f"'{o}'" for o in TINY_BASE) + "]"
@@ -100,6 +103,7 @@ def test_the_command_fine_tunes_the_cached_base_with_lora(tiny_base, cache_dir, 
     assert page.returncode == 0 and (tmp_path / "page.html").stat().st_size > 0, page.stderr[-1500:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["full", "top_layers", "head"])
 def test_each_method_trains_what_it_says_and_saves_a_plain_model(tiny_base, make_config, tmp_path, method):
     summary = finetune(make_config, tiny_base, tmp_path / "run", f"train.finetune={method}")
@@ -116,6 +120,7 @@ def test_each_method_trains_what_it_says_and_saves_a_plain_model(tiny_base, make
     assert summary["final"]["forgetting/base"] != 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["lora", "head"])
 def test_resume_under_a_method_equals_the_uninterrupted_run(tiny_base, make_config, tmp_path, method):
     full_dir = tmp_path / "full"
@@ -160,6 +165,7 @@ def hub_folders(tiny_run, tmp_path_factory):
     return folders
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["gpt2", "gpt_neox"])
 @pytest.mark.parametrize("method", ["full", "lora", "top_layers", "head"])
 def test_hub_models_fine_tune_under_every_method(hub_folders, make_config, tmp_path, family, method):
@@ -174,6 +180,7 @@ def test_hub_models_fine_tune_under_every_method(hub_folders, make_config, tmp_p
     assert saved.config.model_type == family and not any("lora" in n for n, _ in saved.named_parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -190,6 +197,7 @@ def test_a_bad_fine_tuning_value_is_one_line_and_leaves_no_folder(tmp_path, cach
     assert not run_dir.exists()  # nothing half-written
 
 
+@pytest.mark.slow
 def test_the_base_key_holds_only_the_fields_that_shape_its_weights(make_config, monkeypatch):
     config = make_config([*TINY_BASE, "logger=none"], "unset")
     key = base_cache.base_key(config)

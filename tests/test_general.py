@@ -33,6 +33,7 @@ def general_run(make_config, tmp_path_factory):
     return run_dir, config, read_jsonl(run_dir / METRICS)
 
 
+@pytest.mark.slow
 def test_general_keys_at_every_evaluation(general_run):
     _, _, rows = general_run
     assert [r["step"] for r in rows] == [0, 5, 10, 15, 20]

@@ -83,6 +83,7 @@ def test_a_goldfish_config_gives_training_windows_with_ignored_labels(make_confi
     assert not any((plain[i]["labels"] == IGNORE_INDEX).any() for i in range(20))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("h", [4, 13])  # TINY's prefix is 8 tokens: the suffix's context inside it, or not
 def test_the_table_says_what_share_of_each_suffix_is_dropped(make_config, h):
     cfg = make_config([*TINY, "train.goldfish.k=4", f"train.goldfish.h={h}"])

@@ -123,6 +123,7 @@ def memorized(make_config, tmp_path_factory):
     return run_dir, rows, load_corpus(cfg.data)
 
 
+@pytest.mark.slow
 def test_a_memorizing_model_copies_under_greedy_decoding(memorized):
     _, rows, _ = memorized
     final = rows[-1]
@@ -158,6 +159,7 @@ def test_model_and_grammar_nll_of_heldout_sentences(memorized):
     assert final["grammar/val_nll_model"] > final["grammar/val_nll_true"] + 10
 
 
+@pytest.mark.slow
 def test_the_report_shows_the_grammar_metrics(memorized, tmp_path):
     from gptfit.report import report
 

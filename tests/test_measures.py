@@ -14,6 +14,8 @@ from gptfit.run.callback import RUN_KEYS
 from gptfit.run.training import make_evaluator
 from tests.conftest import TINY
 
+pytestmark = pytest.mark.slow  # each test builds a corpus and scores a model
+
 CANARY = '+data.canaries=[{name: pin, format: "my pin is ####", repeats: 2}]'
 # Configs that between them build every measure of the registry.
 CONFIGS = {

@@ -174,6 +174,7 @@ def test_the_blind_baseline_finds_a_shift_when_there_is_one():
     assert roc_auc(members, scores) > 0.9
 
 
+@pytest.mark.slow
 def test_the_blind_baseline_is_near_chance_on_a_corpus_of_many_documents(make_config, tmp_path):
     # Short lines, each its own document, split at random: no shift between members and non-members.
     rng = np.random.default_rng(0)
@@ -198,6 +199,7 @@ def test_the_blind_baseline_is_near_chance_on_a_corpus_of_many_documents(make_co
     assert abs(roc_auc(members, np.r_[train.blind, val.blind]) - 0.5) <= 0.1
 
 
+@pytest.mark.slow
 def test_an_untrained_model_leaks_nothing_by_loss(make_config):
     cfg = make_config([*TINY, "data.train_tokens=16384", "eval.sequences=256"])
     corpus = load_corpus(cfg.data)
@@ -235,6 +237,7 @@ def test_members_score_higher_than_non_members_on_the_memorizing_model(tiny_corp
     assert np.allclose(last["mia_loss"], -last["loss"], atol=1e-6)  # the same forward pass, float64 vs float32
 
 
+@pytest.mark.slow
 def test_a_reference_model_scores_the_same_tokens(tiny_run, make_config, tmp_path):
     from gptfit.run.training import train
 
@@ -271,6 +274,7 @@ def test_a_min_k_share_outside_zero_one_is_one_line(override, says, tmp_path):
     assert len(lines) == 1 and says in lines[0] and "(0, 1]" in lines[0]
 
 
+@pytest.mark.slow
 def test_a_reference_with_another_tokenizer_is_one_line(tiny_run, cache_dir, tmp_path):
     reference_dir, _ = tiny_run
     result = run_cli(

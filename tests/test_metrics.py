@@ -49,6 +49,7 @@ def memorized(memorized_run):
     return [json.loads(line) for line in (memorized_run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_a_memorizing_model_scores_as_memorized(memorized):
     final = memorized[-1]
     assert final["train/loss"] < 0.1
@@ -58,6 +59,7 @@ def test_a_memorizing_model_scores_as_memorized(memorized):
     assert final["mem/extraction_rate_val"] <= 0.1
 
 
+@pytest.mark.slow
 def test_an_untrained_model_does_not(make_config, cache_dir):
     cfg = make_config([*TINY, "data.train_tokens=16384", "eval.sequences=256"])
     corpus = load_corpus(cfg.data)
@@ -204,6 +206,7 @@ def test_canary_candidates_share_the_format_and_never_the_secret():
     assert len(canary.candidates(10**5, seed=0)) == 9_999  # the whole space but the secret
 
 
+@pytest.mark.slow
 def test_a_canary_planted_many_times_is_more_exposed_than_one_planted_once(make_config, tmp_path):
     canaries = (
         '+data.canaries=[{name: often, format: "my pin is ####", repeats: 40},'

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 from omegaconf import OmegaConf
 
@@ -37,6 +38,7 @@ def composed(compose_cfg, experiment: str, mitigation: str) -> dict:
     return OmegaConf.to_container(compose_cfg([f"+experiment={experiment}", f"mitigation={mitigation}"]))
 
 
+@pytest.mark.slow
 def test_every_arm_is_named_from_its_config_values(compose_cfg):
     assert sorted(ARMS) == sorted(p.stem for p in (ROOT / "conf" / "mitigation").glob("*.yaml"))
     arms = {m: arm_of(composed(compose_cfg, "mitigations", m)) for m in ARMS}
@@ -218,6 +220,7 @@ def test_the_table_pools_seeds_and_adds_early_stopping_beside_each_unmitigated_a
     assert len(pd.read_csv(paths[1])) == len(frame)
 
 
+@pytest.mark.slow
 def test_the_report_of_a_study_in_several_sweep_folders_has_the_mitigation_section(tmp_path):
     a, b = study(tmp_path)
     report_main([str(a), str(b)])
@@ -238,6 +241,7 @@ def test_a_sweep_without_mitigation_runs_has_no_mitigation_table(tmp_path):
     assert mitigation_report(read_sweep(tmp_path / "t"), tmp_path) is None
 
 
+@pytest.mark.slow
 def test_a_study_under_another_name_has_the_same_mitigation_table(tmp_path):
     a, b = study(tmp_path / "named")
     renamed_a, renamed_b = study(tmp_path / "renamed")

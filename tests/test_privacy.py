@@ -108,6 +108,7 @@ def test_poisson_batches_are_a_function_of_the_step_with_rate_q():
     assert windows[2 * 3 + 1]["input_ids"].tolist() == list(range(10, 20))
 
 
+@pytest.mark.slow
 def test_a_run_without_dp_sgd_does_not_import_opacus(tmp_path):
     # Opacus sets process-wide warning filters and grad samplers when it loads: only train.dp may pay for it.
     from tests.conftest import TINY, run_cli

@@ -30,6 +30,7 @@ def check_privacy(run_dir, summary, config) -> None:
     assert np.load(run_dir / "exposure.npz")["starts"].sum() == drawn
 
 
+@pytest.mark.slow
 def test_dp_sgd_trains_gptfits_gpt_and_logs_epsilon(make_config, tmp_path):
     from gptfit.run.training import train
 
@@ -39,6 +40,7 @@ def test_dp_sgd_trains_gptfits_gpt_and_logs_epsilon(make_config, tmp_path):
     check_privacy(tmp_path, summary, config)
 
 
+@pytest.mark.slow
 def test_dp_sgd_trains_a_gpt2_from_scratch(make_config, hub_folders, tmp_path):  # noqa: F811
     from gptfit.run.training import train
 
@@ -48,6 +50,7 @@ def test_dp_sgd_trains_a_gpt2_from_scratch(make_config, hub_folders, tmp_path): 
     check_privacy(tmp_path, summary, config)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_dp_sgd_fine_tunes_the_base(make_config, tiny_base, tmp_path, method):  # noqa: F811
     summary = finetune(make_config, tiny_base, tmp_path, *DP, "train.max_steps=6", f"train.finetune={method}")
@@ -66,6 +69,7 @@ def test_early_stopping_scores_best_beside_final(tiny_run):
     assert {"mia/loss/auc", "mia/loss/auc_lo", "mia/min_k_plus_plus/auc"} <= early.keys()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -85,6 +89,7 @@ def test_a_bad_dp_value_is_one_line_with_status_2(tmp_path, cache_dir, overrides
     assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr[-1500:]
 
 
+@pytest.mark.slow
 def test_the_summary_says_what_dp_chose(tmp_path, make_config):
     config = make_config([*TINY, "train.dp.target_epsilon=50", "train.max_steps=10"], tmp_path)
     from gptfit.run.training import train

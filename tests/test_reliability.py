@@ -24,6 +24,7 @@ from gptfit.run.checkpoints import COMPLETE, find_checkpoint
 from tests.conftest import LONG, ROOT, TINY, assert_same_rows, error_lines, launch, run_cli, wait_for
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_step_then_resume_ends_with_the_same_metrics(
     uninterrupted, uninterrupted_run, tmp_path, cache_dir
 ):
@@ -53,6 +54,7 @@ def assert_same_ledger_and_table(run_dir: Path, reference: Path) -> None:
     pd.testing.assert_frame_equal(resumed.drop(columns="tokens"), whole.drop(columns="tokens"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGTERM], ids=["SIGUSR2", "SIGTERM"])
 def test_a_stop_signal_saves_a_checkpoint_and_exits_75_and_the_rerun_continues(sig, uninterrupted, tmp_path, cache_dir):
     run_dir = tmp_path / "run"
@@ -74,6 +76,7 @@ def test_a_stop_signal_saves_a_checkpoint_and_exits_75_and_the_rerun_continues(s
         assert_same_rows(read_jsonl(run_dir / "metrics.jsonl"), uninterrupted)
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     result = run_cli(
@@ -94,6 +97,7 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(
     assert summary["status"] == "failed" and not (run_dir / "final").exists()
 
 
+@pytest.mark.slow
 def test_out_of_memory_names_the_knobs_to_lower(tmp_path, cache_dir):
     def limit_memory():  # a real allocation failure: the process may map at most 6 GiB
         resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
@@ -183,6 +187,7 @@ def files_holding(root: Path, needle: str) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
 
 
+@pytest.mark.slow
 def test_wandb_online_without_a_network_falls_back_to_offline_and_keeps_no_key(tmp_path, cache_dir):
     server = SilentServer()
     run_dir = tmp_path / "run"
@@ -217,6 +222,7 @@ def test_wandb_online_without_a_network_falls_back_to_offline_and_keeps_no_key(t
     assert files_holding(run_dir, SECRET) == []
 
 
+@pytest.mark.slow
 def test_no_secret_is_written_into_an_offline_run(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     result = run_cli(
@@ -239,6 +245,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_one_run_like_one_process(tmp_path, cache_dir):
     args = [*TINY, f"data.cache_dir={cache_dir}", "logger=wandb", "logger.mode=offline"]
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
@@ -296,6 +303,7 @@ def submitit_tasks(folder: Path) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the task process through /proc")
 def test_a_preempted_submitit_job_is_requeued_and_resumes(uninterrupted, tmp_path, cache_dir):
     sweep = tmp_path / "sweep"

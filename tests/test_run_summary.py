@@ -68,6 +68,7 @@ def test_a_failed_run_ends_on_its_error_line_and_its_last_good_checkpoint(tiny_r
     assert with_checkpoint("no corpus", tmp_path) == "no corpus"
 
 
+@pytest.mark.slow
 def test_a_multirun_ends_on_its_sweep_folder_and_the_report_command(tmp_path, cache_dir):
     sweep = tmp_path / "sweep"
     result = run_cli(

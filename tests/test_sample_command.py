@@ -54,6 +54,7 @@ def sample_main(args: list[str]) -> None:
         sys.argv = argv
 
 
+@pytest.mark.slow
 def test_sample_command_end_to_end(run_dir, tmp_path):
     result = run_cli(
         f"run={run_dir}",
@@ -112,6 +113,7 @@ BAD_ARGS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", BAD_ARGS, ids=[" ".join(a) for a, _ in BAD_ARGS])
 def test_sample_command_bad_input_is_one_line(args, message, run_dir, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -68,6 +68,7 @@ def test_epoch_sampling_shows_every_window_exactly_once_per_epoch():
     assert [EpochWindows(stream, 48, 40, seed=3).offset(i) for i in range(40)] == first + second  # seeded
 
 
+@pytest.mark.slow
 def test_an_epoch_run_counts_whole_windows_in_its_ledger(make_config, tmp_path):
     from gptfit.run.training import train
 
@@ -132,6 +133,7 @@ def test_planted_sequences_occur_as_often_as_asked_and_the_baseline_never(make_c
     assert len(corpus.train) == cfg.data.train_tokens + planted  # on top of the ordinary text
 
 
+@pytest.mark.slow
 def test_a_sequence_planted_often_is_memorized_and_one_planted_once_is_not(make_config, tmp_path):
     from gptfit.run.training import train
 
@@ -159,6 +161,7 @@ def test_a_sequence_planted_often_is_memorized_and_one_planted_once_is_not(make_
     assert (planted[planted.copies == 48].exposures > planted[planted.copies == 1].exposures.max()).all()
 
 
+@pytest.mark.slow
 def test_a_forgotten_set_is_never_seen_after_its_last_step_and_is_forgotten(make_config, tmp_path):
     from gptfit.run.training import train
 

@@ -32,6 +32,7 @@ def test_a_subset_run_trains_on_exactly_its_members_each_a_document(make_config)
     assert 20 < (other.members != subset.members).sum() < 108  # and another half of them
 
 
+@pytest.mark.slow
 def test_a_subset_run_records_its_members_and_scores_every_candidate(make_config, tmp_path):
     from gptfit.run.training import train
 
@@ -97,6 +98,7 @@ def shadow_sweep(tmp_path_factory, cache_dir):
     return sweep
 
 
+@pytest.mark.slow
 def test_a_four_model_sweep_goes_through_lira_with_every_figure_in_range(shadow_sweep):
     pooled = json.loads((shadow_sweep / "mia_report.json").read_text())["pooled"]
     assert set(pooled) == {"lira_online", "lira_offline", "loss", "zlib", "min_k", "min_k_plus_plus"}
@@ -110,6 +112,7 @@ def test_a_four_model_sweep_goes_through_lira_with_every_figure_in_range(shadow_
         assert (shadow_sweep / figure).stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_a_shadow_sweep_of_one_model_is_one_line(shadow_sweep, tmp_path):
     import shutil
 

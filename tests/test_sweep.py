@@ -31,6 +31,7 @@ def mini_ladder(tmp_path_factory, cache_dir):
     return sweep
 
 
+@pytest.mark.slow
 def test_every_job_of_the_ladder_has_its_own_directory(mini_ladder):
     jobs = sorted(d.name for d in mini_ladder.iterdir() if d.is_dir())
     assert jobs == ["0", "1", "2"]
@@ -59,6 +60,7 @@ def test_the_report_has_a_row_per_run_and_its_figures(mini_ladder):
     assert len([line for line in decoding.splitlines() if line.startswith("| 512 |")]) == 7
 
 
+@pytest.mark.slow
 def test_the_report_is_logged_as_a_wandb_report_run(mini_ladder, tmp_path):
     sweep = tmp_path / "sweep"
     shutil.copytree(mini_ladder, sweep)
@@ -85,6 +87,7 @@ def test_the_report_lists_failed_and_unfinished_runs(mini_ladder, tmp_path):
     assert "job 1: failed (RuntimeError: boom)" in text and "job 2: not started" in text
 
 
+@pytest.mark.slow
 def test_report_of_a_missing_sweep_is_one_line():
     result = run_cli("/no/such/sweep", module="gptfit.report")
     assert result.returncode == 2 and result.stderr.strip() == "error: /no/such/sweep: no such sweep directory"
@@ -96,6 +99,7 @@ def test_spearman():
     assert spearman([1, 2], [1, 2]) is None
 
 
+@pytest.mark.slow
 def test_the_submitit_local_launcher_runs_a_job(tmp_path, cache_dir):
     sweep = tmp_path / "sweep"
     result = run_cli(

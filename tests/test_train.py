@@ -70,6 +70,7 @@ def test_a_half_written_checkpoint_is_skipped(tiny_run, tmp_path):
         assert find_checkpoint(run_dir).name == "checkpoint-10"
 
 
+@pytest.mark.slow
 def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(tiny_run, make_config, tmp_path):
     full_dir, _ = tiny_run
     full = read_jsonl(full_dir / "metrics.jsonl")
@@ -91,6 +92,7 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(tiny_r
                 assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["step"], key)
 
 
+@pytest.mark.slow
 def test_bf16_training_follows_fp32_and_evaluates_in_fp32(tiny_run, make_config, tmp_path):
     cfg = make_config(
         [*TINY, "train.save_every=10", "train.save_total_limit=3", "train.precision=bf16"], tmp_path / "bf16"
@@ -120,6 +122,7 @@ def test_resume_refuses_a_run_with_other_model_settings(tiny_run, make_config, t
         train(cfg)
 
 
+@pytest.mark.slow
 def test_fine_tuning_from_an_earlier_run(tiny_run, make_config, tmp_path):
     cfg = make_config([*TINY, f"model.init_from={tiny_run[0]}", "train.max_steps=5"], tmp_path / "ft")
     summary = train(cfg)
@@ -157,6 +160,7 @@ def local_hf_models(tmp_path_factory, cache_dir):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["gpt2", "neox"])
 def test_fine_tuning_a_local_hugging_face_model(local_hf_models, make_config, tmp_path, family):
     path = local_hf_models / family
@@ -193,6 +197,7 @@ def test_a_corrupt_checkpointed_model_is_reported(tiny_run, make_config, tmp_pat
         train(cfg)
 
 
+@pytest.mark.slow
 def test_a_compiled_model_trains_as_the_eager_one_and_saves_a_loadable_model(make_config, tmp_path):
     # train.compile=true: torch.compile (inductor, on CPU here) under the same Trainer; its losses match the
     # eager run's to float32 rounding, and final/ loads without the compiled wrapper's names.
