@@ -225,3 +225,17 @@ def test_each_study_is_spoken_of_in_few_modules():
     assert all(spread.values()), spread  # the check sees each word somewhere
     wide = {w: where for w, where in spread.items() if len(where) > MAX_MODULES_PER_STUDY}
     assert not wide, wide
+
+
+def test_what_a_command_does_reads_in_short_functions():
+    # run/, show/ and report.py hold the steps of a run and of a report: none over 60 lines.
+    rooms = [PACKAGE / "run", PACKAGE / "show"]
+    files = [(p, tree, n) for p, tree, n in modules() if p.parent in rooms or p == PACKAGE / "report.py"]
+    assert any(p.name == "training.py" for p, _, _ in files) and any(p.name == "report.py" for p, _, _ in files)
+    long = [
+        f"{p.relative_to(ROOT)}:{f.name}: {f.end_lineno - f.lineno + 1}"
+        for p, tree, _ in files
+        for f in ast.walk(tree)
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f.end_lineno - f.lineno + 1 > 60
+    ]
+    assert not long, long

@@ -46,14 +46,28 @@ def grammar_figure(done: list[dict]):
 def sweep_figures(runs: list[dict], sweep: Path) -> list[Path]:
     """Draw the figures of the finished runs into the sweep folder; return their paths."""
     done = sorted((r for r in runs if r["status"] == "finished" and r["train_tokens"]), key=lambda r: r["train_tokens"])
+    figures = {
+        "report_gap.png": ladder_figure(done),
+        "report_val_loss.png": val_loss_figure(done),
+        "report_copy_rate.png": copy_rate_figure(done),
+        "report_decoding.png": decoding_figure(done),
+        "report_grammar.png": grammar_figure(done),
+    }
     paths = []
+    for name, fig in figures.items():
+        if fig is not None:
+            fig.tight_layout()
+            paths.append(sweep / name)
+            fig.savefig(paths[-1])
+            plt.close(fig)
+    exposure = exposure_figure(runs, sweep)
+    if exposure is not None:
+        paths.append(exposure)
+    return paths
 
-    def save(fig, name: str) -> None:
-        fig.tight_layout()
-        paths.append(sweep / name)
-        fig.savefig(paths[-1])
-        plt.close(fig)
 
+def ladder_figure(done: list[dict]):
+    """The gap, extraction and membership AUC against corpus size: each run, and the mean of each size."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=100)
     for ax, (key, label) in zip(
         axes,
@@ -70,48 +84,45 @@ def sweep_figures(runs: list[dict], sweep: Path) -> list[Path]:
         ax.set_xlabel("training tokens")
         ax.set_title(label)
         ax.grid(alpha=0.3)
-    save(fig, "report_gap.png")
+    return fig
 
+
+def val_loss_figure(done: list[dict]):
+    """Every run's validation loss curve (None when no run logged one)."""
     curves = [(r, rows) for r in done if (rows := [x for x in r["rows"] if keys.VAL_LOSS in x])]
-    if curves:
-        fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
-        cmap = plt.get_cmap("viridis")
-        for i, (r, rows) in enumerate(curves):
-            ax.plot(
-                [x["tokens_seen"] for x in rows],
-                [x[keys.VAL_LOSS] for x in rows],
-                color=cmap(i / max(len(curves) - 1, 1)),
-                label=f"{r['train_tokens']} tokens (job {r['job']})",
-            )
-        ax.set_xlabel("tokens seen")
-        ax.set_ylabel("validation loss (nats)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        save(fig, "report_val_loss.png")
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
+    cmap = plt.get_cmap("viridis")
+    for i, (r, rows) in enumerate(curves):
+        ax.plot(
+            [x["tokens_seen"] for x in rows],
+            [x[keys.VAL_LOSS] for x in rows],
+            color=cmap(i / max(len(curves) - 1, 1)),
+            label=f"{r['train_tokens']} tokens (job {r['job']})",
+        )
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("validation loss (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
 
+
+def copy_rate_figure(done: list[dict]):
+    """Copy rate against corpus size, a line per decoding setting (None for runs that generate no samples,
+    as data=uniform's)."""
     settings = settings_of(done)
-    if settings:  # runs that generate no samples (data=uniform) have no copy rate to draw
-        fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
-        for s in settings:
-            ax.plot(*mean_by_size(done, f"gen/{s}/copy_rate"), marker="o", label=s)
-        ax.set_xscale("log")
-        ax.set_xlabel("training tokens")
-        ax.set_ylabel("copy rate (samples with a 16-token training span)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        save(fig, "report_copy_rate.png")
-
-    decoding = decoding_figure(done)
-    if decoding is not None:
-        save(decoding, "report_decoding.png")
-
-    grammar = grammar_figure(done)
-    if grammar is not None:
-        save(grammar, "report_grammar.png")
-    exposure = exposure_figure(runs, sweep)
-    if exposure is not None:
-        paths.append(exposure)
-    return paths
+    if not settings:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
+    for s in settings:
+        ax.plot(*mean_by_size(done, f"gen/{s}/copy_rate"), marker="o", label=s)
+    ax.set_xscale("log")
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("copy rate (samples with a 16-token training span)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
 
 
 def decoding_figure(done: list[dict]):
