@@ -42,15 +42,28 @@ CONFIGS = {
 }
 
 
+@pytest.fixture(scope="module")
+def evaluator_of(make_config):
+    """name -> the evaluator of that config (built once for the module)."""
+    built = {}
+
+    def of(name: str):
+        if name not in built:
+            cfg = make_config([*TINY, *CONFIGS[name]])
+            corpus = load_corpus(cfg.data)
+            built[name] = (make_evaluator(cfg, corpus), cfg, corpus)
+        return built[name]
+
+    return of
+
+
 def undeclared(evaluator, row: dict) -> list[str]:
     return [k for k in row if k not in RUN_KEYS and not any(declares(m, k) for m in evaluator.measures)]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_every_key_of_an_evaluation_is_declared_by_a_measure(make_config, name):
-    cfg = make_config([*TINY, *CONFIGS[name]])
-    corpus = load_corpus(cfg.data)
-    evaluator = make_evaluator(cfg, corpus)
+def test_every_key_of_an_evaluation_is_declared_by_a_measure(evaluator_of, name):
+    evaluator, cfg, corpus = evaluator_of(name)
     torch.manual_seed(0)
     model = build_model(cfg.model, corpus.tokenizer)
     row, ev = evaluator(model, 0, final=True)
@@ -61,13 +74,10 @@ def test_every_key_of_an_evaluation_is_declared_by_a_measure(make_config, name):
     assert not silent, silent
 
 
-def test_the_configs_build_every_measure_of_the_registry(make_config):
+def test_the_configs_build_every_measure_of_the_registry(evaluator_of):
     from gptfit.measures import REGISTRY
 
-    built = set()
-    for overrides in CONFIGS.values():
-        cfg = make_config([*TINY, *overrides])
-        built |= {m.__module__ for m in make_evaluator(cfg, load_corpus(cfg.data)).measures}
+    built = {m.__module__ for name in CONFIGS for m in evaluator_of(name)[0].measures}
     # general (fine-tuning) and privacy (DP-SGD) are checked on their own runs, below and in test_general.py.
     assert built == {b.__module__ for b in REGISTRY} - {"gptfit.measures.general", "gptfit.measures.privacy"}
 

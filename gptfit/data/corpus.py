@@ -136,83 +136,164 @@ def run_corpus(model: ModelConfig, data: DataConfig, eval: EvalConfig) -> Corpus
 def load_corpus(data: DataConfig, tokenizer=None, sequence_length: int = 64) -> Corpus:
     """Load, split and tokenize; `tokenizer` is the pretrained model's, or None to train a BPE.
     sequence_length: the length of the duplication ladder's and data.subset's sequences (eval.prefix_tokens
-    + suffix_tokens)."""
+    + suffix_tokens). The corpus is built by CORPUS_STEPS in order, then deduplicated (data.dedup)."""
     if data.source == "uniform":
         return uniform_corpus(data, tokenizer)
-    docs = load_documents(data)
-    pool, val = split_documents(docs, data.split_seed, data.val_fraction)
-    dup, forget = getattr(data, "duplicates", None), getattr(data, "forget", None)
+    draft = Draft(data, sequence_length, tokenizer)
+    for step in CORPUS_STEPS:
+        step(draft)
+    corpus = draft.corpus()
+    min_tokens = getattr(getattr(data, "dedup", None), "min_tokens", None)
+    return (
+        deduplicated(corpus, min_tokens, draft.pool_stream, draft.complete, sequence_length) if min_tokens else corpus
+    )
+
+
+@dataclass
+class Draft:
+    """A corpus being built: what each step of CORPUS_STEPS reads and leaves for the next."""
+
+    data: DataConfig
+    sequence_length: int
+    tokenizer: object = None
+    documents: list[str] = field(default_factory=list)
+    documents_hash: str = ""
+    tokenizer_hash: str = ""
+    pool: list[str] = field(default_factory=list)  # the training pool's documents, in split order
+    val: list[str] = field(default_factory=list)
+    aside_documents: list[str] = field(default_factory=list)  # held aside for the ladder and the forget set
+    dropped: int = 0
+    eot_id: int = -1
+    key: str = ""  # the streams' cache key
+    pool_stream: np.ndarray | None = None
+    val_stream: np.ndarray | None = None
+    train: np.ndarray | None = None
+    complete: slice = field(default_factory=lambda: slice(0, 0))  # the pool's documents wholly inside `train`
+    subset: Subset | None = None
+    canaries: list = field(default_factory=list)
+    planted: list = field(default_factory=list)
+    aside: np.ndarray | None = None
+    forgotten: Planted | None = None
+
+    def corpus(self) -> Corpus:
+        return Corpus(
+            train=self.train,
+            val=self.val_stream,
+            eot_id=self.eot_id,
+            tokenizer=self.tokenizer,
+            token_bytes=token_byte_lengths(self.tokenizer),
+            corpus_hash=self.documents_hash,
+            tokenizer_hash=self.tokenizer_hash,
+            pool_tokens=len(self.pool_stream),
+            n_train_docs=len(self.pool),
+            n_val_docs=len(self.val),
+            canaries=self.canaries,
+            train_documents=self.pool[self.complete],
+            val_documents=self.val,
+            val_dropped=self.dropped,
+            planted=self.planted,
+            aside=self.aside,
+            forgotten=self.forgotten,
+            subset=self.subset,
+        )
+
+
+def read_source(d: Draft) -> None:
+    d.documents = load_documents(d.data)
+    d.documents_hash = corpus_hash(d.documents)
+    d.pool, d.val = split_documents(d.documents, d.data.split_seed, d.data.val_fraction)
+
+
+def hold_aside_text(d: Draft) -> None:
+    """Text for the duplication ladder and the forget set, taken out of the pool before anything else."""
+    dup, forget = getattr(d.data, "duplicates", None), getattr(d.data, "forget", None)
+    if dup is None and forget is None:
+        return
     n_dup = (len(dup.counts) + 1) * dup.per_count if dup is not None else 0
-    aside_docs: list[str] = []
-    if dup is not None or forget is not None:
-        needed = (n_dup + (forget.sequences if forget is not None else 0)) * sequence_length
-        pool, aside_docs = hold_aside(pool, data.split_seed, needed)
-    dropped = 0
-    if data.source == "grammar":
-        val, dropped = drop_seen(pool, val)
-        if not val:
-            raise UserError(
-                f"data.grammar: all {dropped} held-out sentences also occur in training; the language is "
-                "too small to hold any out: raise data.grammar.n_nouns, n_verbs or max_depth"
-            )
-    if tokenizer is None:
-        tokenizer = train_bpe(pool, data.vocab_size, data.cache_dir)
-    eot_id = tokenizer.eos_token_id
-    if eot_id is None:
+    needed = (n_dup + (forget.sequences if forget is not None else 0)) * d.sequence_length
+    d.pool, d.aside_documents = hold_aside(d.pool, d.data.split_seed, needed)
+
+
+def drop_seen_sentences(d: Draft) -> None:
+    """On the grammar: no held-out sentence that the training pool also holds."""
+    if d.data.source != "grammar":
+        return
+    d.val, d.dropped = drop_seen(d.pool, d.val)
+    if not d.val:
+        raise UserError(
+            f"data.grammar: all {d.dropped} held-out sentences also occur in training; the language is "
+            "too small to hold any out: raise data.grammar.n_nouns, n_verbs or max_depth"
+        )
+
+
+def tokenize(d: Draft) -> None:
+    """The tokenizer (a BPE trained on the pool where the model brings none) and both streams, cached."""
+    data = d.data
+    if d.tokenizer is None:
+        d.tokenizer = train_bpe(d.pool, data.vocab_size, data.cache_dir)
+    d.eot_id = d.tokenizer.eos_token_id
+    if d.eot_id is None:
         raise UserError("model: the tokenizer has no end-of-text (eos) token to join documents with")
-    c_hash, t_hash = corpus_hash(docs), tokenizer_hash(tokenizer)
-    key = f"{c_hash}-{t_hash}-{data.split_seed}-{data.val_fraction}"
-    if aside_docs:  # the pool is smaller by the held-aside text
-        key += f"-aside{len(aside_docs)}"
-    pool_stream = encode_stream(tokenizer, pool, eot_id, data.cache_dir, f"{key}-train")
-    val_tag = f"{key}-val" + ("-unseen" if dropped else "")
-    val_stream = encode_stream(tokenizer, val, eot_id, data.cache_dir, val_tag)
+    d.tokenizer_hash = tokenizer_hash(d.tokenizer)
+    d.key = f"{d.documents_hash}-{d.tokenizer_hash}-{data.split_seed}-{data.val_fraction}"
+    if d.aside_documents:  # the pool is smaller by the held-aside text
+        d.key += f"-aside{len(d.aside_documents)}"
+    d.pool_stream = encode_stream(d.tokenizer, d.pool, d.eot_id, data.cache_dir, f"{d.key}-train")
+    val_tag = f"{d.key}-val" + ("-unseen" if d.dropped else "")
+    d.val_stream = encode_stream(d.tokenizer, d.val, d.eot_id, data.cache_dir, val_tag)
+
+
+def take_training_tokens(d: Draft) -> None:
+    """The first data.train_tokens of the pool's stream (after data.train_offset), and the documents it holds
+    whole (each document is followed by an end-of-text token)."""
+    data, stream, eot = d.data, d.pool_stream, d.eot_id
     start = getattr(data, "train_offset", 0)
-    if start + data.train_tokens > len(pool_stream):
+    if start + data.train_tokens > len(stream):
         larger = "raise data.grammar.n_sentences" if data.source == "grammar" else "use a larger corpus"
         skipped = f", {start} of them skipped by data.train_offset," if start else ""
         raise UserError(
-            f"data.train_tokens={data.train_tokens}: the corpus has only {len(pool_stream)} training tokens"
-            f"{skipped} after holding out {len(val_stream)}; lower data.train_tokens or {larger}"
+            f"data.train_tokens={data.train_tokens}: the corpus has only {len(stream)} training tokens"
+            f"{skipped} after holding out {len(d.val_stream)}; lower data.train_tokens or {larger}"
         )
-    train = pool_stream[start : start + data.train_tokens]
-    # Each document is followed by an end-of-text token: the complete documents of the training set.
-    ended_before = int(np.count_nonzero(pool_stream[:start] == eot_id))
-    first = ended_before if start == 0 or pool_stream[start - 1] == eot_id else ended_before + 1
-    complete = slice(first, ended_before + int(np.count_nonzero(train == eot_id)))
-    subset = None
-    if getattr(data, "subset", None) is not None:  # the candidates, each trained on as a document of its own
-        train, subset = draw(train, eot_id, sequence_length, data.subset.fraction, data.subset.seed)
-        complete = slice(0, 0)
-    canaries = make_canaries(data.canaries, data.split_seed)
-    if canaries:
-        train = plant(train, canaries, tokenizer, eot_id, data.split_seed)
-    planted, aside, forgotten = [], None, None
-    if aside_docs:
-        aside_stream = encode_stream(tokenizer, aside_docs, eot_id, data.cache_dir, f"{key}-aside")
-        train, planted, aside, forgotten = plant_aside(train, aside_stream, data, eot_id, sequence_length)
-    corpus = Corpus(
-        train=train,
-        val=val_stream,
-        eot_id=eot_id,
-        tokenizer=tokenizer,
-        token_bytes=token_byte_lengths(tokenizer),
-        corpus_hash=c_hash,
-        tokenizer_hash=t_hash,
-        pool_tokens=len(pool_stream),
-        n_train_docs=len(pool),
-        n_val_docs=len(val),
-        canaries=canaries,
-        train_documents=pool[complete],
-        val_documents=val,
-        val_dropped=dropped,
-        planted=planted,
-        aside=aside,
-        forgotten=forgotten,
-        subset=subset,
-    )
-    min_tokens = getattr(getattr(data, "dedup", None), "min_tokens", None)
-    return deduplicated(corpus, min_tokens, pool_stream, complete, sequence_length) if min_tokens else corpus
+    d.train = stream[start : start + data.train_tokens]
+    ended_before = int(np.count_nonzero(stream[:start] == eot))
+    first = ended_before if start == 0 or stream[start - 1] == eot else ended_before + 1
+    d.complete = slice(first, ended_before + int(np.count_nonzero(d.train == eot)))
+
+
+def draw_subset(d: Draft) -> None:
+    """data.subset: the candidates, each trained on as a document of its own."""
+    subset = getattr(d.data, "subset", None)
+    if subset is not None:
+        d.train, d.subset = draw(d.train, d.eot_id, d.sequence_length, subset.fraction, subset.seed)
+        d.complete = slice(0, 0)
+
+
+def plant_canaries(d: Draft) -> None:
+    d.canaries = make_canaries(d.data.canaries, d.data.split_seed)
+    if d.canaries:
+        d.train = plant(d.train, d.canaries, d.tokenizer, d.eot_id, d.data.split_seed)
+
+
+def plant_held_aside(d: Draft) -> None:
+    """The duplication ladder and the forget set, from the held-aside text."""
+    if d.aside_documents:
+        tag = f"{d.key}-aside"
+        stream = encode_stream(d.tokenizer, d.aside_documents, d.eot_id, d.data.cache_dir, tag)
+        d.train, d.planted, d.aside, d.forgotten = plant_aside(d.train, stream, d.data, d.eot_id, d.sequence_length)
+
+
+# How a corpus is built from its source, in order; deduplication (data.dedup) comes after, on the result.
+CORPUS_STEPS = (
+    read_source,
+    hold_aside_text,
+    drop_seen_sentences,
+    tokenize,
+    take_training_tokens,
+    draw_subset,
+    plant_canaries,
+    plant_held_aside,
+)
 
 
 def uniform_corpus(data: DataConfig, tokenizer=None) -> Corpus:

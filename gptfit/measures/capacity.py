@@ -65,6 +65,8 @@ class Saturation:
     most memorized bits grew by less than `growth` over the last `window` of the steps, from `min_steps` on.
     `rows`: a resumed run's metrics rows, whose bits count."""
 
+    summary_key = "saturated_at_step"  # where it stopped the run, in summary.json
+
     def __init__(self, rule: SaturationConfig, capacity: Capacity, rows: list[dict]):
         self.rule, self.capacity = rule, capacity
         self.history = [(r["step"], r["capacity/bits_total"]) for r in rows if "capacity/bits_total" in r]

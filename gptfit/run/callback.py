@@ -23,7 +23,7 @@ from gptfit.run.evaluation import Evaluator
 from gptfit.run.exposure import FILE as LEDGER_FILE
 from gptfit.run.exposure import ExposureLedger, write_ledger
 from gptfit.run.signals import StopSignals
-from gptfit.run.tracking import Tracker
+from gptfit.run.tracking import NoTracker, Tracker
 from gptfit.run.trainer import GptfitTrainer
 
 # The keys of a metrics row that the run itself writes; every other key is a measure's (gptfit/measures/).
@@ -41,17 +41,17 @@ class Run:
         model,
         tokenizer,
         evaluator: Evaluator,
-        tracker: Tracker | None,
+        tracker: Tracker | NoTracker,
         ledger: ExposureLedger,
         block_size: int,
     ):
         self.train, self.run_dir, self.corpus, self.ledger = train, run_dir, corpus, ledger
         self.model, self.tokenizer, self.tracker = model, tokenizer, tracker
-        # Only rank 0 evaluates and writes (the other ranks of a multi-process run get a NoEvaluator and no
-        # tracker).
+        # Only rank 0 evaluates and writes (the other ranks of a multi-process run get a NoEvaluator and a
+        # NoTracker).
         self.evaluator = evaluator
         self.tokens_per_step = train.batch_size * block_size
-        best = tracker.best(keys.VAL_LOSS) if tracker is not None else None
+        best = tracker.best(keys.VAL_LOSS)
         self.best_val = best["value"] if best else float("inf")
         self.trainer: GptfitTrainer | None = None
         self.stopped_at: int | None = None
@@ -60,12 +60,12 @@ class Run:
         self.first_step_at: float | None = None
         self.best_exposure = None
         # The rules that may end training early, a resumed run's rows counted
-        self.stop_rules = evaluator.stop_rules(train, tracker.rows if tracker is not None else [])
-        self.saturated_at: int | None = None
+        self.stop_rules = evaluator.stop_rules(train, tracker.rows)
 
-    def should_stop(self, model, step: int) -> bool:
-        """The stop rules' check at an evaluation step, before the evaluation (a stopping one is the last)."""
-        return any([rule.should_stop(model, step) for rule in self.stop_rules])
+    def stopping_rules(self, model, step: int) -> list:
+        """The stop rules that end training at this evaluation step, asked before the evaluation (which is then
+        the last); each says in the summary where it stopped the run (its `summary_key`)."""
+        return [rule for rule in self.stop_rules if rule.should_stop(model, step)]
 
     def evaluate(
         self, model, step: int, exposure, lr: float | None = None, running: float | None = None, final: bool = False
@@ -123,14 +123,13 @@ class RunCallback(TrainerCallback):
         self.run, self.stop = run, stop
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if state.global_step == 0 and self.run.tracker is not None:
+        if state.global_step == 0 and self.run.tracker.writes:
             self.run.evaluate(model, 0, (self.run.ledger.base_starts, self.run.ledger.base_last_seen))
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.run.first_step_at is None:  # when the training loop proper began (bench/e2e.py reads it)
             self.run.first_step_at = time.time()
-            if self.run.tracker is not None:
-                self.run.tracker.update(first_step_at=self.run.first_step_at)
+            self.run.tracker.update(first_step_at=self.run.first_step_at)
 
     def on_step_end(self, args, state, control, model=None, lr_scheduler=None, **kwargs):
         step, run = state.global_step, self.run
@@ -147,15 +146,14 @@ class RunCallback(TrainerCallback):
         if step % run.train.eval_every == 0 or step >= state.max_steps:
             running = run.trainer.pop_running_loss()  # collectives: every rank takes part
             exposure = run.ledger.totals()
-            (saturated,) = dist.any_rank(run.should_stop(model, step))
-            if run.tracker is not None:
+            rules = run.stopping_rules(model, step)
+            (stopping,) = dist.any_rank(bool(rules))
+            if run.tracker.writes:
                 lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else None
-                run.evaluate(model, step, exposure, lr, running, final=saturated or step >= state.max_steps)
-            if saturated and step < state.max_steps:
-                run.saturated_at = step
+                run.evaluate(model, step, exposure, lr, running, final=stopping or step >= state.max_steps)
+            if stopping and step < state.max_steps:
                 control.should_training_stop = True
-                if run.tracker is not None:
-                    run.tracker.update(saturated_at_step=step)
+                run.tracker.update(**{rule.summary_key: step for rule in rules})
         if stop:
             control.should_save = True
             control.should_training_stop = True

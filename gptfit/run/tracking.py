@@ -131,6 +131,10 @@ def start_wandb(
 
 
 class Tracker:
+    """Rank 0's record of a run: metrics.jsonl, summary.json, the samples, sequences.parquet and W&B."""
+
+    writes = True
+
     def __init__(
         self,
         run_dir: Path,
@@ -292,3 +296,39 @@ class Tracker:
                 self.wandb.mark_preempting()  # W&B shows it as preempted, to be resumed
             self.wandb.finish(exit_code=0 if status == "finished" else 1)
             self.wandb = None
+
+
+class NoTracker:
+    """The tracker of the ranks other than 0 of a multi-process run: it keeps and writes nothing (rank 0's
+    Tracker writes the run)."""
+
+    writes = False
+    wandb = None
+
+    def __init__(self):
+        self.rows: list[dict] = []
+        self.summary: dict[str, Any] = {}
+
+    def log(self, row: dict) -> None:
+        pass
+
+    def log_sequences(self, table, final: bool) -> None:
+        pass
+
+    def log_samples(self, samples: list) -> None:
+        pass
+
+    def log_figures(self, figures: dict, tokens_seen: int) -> None:
+        pass
+
+    def log_html(self, name: str, path: Path) -> None:
+        pass
+
+    def update(self, **info) -> None:
+        pass
+
+    def best(self, key: str) -> dict | None:
+        return None
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        pass

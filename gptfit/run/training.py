@@ -41,7 +41,7 @@ from gptfit.run.exposure import CountedWindows, ExposureLedger, write_ledger
 from gptfit.run.folder import disk_full, lock_run_dir, make_writable_run_dir
 from gptfit.run.privacy import PoissonWindows, Privacy, plan
 from gptfit.run.signals import StopSignals, TrainingStopped
-from gptfit.run.tracking import Tracker
+from gptfit.run.tracking import NoTracker, Tracker
 from gptfit.run.trainer import (
     GptfitTrainer,
     check_precision,
@@ -81,24 +81,23 @@ def _train(config: Config, device: str, stop: StopSignals) -> dict:
     resume = read_marker(ckpt) if ckpt is not None else None
     if resume is not None:
         log.info("resuming %s from step %d", run_dir, resume.step)
-    # Only rank 0 evaluates and writes.
-    tracker = start_tracker(config, run_dir, corpus, model, device, resume) if dist.is_main() else None
+    # Only rank 0 evaluates and writes: the other ranks get a tracker and an evaluator that do nothing.
+    main = dist.is_main()
+    tracker = start_tracker(config, run_dir, corpus, model, device, resume) if main else NoTracker()
     trainer = None
     try:
-        if tracker is not None:
-            record_overlap(tracker, corpus)
+        record_overlap(tracker, corpus)
         privacy = plan_privacy(train, model_section.block_size, len(corpus.train)) if train.dp.on else None
         per_step = privacy.windows if privacy is not None else train.batch_size  # sample indices a step
         ledger = ExposureLedger(len(corpus.train), model_section.block_size, per_step)
         if resume is not None:
             load_ledger(ledger, resume)
-        evaluator = make_evaluator(config, corpus, privacy) if tracker is not None else NoEvaluator()
-        if tracker is not None:
-            tracker.update(**evaluator.at_start(model))
-            if privacy is not None:
-                tracker.update(privacy=privacy.record())
-            if tracker.rows:  # resumed: the measures that count from step 0 take it from the first row
-                evaluator.resume(tracker.rows[0])
+        evaluator = make_evaluator(config, corpus, privacy) if main else NoEvaluator()
+        tracker.update(**evaluator.at_start(model))
+        if privacy is not None:
+            tracker.update(privacy=privacy.record())
+        if tracker.rows:  # resumed: the measures that count from step 0 take it from the first row
+            evaluator.resume(tracker.rows[0])
         run = Run(train, run_dir, corpus, model, corpus.tokenizer, evaluator, tracker, ledger, model_section.block_size)
         trainer = make_trainer(config, run, model, device, stop, resume, privacy)
         fit(train, model_section.block_size, config.eval.batch_size, trainer, ckpt)
@@ -106,7 +105,7 @@ def _train(config: Config, device: str, stop: StopSignals) -> dict:
             raise stopped(run, stop)
         ledger.settle(train.max_steps)
         exposure = ledger.totals()  # a collective: every rank takes part
-        if tracker is not None:
+        if tracker.writes:
             write_ledger(run_dir / LEDGER_FILE, *exposure, model_section.block_size)
             write_final_files(config, run, trainer)
     except TrainingStopped:
@@ -115,12 +114,11 @@ def _train(config: Config, device: str, stop: StopSignals) -> dict:
         if trainer is not None:
             close_progress_bar(trainer)  # so that the error line starts a line of its own
         full = no_space_error(run_dir) if disk_full(e) else None
-        if tracker is not None:
-            mark_failed(tracker, full or e)
+        mark_failed(tracker, full or e)
         if full is not None:
             raise full from None
         raise
-    return tracker.summary if tracker is not None else {}
+    return tracker.summary
 
 
 def no_space_error(run_dir: Path) -> UserError:
@@ -132,7 +130,7 @@ def no_space_error(run_dir: Path) -> UserError:
     )
 
 
-def mark_failed(tracker: Tracker, e: BaseException) -> None:
+def mark_failed(tracker: Tracker | NoTracker, e: BaseException) -> None:
     error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     try:
         tracker.finish("failed", error=f"{type(e).__name__}: {error}")
@@ -227,8 +225,10 @@ def planted_tokens(corpus: Corpus) -> int:
     return sum(len(g.tokens) * (g.tokens.shape[1] + 1) * g.copies for g in groups)
 
 
-def record_overlap(tracker: Tracker, corpus: Corpus) -> None:
+def record_overlap(tracker: Tracker | NoTracker, corpus: Corpus) -> None:
     """The leak check: the share of held-out 8-grams that also occur in the training text."""
+    if not tracker.writes:
+        return
     overlap = ngram_overlap(corpus.train, corpus.val, 8)
     tracker.update(**{"data/val_overlap_8gram": overlap})
     if tracker.wandb is not None:
@@ -319,9 +319,8 @@ def stopped(run: Run, stop: StopSignals) -> TrainingStopped:
         f"stopped by {name} at step {run.stopped_at}; checkpoint saved in {run.run_dir / 'checkpoints'}; "
         f"continue with train.resume={run.run_dir}"
     )
-    if run.tracker is not None:
-        run.tracker.update(stopped_at_step=run.stopped_at, stop_signal=name)
-        run.tracker.finish("stopped")
+    run.tracker.update(stopped_at_step=run.stopped_at, stop_signal=name)
+    run.tracker.finish("stopped")
     return TrainingStopped(message, forward=stop.forward)
 
 
