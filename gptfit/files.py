@@ -29,6 +29,16 @@ SAMPLES = "samples.jsonl"  # every sample of every decoding setting
 SEQUENCES = "sequences.parquet"  # the per-sequence table of every memorization evaluation
 SEQUENCES_BEST = "sequences_best.parquet"  # the same table of best/, scored at the end (early stopping)
 PAGE = "explore.html"  # the run's explorer page
+SAMPLES_MD = "samples.md"  # the samples, for reading
+FINAL_MODEL = "final"  # the model at the end (a Hugging Face folder)
+BEST_MODEL = "best"  # the model at the lowest val/loss
+ADAPTER = "adapter"  # train.finetune=lora: the adapter alone, for peft
+TOKENIZER = "tokenizer"  # the run's tokenizer
+CHECKPOINTS = "checkpoints"  # the Trainer's checkpoints, to resume from
+SUBSET = "subset.json"  # data.subset: which candidates this shadow model trained on
+MIA_ROC = "mia_roc.png"  # the ROC of every membership score at the last evaluation
+LOSS_FIGURE = "loss.png"
+MEMORIZATION_FIGURE = "memorization.png"
 
 
 @contextlib.contextmanager
@@ -123,7 +133,7 @@ def saved_model_dir(run: str, which: str) -> Path:
     if (path / "config.json").exists():
         return path
     if not (path / which / "config.json").exists():
-        other = "best" if which == "final" else "final"
+        other = BEST_MODEL if which == FINAL_MODEL else FINAL_MODEL
         raise UserError(f"run={run!r}: no saved model in {which}/ (did the run finish?); try saved={other}")
     return path / which
 

@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from gptfit.config import ModelConfig
 from gptfit.core.sampling.decode import model_context
 from gptfit.errors import UserError
+from gptfit.files import BEST_MODEL, FINAL_MODEL
 from gptfit.model.gpt import GPTConfig, GPTForCausalLM
 
 __all__ = ["build_model", "load_model", "load_pretrained", "load_tokenizer", "model_context", "pretrained_path"]
@@ -24,7 +25,7 @@ def resolve_model_dir(path: str, key: str = "model.init_from") -> Path:
     p = Path(path).expanduser()
     if (p / "config.json").exists():
         return p
-    for sub in ("final", "best"):
+    for sub in (FINAL_MODEL, BEST_MODEL):
         if (p / sub / "config.json").exists():
             return p / sub
     raise UserError(

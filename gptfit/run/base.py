@@ -26,7 +26,7 @@ from gptfit.config import Config
 from gptfit.data.corpus import corpus_hash
 from gptfit.data.sources import load_documents
 from gptfit.errors import UserError
-from gptfit.files import write_json_atomic
+from gptfit.files import FINAL_MODEL, write_json_atomic
 from gptfit.keys import VAL_BPB, VAL_LOSS
 from gptfit.model.loading import load_model
 from gptfit.run.folder import release_run_dir
@@ -96,7 +96,7 @@ def cached(folder: Path, key: str) -> bool:
     try:
         if json.loads((folder / MARKER).read_text())["key"] != key:
             return False
-        load_model(str(folder / "final"))
+        load_model(str(folder / FINAL_MODEL))
     except (OSError, ValueError, KeyError, TypeError, UserError):
         return False
     return True
@@ -112,7 +112,7 @@ def ensure_base(base: Config) -> Path:
     with open(folder.parent / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another job building the same base: wait for it, then reuse it
         if cached(folder, key):
-            return folder / "final"
+            return folder / FINAL_MODEL
         if folder.exists():
             log.warning("the cached base model in %s is incomplete or corrupt: training it again", folder)
             shutil.rmtree(folder)
@@ -136,4 +136,4 @@ def ensure_base(base: Config) -> Path:
         write_json_atomic(building / MARKER, record)
         release_run_dir(building)
         os.replace(building, folder)
-    return folder / "final"
+    return folder / FINAL_MODEL

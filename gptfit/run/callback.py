@@ -14,6 +14,7 @@ from gptfit import keys
 from gptfit.config import TrainConfig
 from gptfit.data.corpus import Corpus
 from gptfit.errors import UserError
+from gptfit.files import BEST_MODEL, MIA_ROC
 from gptfit.metrics import membership
 from gptfit.model.finetune import plain_model
 from gptfit.plots.membership import roc_figure
@@ -90,7 +91,7 @@ class Run:
             self.membership_notes(ev.table, final, step, tokens_seen)
         if row[keys.VAL_LOSS] < self.best_val:
             self.best_val = row[keys.VAL_LOSS]
-            save_model_atomic(plain_model(model), self.tokenizer, self.run_dir / "best")
+            save_model_atomic(plain_model(model), self.tokenizer, self.run_dir / BEST_MODEL)
             self.best_exposure = exposure  # what best/ had seen, for its table at the end (run/early_stopping.py)
         self.eval_seconds += time.time() - started
         line = f"step {step:>6}/{self.train.max_steps} | train {row['train/loss']:.3f} | val {row['val/loss']:.3f}"
@@ -112,7 +113,7 @@ class Run:
                 membership.nonmembers(rows),
                 f"membership inference at step {step}",
             )
-            fig.savefig(self.run_dir / "mia_roc.png")
+            fig.savefig(self.run_dir / MIA_ROC)
             self.tracker.log_figures({"mia/roc": fig}, tokens_seen)
 
 

@@ -19,7 +19,7 @@ from transformers.trainer_pt_utils import safe_globals  # the numpy RNG types th
 
 from gptfit.config import DataConfig, ModelConfig, TrainConfig, as_dict
 from gptfit.errors import UserError
-from gptfit.files import CONFIG, atomic_folder, write_text_atomic
+from gptfit.files import CHECKPOINTS, CONFIG, atomic_folder, write_text_atomic
 
 COMPLETE = "gptfit_complete.json"  # written into a checkpoint after everything else: only then it counts
 
@@ -53,7 +53,7 @@ def unreadable(ckpt: Path) -> str | None:
 def find_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoint of a run; half-written or corrupt ones are skipped with a warning."""
     candidates = []
-    for ckpt in (run_dir / "checkpoints").glob("checkpoint-*"):
+    for ckpt in (run_dir / CHECKPOINTS).glob("checkpoint-*"):
         try:
             candidates.append((int(ckpt.name.split("-")[-1]), ckpt))
         except ValueError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 
 from gptfit import keys
-from gptfit.files import SEQUENCES_BEST, atomic
+from gptfit.files import BEST_MODEL, SEQUENCES_BEST, atomic
 from gptfit.model.loading import load_model
 from gptfit.run.callback import Run
 
@@ -17,7 +17,7 @@ from gptfit.run.callback import Run
 def score_best(run: Run, device) -> None:
     """Score best/ like the last evaluation scored the final model (the intervals bootstrapped too)."""
     best = run.tracker.best(keys.VAL_LOSS)
-    folder = run.run_dir / "best"
+    folder = run.run_dir / BEST_MODEL
     if best is None or not folder.is_dir():
         return
     # A run resumed after its best step lost that step's ledger: its exposure columns are the final ones.

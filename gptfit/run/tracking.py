@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 
 from gptfit import keys
 from gptfit.config import LoggerConfig
-from gptfit.files import METRICS, SAMPLES, SUMMARY, read_rows, write_json_atomic, write_text_atomic
+from gptfit.files import METRICS, SAMPLES, SAMPLES_MD, SUMMARY, read_rows, write_json_atomic, write_text_atomic
 from gptfit.run.sequence_log import SequenceLog
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ class Tracker:
                 f"{s.longest_copy_tokens} tok" + (" (copied)" if s.copied else ""),
             ]
             lines.append("| " + " | ".join(cells) + " |")
-        with open(self.run_dir / "samples.md", "a") as f:
+        with open(self.run_dir / SAMPLES_MD, "a") as f:
             f.write("\n".join(lines) + "\n")
         if self.wandb is not None:
             import wandb

@@ -15,6 +15,7 @@ from transformers import Trainer, TrainingArguments
 
 from gptfit.config import TrainConfig
 from gptfit.errors import UserError
+from gptfit.files import CHECKPOINTS
 from gptfit.run import distributed as dist
 from gptfit.run.privacy import Privacy, private_loss
 
@@ -129,7 +130,7 @@ def training_arguments(train: TrainConfig, seed: int, run_dir: Path, device: str
             f"({t.grad_accum} x {world})"
         )
     return TrainingArguments(
-        output_dir=str(run_dir / "checkpoints"),
+        output_dir=str(run_dir / CHECKPOINTS),
         max_steps=t.max_steps,
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=t.grad_accum,

@@ -24,7 +24,17 @@ from gptfit.data.duplicates import spans
 from gptfit.data.goldfish import goldfish_mask
 from gptfit.data.windows import EpochWindows, RandomWindows, Windows
 from gptfit.errors import UserError
-from gptfit.files import CONFIG, write_json_atomic, write_text_atomic
+from gptfit.files import (
+    ADAPTER,
+    CONFIG,
+    FINAL_MODEL,
+    LOSS_FIGURE,
+    MEMORIZATION_FIGURE,
+    SUBSET,
+    TOKENIZER,
+    write_json_atomic,
+    write_text_atomic,
+)
 from gptfit.measures.base import Setup
 from gptfit.model.finetune import apply_finetune, count_parameters, is_lora, plain_model, save_adapter
 from gptfit.model.loading import build_model, model_context
@@ -162,9 +172,9 @@ def start_tracker(config: Config, run_dir: Path, corpus: Corpus, model, device: 
     as_saved = as_dict(config)
     write_text_atomic(run_dir / CONFIG, OmegaConf.to_yaml(as_saved))
     if corpus.subset is not None:  # which candidates this shadow model trained on
-        write_json_atomic(run_dir / "subset.json", corpus.subset.record())
-    (run_dir / "tokenizer").mkdir(exist_ok=True)
-    corpus.tokenizer.save_pretrained(run_dir / "tokenizer")
+        write_json_atomic(run_dir / SUBSET, corpus.subset.record())
+    (run_dir / TOKENIZER).mkdir(exist_ok=True)
+    corpus.tokenizer.save_pretrained(run_dir / TOKENIZER)
     info = {
         "corpus_hash": corpus.corpus_hash,
         "tokenizer_hash": corpus.tokenizer_hash,
@@ -325,12 +335,12 @@ def stopped(run: Run, stop: StopSignals) -> TrainingStopped:
 
 
 def write_final_files(config: Config, run: Run, trainer: GptfitTrainer) -> None:
-    save_model_atomic(plain_model(trainer.model), run.tokenizer, run.run_dir / "final")
+    save_model_atomic(plain_model(trainer.model), run.tokenizer, run.run_dir / FINAL_MODEL)
     if is_lora(trainer.model):  # the adapter alone too, for peft users
-        save_adapter(trainer.model, run.run_dir / "adapter")
+        save_adapter(trainer.model, run.run_dir / ADAPTER)
     title = f"{config.name}: {len(run.corpus.train)} training tokens"
-    loss_curves(run.tracker.rows, run.run_dir / "loss.png", title=title)
-    memorization_curves(run.tracker.rows, run.run_dir / "memorization.png", title=title)
+    loss_curves(run.tracker.rows, run.run_dir / LOSS_FIGURE, title=title)
+    memorization_curves(run.tracker.rows, run.run_dir / MEMORIZATION_FIGURE, title=title)
     if config.data.duplicates is not None:
         duplication_curve(run.tracker.rows, run.run_dir / "duplication.png")
     if config.data.forget is not None:

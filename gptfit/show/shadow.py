@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from scipy.stats import spearmanr
 
 from gptfit.errors import UserError
-from gptfit.files import SEQUENCES
+from gptfit.files import SEQUENCES, SUBSET, TOKENIZER
 from gptfit.metrics import membership
 from gptfit.metrics.shadow import counterfactual, lira, logit_confidence
 from gptfit.plots.membership import counterfactual_figure, roc_figure, save
@@ -66,7 +66,7 @@ def read_shadows(sweep: Path) -> Shadows:
     runs = read_sweep(sweep)
     dirs = [sweep / r["job"] for r in runs if r["status"] == "finished"]
     for d in dirs:
-        if not (d / "subset.json").exists():
+        if not (d / SUBSET).exists():
             raise UserError(
                 f"{d}: no subset.json, so not a shadow model; train the sweep with data.subset "
                 "(python -m gptfit.train +experiment=shadow_models)"
@@ -96,7 +96,7 @@ def read_shadows(sweep: Path) -> Shadows:
         stack("token_exposures"),
         tokens,
         np.asarray(tables[0]["doc_id"]),
-        dirs[0] / "tokenizer",
+        dirs[0] / TOKENIZER,
     )
 
 
