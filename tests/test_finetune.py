@@ -28,14 +28,7 @@ METHODS = ("full", "lora", "top_layers", "head")
 LORA_R4_PARAMS = 4096
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models make tiny ops: on a busy 2-core machine two OpenMP threads wait on each other (the
-    decoding test took 0.3 s to 12 s), one thread does not."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny ops on one thread
 
 
 def _configs() -> dict:

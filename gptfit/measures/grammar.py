@@ -40,10 +40,11 @@ def sentence_starts(corpus: Corpus, tokenizer, count: int, length: int) -> list[
     (longer than that), all different. Starting from a held-out sentence is what makes greedy and beam
     search vary from prompt to prompt."""
     out: list[list[int]] = []
-    for ids in tokenizer(corpus.val_documents, add_special_tokens=False)["input_ids"]:
-        prompt = [corpus.eot_id, *ids[:length]]
+    for sentence in corpus.val_documents:  # one at a time: the first few sentences usually give them all
         if len(out) == count:
             break
+        ids = tokenizer(sentence, add_special_tokens=False)["input_ids"]
+        prompt = [corpus.eot_id, *ids[:length]]
         if len(ids) > length and prompt not in out:
             out.append(prompt)
     return out

@@ -48,39 +48,32 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def changed(value: Any, default: Any) -> Any:
-    """The parts of a config section that differ from `default` (a section of the same kind: its changed
-    fields; else the whole value), so that a field added to the schema at its default changes nothing."""
-    if not (dataclasses.is_dataclass(value) and isinstance(value, type(default))):
-        return _plain(value)
+def changed(section: Any) -> dict:
+    """The fields of a config section that differ from its own schema's defaults (a nested section against
+    its schema's; one that is off by default, whole), so that a field added at its default changes nothing."""
+    default = type(section)()
     out = {}
-    for f in dataclasses.fields(value):
-        mine, theirs = getattr(value, f.name), getattr(default, f.name)
-        if mine != theirs:
-            out[f.name] = changed(mine, theirs)
+    for f in dataclasses.fields(section):
+        mine, theirs = getattr(section, f.name), getattr(default, f.name)
+        if dataclasses.is_dataclass(mine) and dataclasses.is_dataclass(theirs):
+            part = changed(mine)
+            if part:
+                out[f.name] = part
+        elif mine != theirs:
+            out[f.name] = _plain(mine)
     return out
 
 
 def weight_fields(base: Config) -> dict:
     """What shapes a base run's weights: its config's fields that differ from the defaults, less NOT_WEIGHTS."""
-    recipe = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+    fields = changed(base)
     for section, keys in NOT_WEIGHTS.items():
-        if section:
-            recipe[section] = dataclasses.replace(
-                recipe[section], **{k: getattr(type(recipe[section])(), k) for k in keys}
-            )
-        else:
-            for key in keys:
-                recipe.pop(key, None)
-    defaults = type(base)()
-    out = {}
-    for key, value in recipe.items():
-        # A section against its own schema's defaults (a grown schema's new fields included)
-        default = type(value)() if dataclasses.is_dataclass(value) else getattr(defaults, key)
-        part = changed(value, default)
-        if part != {} and value != default:
-            out[key] = part
-    return out
+        node = fields.get(section, {}) if section else fields
+        for key in keys:
+            node.pop(key, None)
+        if section and section in fields and not fields[section]:
+            del fields[section]
+    return fields
 
 
 def base_key(base: Config) -> str:
