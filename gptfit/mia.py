@@ -22,7 +22,7 @@ from gptfit.show.sweep import fmt, read_sweep
 def log_to_wandb(sweep: Path, pool: dict) -> None:
     import wandb  # about a second to import: only --wandb pays it
 
-    group = next((r["group"] for r in read_sweep(sweep) if r["group"]), None)
+    group = next((r.group for r in read_sweep(sweep) if r.group), None)
     run = wandb.init(
         project="gptfit",
         job_type="mia",

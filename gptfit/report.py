@@ -47,6 +47,7 @@ from gptfit.cli import fail
 from gptfit.errors import UserError
 from gptfit.keys import EXTRACTION_TRAIN, GAP, MIA_AUC
 from gptfit.page.write import sweep_page
+from gptfit.record import RunRecord
 from gptfit.run.tracking import has_wandb_key
 from gptfit.show.sections import SECTIONS, Sweep
 from gptfit.show.sweep import COLUMNS, fmt, read_sweeps, table, trends, varying
@@ -68,10 +69,10 @@ def report(sweeps: Path | list[Path], to_wandb: bool = False) -> Path:
         lines += [f"## {found.heading}", "", found.body, ""]
     lines += ["## Trends with corpus size (Spearman rank correlation)", ""]
     lines += [f"- {label}: {fmt(value)}" for label, value in corr.items()]
-    not_done = [r for r in runs if r["status"] != "finished"]
+    not_done = [r for r in runs if r.status != "finished"]
     if not_done:
         lines += ["", "## Runs that did not finish", ""]
-        lines += [f"- job {r['job']}: {r['status']}" + (f" ({r['error']})" if r["error"] else "") for r in not_done]
+        lines += [f"- job {r.job}: {r.status}" + (f" ({r.error})" if r.error else "") for r in not_done]
     paths = sweep_figures(runs, folder) + [path for found in sections for path in found.figures]
     page = sweep_page(folder, runs, ladder_series(runs))
     lines += ["", f"Explore every run's curves in [{page.name}]({page.name}).", ""]
@@ -85,17 +86,17 @@ def report(sweeps: Path | list[Path], to_wandb: bool = False) -> Path:
     for label, value in corr.items():
         print(f"spearman({label}, corpus size) = {fmt(value)}")
     for r in not_done:
-        print(f"job {r['job']}: {r['status']}")
+        print(f"job {r.job}: {r.status}")
     print(f"report: {out}")
     if to_wandb:
         log_to_wandb(folder, runs, paths)
     return out
 
 
-def ladder_series(runs: list[dict]) -> list[dict]:
+def ladder_series(runs: list[RunRecord]) -> list[dict]:
     """The explorer's ladder figures: gap, extraction and AUC against corpus size, when the size varies."""
-    done = sorted((r for r in runs if r["status"] == "finished" and r["train_tokens"]), key=lambda r: r["train_tokens"])
-    if len({r["train_tokens"] for r in done}) < 2:
+    done = sorted((r for r in runs if r.status == "finished" and r.train_tokens), key=lambda r: r.train_tokens)
+    if len({r.train_tokens for r in done}) < 2:
         return []
     keys = [(GAP, GAP), (EXTRACTION_TRAIN, "extraction"), (MIA_AUC, "membership AUC")]
     return [
@@ -104,8 +105,8 @@ def ladder_series(runs: list[dict]) -> list[dict]:
             "series": [
                 [
                     label,
-                    [r["train_tokens"] for r in done if key in r["final"]],
-                    [r["final"][key] for r in done if key in r["final"]],
+                    [r.train_tokens for r in done if key in r.final],
+                    [r.final[key] for r in done if key in r.final],
                 ]
                 for key, label in keys
             ],
@@ -113,10 +114,10 @@ def ladder_series(runs: list[dict]) -> list[dict]:
     ]
 
 
-def log_to_wandb(sweep: Path, runs: list[dict], paths: list[Path]) -> None:
+def log_to_wandb(sweep: Path, runs: list[RunRecord], paths: list[Path]) -> None:
     import wandb  # about a second to import: only --wandb pays it
 
-    group = next((r["group"] for r in runs if r["group"]), None)  # the sweep's own W&B group
+    group = next((r.group for r in runs if r.group), None)  # the sweep's own W&B group
     run = wandb.init(
         project="gptfit",
         job_type="report",
@@ -128,7 +129,7 @@ def log_to_wandb(sweep: Path, runs: list[dict], paths: list[Path]) -> None:
     columns = ["job", "status", "train_tokens", *[k for k, _ in COLUMNS]]
     t = wandb.Table(columns=columns)
     for r in runs:
-        t.add_data(r["job"], r["status"], r["train_tokens"], *[r["final"].get(k) for k, _ in COLUMNS])
+        t.add_data(r.job, r.status, r.train_tokens, *[r.final.get(k) for k, _ in COLUMNS])
     run.log({"sweep": t, **{p.stem: wandb.Image(str(p)) for p in paths}})
     run.finish()
 

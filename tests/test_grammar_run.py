@@ -197,10 +197,11 @@ def test_the_report_shows_the_grammar_metrics(memorized, tmp_path):
 
 def test_the_grammar_figure_of_runs_whose_samples_held_no_whole_sentence_is_drawn(tmp_path):
     # A short fine-tuning on the grammar: sentences were looked for, none was complete, so no share exists.
+    from gptfit.record import RunRecord
     from gptfit.show.sweep_figures import grammar_figure
 
     final = {"grammar/greedy/sentences": 0, "grammar/val_nll_model": 30.0, "grammar/val_nll_true": 20.0}
-    runs = [{"train_tokens": 512, "final": final, "status": "finished"}]
+    runs = [RunRecord(tmp_path, "0", {"status": "finished", "final": final, "config": {"data": {"train_tokens": 512}}})]
     fig = grammar_figure(runs)
     fig.savefig(tmp_path / "grammar.png")  # a log axis with nothing on it would raise here
     shares, nll = fig.axes

@@ -76,6 +76,7 @@ LAYERS = [
     {"files", "keys"},
     {"core"},
     {"config"},
+    {"record"},
     {"model"},
     {"data"},
     {"metrics", "plots"},

@@ -13,6 +13,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+from gptfit.config import Config
+from gptfit.record import RunRecord, restore
 from gptfit.report import main as report_main
 from gptfit.show.mitigations import arm_of, copies_to_reach, ladder_rates, mitigation_report, per_run
 from gptfit.show.sweep import read_sweep
@@ -34,26 +36,32 @@ ARMS = {
 }
 
 
-def composed(compose_cfg, experiment: str, mitigation: str) -> dict:
-    return OmegaConf.to_container(compose_cfg([f"+experiment={experiment}", f"mitigation={mitigation}"]))
+def arm_of_config(config: Config):
+    return arm_of(config.model, config.data, config.train)
+
+
+def composed(compose_cfg, experiment: str, mitigation: str) -> Config:
+    return restore(OmegaConf.to_container(compose_cfg([f"+experiment={experiment}", f"mitigation={mitigation}"])))
 
 
 @pytest.mark.slow
 def test_every_arm_is_named_from_its_config_values(compose_cfg):
     assert sorted(ARMS) == sorted(p.stem for p in (ROOT / "conf" / "mitigation").glob("*.yaml"))
-    arms = {m: arm_of(composed(compose_cfg, "mitigations", m)) for m in ARMS}
+    arms = {m: arm_of_config(composed(compose_cfg, "mitigations", m)) for m in ARMS}
     assert {m: a.name for m, a in arms.items()} == ARMS
     # The table's order: unmitigated first, then each family by strength.
     assert [a.name for a in sorted(arms.values())] == list(ARMS.values())
-    tuned = arm_of(composed(compose_cfg, "mitigations_finetune", "dp_eps8"))
+    tuned = arm_of_config(composed(compose_cfg, "mitigations_finetune", "dp_eps8"))
     assert tuned.name == "fine-tune: DP-SGD eps=8" and tuned > max(arms.values())
 
 
 def test_two_mitigations_at_once_are_one_combined_arm():
     config = {"model": {"kind": "gpt", "dropout": 0.1}, "train": {"weight_decay": 0.0, "goldfish": {"k": 4}}}
-    arm = arm_of(config)
+    arm = arm_of_config(restore(config))
     assert arm.name == "goldfish k=4 + dropout 0.1"
-    assert arm > arm_of({"model": {"dropout": 0.1}})  # after every single mitigation
+    assert arm > arm_of_config(
+        restore({"model": {"dropout": 0.1}, "train": {"weight_decay": 0.0}})
+    )  # after every single one
 
 
 def ladder_table(rates_by_step: dict[int, dict[int, list[bool]]]) -> pd.DataFrame:
@@ -87,7 +95,7 @@ def test_the_copy_threshold_is_the_fewest_copies_extracted_half_the_time_at_the_
             },
         }
     ).to_parquet(path)
-    rates = ladder_rates(path)
+    rates = ladder_rates(RunRecord(tmp_path, "0").last_table().to_pandas())
     assert rates.to_dict() == {1: 0.0, 2: 0.25, 4: 0.5, 8: 0.25, 16: 1.0}
     assert copies_to_reach(rates) == 4
     assert copies_to_reach(rates, level=0.9) == 16
@@ -100,7 +108,11 @@ def run_config(seed: int, finetune: bool = False, **changes) -> dict:
         "name": "mitigations_finetune" if finetune else "mitigations",
         "seed": seed,
         "model": {"kind": "base" if finetune else "gpt", "dropout": 0.0},
-        "data": {"train_tokens": 4096, "dedup": {"min_tokens": None}, "duplicates": {"counts": [1, 4, 16]}},
+        "data": {
+            "train_tokens": 4096,
+            "dedup": {"min_tokens": None},
+            "duplicates": {"counts": [1, 4, 16], "per_count": 2},
+        },
         "train": {
             "weight_decay": 0.0,
             "goldfish": {"k": None},

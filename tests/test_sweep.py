@@ -81,7 +81,7 @@ def test_the_report_lists_failed_and_unfinished_runs(mini_ladder, tmp_path):
     summary.update(status="failed", error="RuntimeError: boom")
     summary_file.write_text(json.dumps(summary))
     (sweep / "2" / "summary.json").unlink()
-    statuses = {r["job"]: r["status"] for r in read_sweep(sweep)}
+    statuses = {r.job: r.status for r in read_sweep(sweep)}
     assert statuses == {"0": "finished", "1": "failed", "2": "not started"}
     text = report(sweep).read_text()
     assert "job 1: failed (RuntimeError: boom)" in text and "job 2: not started" in text

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -60,7 +59,6 @@ __all__ = [
     "UniformConfig",
     "as_dict",
     "general_corpora",
-    "read",
     "register",
     "unknown_keys",
     "validate",
@@ -197,11 +195,6 @@ def unknown_keys(node: Any, schema: type = Config, prefix: str = "") -> list[str
 def as_dict(section: Any) -> dict:
     """A checked section (or the whole config) as plain Python containers, the way config.yaml holds it."""
     return OmegaConf.to_container(OmegaConf.structured(section))
-
-
-def read(path: Path) -> Config:
-    """A run's saved config.yaml, over today's schema (keys added since take their defaults)."""
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path)))
 
 
 def validate(composed: Any, schema: type = Config) -> Any:

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 
 from gptfit import keys
@@ -27,8 +25,8 @@ from gptfit.core.decoding_settings import as_setting
 from gptfit.core.eval_mode import eval_mode
 from gptfit.core.sampling.decode import generate, model_context
 from gptfit.data.windows import document_index
-from gptfit.files import SAMPLES, SEQUENCES, read_jsonl
 from gptfit.metrics.ngrams import NgramIndex
+from gptfit.record import RunRecord
 
 CURVE_KEYS = (
     keys.TRAIN_LOSS,
@@ -50,8 +48,8 @@ LOGIT_BUDGET = 3 * PLAYGROUND_STEPS * 2048
 CONTEXT = 40  # training tokens shown on each side of a copied span
 
 
-def curves(run_dir: Path) -> dict:
-    rows = read_jsonl(run_dir / "metrics.jsonl")
+def curves(run: RunRecord) -> dict:
+    rows = run.rows
     kept = [{k: r[k] for k in ("step", "tokens_seen", *CURVE_KEYS) if isinstance(r.get(k), (int, float))} for r in rows]
     with_val = [r for r in kept if keys.VAL_LOSS in r]
     best = min(with_val, key=lambda r: r[keys.VAL_LOSS])["step"] if with_val else None
@@ -67,13 +65,12 @@ def _round(values, digits: int = 3) -> list:
 
 
 @torch.no_grad()
-def text(run_dir: Path, model) -> dict:
+def text(run: RunRecord, model) -> dict:
     """The table's ordinary sequences at its last step, each token with its loss, rank and top 5."""
-    path = run_dir / SEQUENCES
-    if not path.exists():
+    last = run.last_table()
+    if last is None:
         return {"sequences": []}
-    table = pq.read_table(path)
-    last = table.filter(pc.and_(pc.equal(table["step"], pc.max(table["step"])), pc.equal(table["kind"], "sample")))
+    last = last.filter(pc.equal(last["kind"], "sample"))
     rows = [
         r for split in ("train", "val") for r in last.filter(pc.equal(last["split"], split)).to_pylist()[:TEXT_PER_SIDE]
     ]
@@ -108,9 +105,9 @@ def text(run_dir: Path, model) -> dict:
     return {"sequences": out}
 
 
-def samples(run_dir: Path, train: np.ndarray, eot_id: int, copy_span: int) -> dict:
+def samples(run: RunRecord, train: np.ndarray, eot_id: int, copy_span: int) -> dict:
     """Every sample with its copied spans: where in the training text each comes from, in its context."""
-    rows = [r for r in read_jsonl(run_dir / SAMPLES) if r.get("completion_ids") is not None]
+    rows = [dict(r) for r in run.samples if r.get("completion_ids") is not None]
     if not rows:
         return {"steps": [], "samples": [], "sources": []}
     index = NgramIndex(train, copy_span=copy_span)

@@ -18,6 +18,7 @@ from scipy import stats
 
 from gptfit.files import write_text_atomic
 from gptfit.plots.capacity import capacity_figure
+from gptfit.record import RunRecord
 from gptfit.show.numbers import mean_sd
 
 PAPER_BITS_PER_PARAM = 3.6  # Morris et al. 2025: GPT-style models of 500K to 1.5B parameters, fp32 a little more
@@ -36,34 +37,32 @@ class Fit:
     models: int
 
 
-def record(run: dict) -> dict | None:
+def record(run: RunRecord) -> dict | None:
     """A finished data=uniform run's row; None for any other run."""
-    summary = run["summary"]
-    config = summary.get("config", {})
-    final = run["final"]
-    if run["status"] != "finished" or config.get("data", {}).get("source") != "uniform":
+    summary, config, final = run.summary, run.config, run.final
+    if not run.finished or config.data.source != "uniform":
         return None
     if "capacity/bits_total" not in final:
         return None
-    uniform, model = config["data"]["uniform"], config["model"]
-    information = (uniform["length"] - 1) * math.log2(uniform["vocab"])  # bits a sequence holds
+    uniform, model = config.data.uniform, config.model
+    information = (uniform.length - 1) * math.log2(uniform.vocab)  # bits a sequence holds
     return {
-        "job": run["job"],
-        "model": f"{model['n_layer']} x {model['n_embd']}",
+        "job": run.job,
+        "model": f"{model.n_layer} x {model.n_embd}",
         "params": summary["capacity/params"],
         "params_non_embedding": summary["capacity/params_non_embedding"],
-        "sequences": uniform["sequences"],
-        "dataset_bits": uniform["sequences"] * information,
+        "sequences": uniform.sequences,
+        "dataset_bits": uniform.sequences * information,
         "bits": final["capacity/bits_total"],
-        "seed": config.get("seed"),
+        "seed": config.seed,
         "step": final.get("step"),
         "epochs": final.get("epoch"),
         "saturated": summary.get("saturated_at_step") is not None,
-        "wall_time_s": run["wall_time_s"],
+        "wall_time_s": run.wall_time_s,
     }
 
 
-def per_run(runs: list[dict]) -> pd.DataFrame | None:
+def per_run(runs: list[RunRecord]) -> pd.DataFrame | None:
     records = [r for r in map(record, runs) if r is not None]
     if not records:
         return None
@@ -162,7 +161,7 @@ def fit_line(result: Fit) -> str:
     return text
 
 
-def capacity_report(runs: list[dict], out: Path) -> tuple[str, list[Path], float | None] | None:
+def capacity_report(runs: list[RunRecord], out: Path) -> tuple[str, list[Path], float | None] | None:
     """The tables (returned, and written to `out`/capacity.md), the per-run figures behind them (capacity.csv),
     the figure (capacity.png) and the fitted bits per parameter (None below two models); None without
     data=uniform runs."""

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import torch
 
-from gptfit.config import ExploreConfig, read
+from gptfit.config import ExploreConfig
 from gptfit.data.corpus import run_corpus
 from gptfit.errors import UserError
 from gptfit.files import CONFIG
 from gptfit.model.loading import load_pretrained
 from gptfit.page.write import run_page
+from gptfit.record import RunRecord
 
 
 def explore_saved_run(options: ExploreConfig, model_dir: Path) -> Path:
@@ -25,7 +26,7 @@ def explore_saved_run(options: ExploreConfig, model_dir: Path) -> Path:
         )
     if options.threads:
         torch.set_num_threads(options.threads)
-    config = read(run_dir / CONFIG)
+    config = RunRecord.read(run_dir).config
     model, tokenizer = load_pretrained(str(model_dir), attn_implementation="eager")
     corpus = run_corpus(config.model, config.data, config.eval)
     return run_page(

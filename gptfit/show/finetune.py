@@ -11,6 +11,7 @@ from pathlib import Path
 
 from gptfit import keys
 from gptfit.plots.finetune import general_names, learn_forget_plane
+from gptfit.record import RunRecord
 from gptfit.show.numbers import mean_sd, numbers
 from gptfit.show.sweep import by_values
 
@@ -42,9 +43,9 @@ def best_score(final: dict) -> str | None:
     return max(aucs, key=aucs.get) if aucs else None
 
 
-def run_figures(run: dict) -> dict | None:
+def run_figures(run: RunRecord) -> dict | None:
     """One fine-tuning run's figures for the table, or None when it scored no general corpus."""
-    rows, final = run["rows"], run["final"]
+    rows, final = run.rows, run.final
     names = general_names(rows)
     if not names or not rows:
         return None
@@ -63,8 +64,8 @@ def run_figures(run: dict) -> dict | None:
         **mia,
         "distinct_2": final.get(f"gen/{setting}/distinct_2") if setting else None,
         "general_copy": final.get(f"gen/{setting}/general_copy_rate") if setting else None,
-        "trainable": run.get("trainable_params"),
-        "time": run.get("wall_time_s"),
+        "trainable": run.trainable_params,
+        "time": run.wall_time_s,
     }
 
 
@@ -78,17 +79,17 @@ def _with_interval(group: list[dict], key: str) -> str:
     return mean_sd([g[key] for g in group], 3, [g.get(f"{key}_lo") for g in group], [g.get(f"{key}_hi") for g in group])
 
 
-def groups(runs: list[dict]) -> dict[tuple, list[dict]]:
+def groups(runs: list[RunRecord]) -> dict[tuple, list[RunRecord]]:
     """{(method, training tokens): [each finished fine-tuning run's figures]}."""
     out: dict[tuple, list[dict]] = {}
     for r in runs:
-        figures = run_figures(r) if r["status"] == "finished" else None
+        figures = run_figures(r) if r.status == "finished" else None
         if figures is not None:
-            out.setdefault((r["method"], r["train_tokens"]), []).append(figures)
+            out.setdefault((r.method, r.train_tokens), []).append(figures)
     return out
 
 
-def finetune_table(runs: list[dict]) -> str | None:
+def finetune_table(runs: list[RunRecord]) -> str | None:
     grouped = groups(runs)
     if not grouped:
         return None
@@ -102,7 +103,7 @@ def finetune_table(runs: list[dict]) -> str | None:
     return "\n".join(lines)
 
 
-def finetune_figure(runs: list[dict], sweep: Path) -> Path | None:
+def finetune_figure(runs: list[RunRecord], sweep: Path) -> Path | None:
     """The sweep's learn_forget.png: a point per fine-tuning run."""
     points = [
         {"method": method, "size": size, "learn": g["learn"], "forget": g["forget_end"], "extraction": g["extraction"]}

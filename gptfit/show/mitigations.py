@@ -19,8 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 from gptfit import keys
-from gptfit.files import SEQUENCES, SEQUENCES_BEST, write_text_atomic
+from gptfit.config import DataConfig, ModelConfig, TrainConfig
+from gptfit.files import write_text_atomic
 from gptfit.plots.mitigations import quality_memorization
+from gptfit.record import RunRecord
 from gptfit.show.numbers import mean_sd
 
 SCORES = ("loss", "min_k_plus_plus")
@@ -44,43 +46,42 @@ class Arm:
         return (FINETUNE if self.finetune else "") + self.label
 
 
-def arm_of(config: dict) -> Arm:
+def arm_of(model: ModelConfig, data: DataConfig, train: TrainConfig) -> Arm:
     """The arm a run's config puts it in: each mitigation that differs from the unmitigated run (no goldfish,
     no deduplication, no DP-SGD, weight decay 0, dropout 0), e.g. `goldfish k=4`, `DP-SGD eps=8`."""
-    train, data, model = config.get("train", {}), config.get("data", {}), config.get("model", {})
-    goldfish = (train.get("goldfish") or {}).get("k")
-    dedup = (data.get("dedup") or {}).get("min_tokens")
-    dp = train.get("dp") or {}
+    goldfish, dedup, dp = train.goldfish.k, data.dedup.min_tokens, train.dp
     parts = []  # (family, strength, label)
     if goldfish:
         parts.append(("goldfish", goldfish, f"goldfish k={goldfish}"))
     if dedup:
         parts.append(("dedup", dedup, f"dedup >={dedup} tokens"))
-    if dp.get("target_epsilon") is not None:
-        parts.append(("DP-SGD", dp["target_epsilon"], f"DP-SGD eps={dp['target_epsilon']:g}"))
-    elif dp.get("noise_multiplier") is not None:  # a fixed noise: sorted after every epsilon target
-        parts.append(("DP-SGD", 1e9 + dp["noise_multiplier"], f"DP-SGD sigma={dp['noise_multiplier']:g}"))
-    if train.get("weight_decay"):
-        parts.append(("weight decay", train["weight_decay"], f"weight decay {float(train['weight_decay'])}"))
-    if model.get("dropout"):
-        parts.append(("dropout", model["dropout"], f"dropout {float(model['dropout'])}"))
+    if dp.target_epsilon is not None:
+        parts.append(("DP-SGD", dp.target_epsilon, f"DP-SGD eps={dp.target_epsilon:g}"))
+    elif dp.noise_multiplier is not None:  # a fixed noise: sorted after every epsilon target
+        parts.append(("DP-SGD", 1e9 + dp.noise_multiplier, f"DP-SGD sigma={dp.noise_multiplier:g}"))
+    if train.weight_decay:
+        parts.append(("weight decay", train.weight_decay, f"weight decay {float(train.weight_decay)}"))
+    if model.dropout:
+        parts.append(("dropout", model.dropout, f"dropout {float(model.dropout)}"))
     if len(parts) == 1:
         family, value = parts[0][0], float(parts[0][1])
     else:
         family, value = ("combined" if parts else "none"), 0.0
     label = " + ".join(p[2] for p in parts) or "none"
-    return Arm(model.get("kind") == "base", FAMILIES.index(family), value, label)
+    return Arm(model.kind == "base", FAMILIES.index(family), value, label)
+
+
+def run_arm(run: RunRecord) -> Arm:
+    return arm_of(run.config.model, run.config.data, run.config.train)
 
 
 def early_stopping_arm(arm: Arm) -> Arm:
     return Arm(arm.finetune, FAMILIES.index("early stopping"), 0.0, "early stopping")
 
 
-def ladder_rates(path: Path) -> pd.Series:
-    """{copies: extraction rate} of the planted duplicates (copies >= 1) at the last evaluation of a
+def ladder_rates(last: pd.DataFrame) -> pd.Series:
+    """{copies: extraction rate} of the planted duplicates (copies >= 1) in the last evaluation's rows of a
     per-sequence table: the mean of `extracted` over each copy count's rows."""
-    table = pd.read_parquet(path, columns=["step", "kind", "copies", "extracted"])
-    last = table[table["step"] == table["step"].max()]
     planted = last[(last["kind"] == "duplicate") & (last["copies"] > 0)]
     return planted.groupby("copies")["extracted"].mean()
 
@@ -91,16 +92,12 @@ def copies_to_reach(rates: pd.Series, level: float = LEVEL) -> int | None:
     return int(reached.min()) if len(reached) else None
 
 
-def mitigation_runs(runs: list[dict]) -> list[dict]:
+def mitigation_runs(runs: list[RunRecord]) -> list[RunRecord]:
     """The runs of a mitigation study, found by what they hold whatever their `name`: the finished runs that
     plant a duplication ladder (data.duplicates), where their configs make more than one arm or a mitigated
     one. A duplication ladder without mitigations (one unmitigated arm) is no mitigation study."""
-    planted = [
-        r
-        for r in runs
-        if r["status"] == "finished" and (r["summary"].get("config", {}).get("data") or {}).get("duplicates")
-    ]
-    found = {arm_of(r["summary"]["config"]).name for r in planted}
+    planted = [r for r in runs if r.finished and r.config.data.duplicates is not None]
+    found = {run_arm(r).name for r in planted}
     return planted if len(found) > 1 or found - {"none", FINETUNE + "none"} else []
 
 
@@ -119,25 +116,25 @@ def _kept(key: str) -> bool:
     )
 
 
-def record(run: dict, best: bool) -> dict:
+def record(run: RunRecord, best: bool) -> dict:
     """One row of `per_run`: a run's final model, or (best=True) its best/ model."""
-    summary = run["summary"]
-    config = summary["config"]
-    arm = arm_of(config)
+    summary = run.summary
+    arm = run_arm(run)
     if best:
         es = summary["early_stopping"]
-        figures = {**_row_at(run["rows"], es["step"]), **es}  # the summary's rescoring wins over the row's
-        arm, path = early_stopping_arm(arm), run["dir"] / SEQUENCES_BEST
+        figures = {**_row_at(run.rows, es["step"]), **es}  # the summary's rescoring wins over the row's
+        arm = early_stopping_arm(arm)
     else:
-        figures, path = run["final"], run["dir"] / SEQUENCES
-    rates = ladder_rates(path) if path.exists() else pd.Series(dtype=float)
+        figures = run.final
+    last = run.last_table(best, columns=["kind", "copies", "extracted"])
+    rates = ladder_rates(last.to_pandas()) if last is not None else pd.Series(dtype=float)
     return {
         "arm": arm.name,
         "order": (arm.finetune, arm.rank, arm.value),
         "finetune": arm.finetune,
         "model": "best" if best else "final",
-        "job": run["job"],
-        "seed": config.get("seed"),
+        "job": run.job,
+        "seed": run.config.seed,
         "step": figures.get("step"),
         keys.VAL_LOSS: figures.get(keys.VAL_LOSS),
         keys.VAL_BPB: figures.get(keys.VAL_BPB),
@@ -147,18 +144,18 @@ def record(run: dict, best: bool) -> dict:
         **{f"planted/{c}": float(v) for c, v in rates.items()},
         **{k: v for k, v in figures.items() if _kept(k)},
         "privacy/epsilon": None if best else figures.get("privacy/epsilon"),
-        "wall_time_s": run["wall_time_s"],
+        "wall_time_s": run.wall_time_s,
         "tpr_null": summary.get("mia_null", {}).get("tpr@1%fpr"),
     }
 
 
-def per_run(runs: list[dict]) -> pd.DataFrame | None:
+def per_run(runs: list[RunRecord]) -> pd.DataFrame | None:
     """One row per finished mitigation run's final model, and one per unmitigated run's best/ model, in the
     table's order."""
     records = []
     for run in mitigation_runs(runs):
         records.append(record(run, best=False))
-        if arm_of(run["summary"]["config"]).label == "none" and run["summary"].get("early_stopping"):
+        if run_arm(run).label == "none" and run.summary.get("early_stopping"):
             records.append(record(run, best=True))
     if not records:
         return None
@@ -308,7 +305,7 @@ def figure_points(frame: pd.DataFrame) -> list[dict]:
     return [p for p in points if p["loss"] is not None]
 
 
-def mitigation_report(runs: list[dict], out: Path) -> tuple[str, list[Path]] | None:
+def mitigation_report(runs: list[RunRecord], out: Path) -> tuple[str, list[Path]] | None:
     """The table (returned, and written to `out`/mitigations.md), the per-run figures behind it
     (mitigations.csv) and the quality-memorization figure (mitigations.png); None without mitigation runs."""
     frame = per_run(runs)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gptfit.record import RunRecord
 from gptfit.show.capacity import PAPER_BITS_PER_PARAM, capacity_report
 from gptfit.show.finetune import finetune_figure, finetune_table
 from gptfit.show.mitigations import mitigation_report
@@ -25,7 +26,7 @@ class Sweep:
     """What the sections read: the runs (gptfit.show.sweep.read_sweeps), the report's folder, the swept keys,
     and what one section found for a later one (`found`: capacity's fitted bits per parameter)."""
 
-    runs: list[dict]
+    runs: list[RunRecord]
     folder: Path
     swept: list[str]
     found: dict = field(default_factory=dict)

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from scipy.stats import spearmanr
 
 from gptfit.errors import UserError
-from gptfit.files import SEQUENCES, SUBSET, TOKENIZER
+from gptfit.files import SUBSET, TOKENIZER
 from gptfit.metrics import membership
 from gptfit.metrics.shadow import counterfactual, lira, logit_confidence
 from gptfit.plots.membership import counterfactual_figure, roc_figure, save
+from gptfit.record import RunRecord
 from gptfit.show.sweep import fmt, read_sweep, with_interval
 
 COLUMNS = [
@@ -55,16 +55,16 @@ class Shadows:
     tokenizer_dir: Path
 
 
-def _final_candidates(job_dir: Path):
-    table = pq.read_table(job_dir / SEQUENCES, columns=COLUMNS + ["step"])
-    last = table.filter(pc.equal(table["step"], pc.max(table["step"])))
+def _final_candidates(run: RunRecord):
+    last = run.last_table(columns=COLUMNS)
     return last.filter(pc.greater_equal(last["candidate"], 0)).sort_by("candidate")
 
 
 def read_shadows(sweep: Path) -> Shadows:
     """The sweep's finished shadow models; one line for a sweep that is not one."""
     runs = read_sweep(sweep)
-    dirs = [sweep / r["job"] for r in runs if r["status"] == "finished"]
+    done = [r for r in runs if r.finished]
+    dirs = [r.dir for r in done]
     for d in dirs:
         if not (d / SUBSET).exists():
             raise UserError(
@@ -76,7 +76,7 @@ def read_shadows(sweep: Path) -> Shadows:
             f"{sweep}: {len(dirs)} finished shadow model(s); LiRA fits each target's Gaussians on the "
             "other models, so it needs at least 2 (shadow_models trains 16: data.subset.seed=range(0,16))"
         )
-    tables = [_final_candidates(d) for d in dirs]
+    tables = [_final_candidates(r) for r in done]
     tokens = np.stack(tables[0]["tokens"].to_numpy(zero_copy_only=False))
     for d, t in zip(dirs, tables):
         if t.num_rows != len(tokens) or not np.array_equal(

@@ -8,11 +8,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from gptfit.errors import UserError
-from gptfit.files import read_jsonl
 from gptfit.keys import EXTRACTION_TRAIN, GAP, MIA_AUC, TRAIN_LOSS, VAL_LOSS
+from gptfit.record import RunRecord
 from gptfit.show.numbers import mean_sd
 
 SIZE = "data.train_tokens"
@@ -30,37 +29,7 @@ COLUMNS = [
 TRENDS = [(GAP, GAP), (EXTRACTION_TRAIN, "extraction rate"), (VAL_LOSS, "final val loss")]
 
 
-def read_job(job: Path) -> dict:
-    overrides_file = job / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-    swept = {}
-    for item in overrides or []:
-        key, _, value = item.lstrip("+~").partition("=")
-        if not key.startswith(("experiment", "hydra")):
-            swept[key] = yaml.safe_load(value)
-    summary_file = job / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
-    status = summary.get("status", "not started")
-    if status == "running":
-        status = "unfinished"
-    return {
-        "job": job.name,
-        "dir": job,
-        "summary": summary,  # the rest of it: config, early_stopping, mia_null, privacy, ...
-        "swept": swept,
-        "status": status,
-        "error": summary.get("error"),
-        "final": summary.get("final", {}),
-        "rows": read_jsonl(job / "metrics.jsonl"),
-        "train_tokens": summary.get("config", {}).get("data", {}).get("train_tokens", swept.get(SIZE)),
-        "method": summary.get("config", {}).get("train", {}).get("finetune", "full"),
-        "trainable_params": summary.get("trainable_params"),
-        "wall_time_s": summary.get("wall_time_s"),
-        "group": summary.get("config", {}).get("logger", {}).get("group"),
-    }
-
-
-def read_sweep(sweep: Path) -> list[dict]:
+def read_sweep(sweep: Path) -> list[RunRecord]:
     if not sweep.is_dir():
         raise UserError(f"{sweep}: no such sweep directory")
     jobs = sorted(
@@ -69,10 +38,10 @@ def read_sweep(sweep: Path) -> list[dict]:
     )
     if not jobs:
         raise UserError(f"{sweep}: no job directories (with .hydra/) inside; give the folder of a multirun")
-    return [read_job(j) for j in jobs]
+    return [RunRecord.read(j) for j in jobs]
 
 
-def read_sweeps(sweeps: list[Path]) -> tuple[Path, list[dict]]:
+def read_sweeps(sweeps: list[Path]) -> tuple[Path, list[RunRecord]]:
     """(the folder a report of `sweeps` goes to, their runs): one sweep's own folder, or for several (a study
     run as a few multiruns) their closest common folder, each job then named by its path from there (`a/0`)
     so that `<folder>/<job>` stays the run's folder."""
@@ -83,7 +52,7 @@ def read_sweeps(sweeps: list[Path]) -> tuple[Path, list[dict]]:
     runs = []
     for sweep in sweeps:
         for r in read_sweep(sweep):
-            runs.append({**r, "job": r["dir"].relative_to(out).as_posix()})
+            runs.append(r.renamed(r.dir.relative_to(out).as_posix()))
     return out, runs
 
 
@@ -107,8 +76,8 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def settings_of(runs: list[dict]) -> list[str]:
-    names = {k.split("/")[1] for r in runs for k in r["final"] if k.startswith("gen/") and k.endswith("/copy_rate")}
+def settings_of(runs: list[RunRecord]) -> list[str]:
+    names = {k.split("/")[1] for r in runs for k in r.final if k.startswith("gen/") and k.endswith("/copy_rate")}
     return sorted(names)
 
 
@@ -128,25 +97,25 @@ def with_interval(figures: dict, key: str) -> str:
     return f"{value:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{value:.3f}"
 
 
-def varying(runs: list[dict]) -> tuple[list[str], dict]:
+def varying(runs: list[RunRecord]) -> tuple[list[str], dict]:
     """(override keys whose value differs between runs, {key: value} of the overrides all runs share)."""
-    keys = sorted({k for r in runs for k in r["swept"]})
-    values = {k: {json.dumps(r["swept"].get(k), default=str) for r in runs} for k in keys}
+    keys = sorted({k for r in runs for k in r.swept})
+    values = {k: {json.dumps(r.swept.get(k), default=str) for r in runs} for k in keys}
     swept = [k for k in keys if len(values[k]) > 1]
-    fixed = {k: runs[0]["swept"].get(k) for k in keys if len(values[k]) == 1}
+    fixed = {k: runs[0].swept.get(k) for k in keys if len(values[k]) == 1}
     return swept, fixed
 
 
-def table(runs: list[dict], swept: list[str]) -> str:
+def table(runs: list[RunRecord], swept: list[str]) -> str:
     settings = settings_of(runs)
     head = ["job", *swept, "status", *[label for _, label in COLUMNS], *[f"copy {s}" for s in settings]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
-        f = r["final"] if r["status"] == "finished" else {}
+        f = r.final if r.status == "finished" else {}
         cells = [
-            r["job"],
-            *[fmt(r["swept"].get(k)) for k in swept],
-            r["status"] + (f" ({r['error']})" if r["error"] else ""),
+            r.job,
+            *[fmt(r.swept.get(k)) for k in swept],
+            r.status + (f" ({r.error})" if r.error else ""),
         ]
         cells += [fmt(f.get(key)) for key, _ in COLUMNS]
         cells += [fmt(f.get(f"gen/{s}/copy_rate")) for s in settings]
@@ -159,18 +128,18 @@ def by_values(item: tuple) -> list:
     return [(0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in item[0]]
 
 
-def seed_table(runs: list[dict], swept: list[str]) -> str:
+def seed_table(runs: list[RunRecord], swept: list[str]) -> str:
     keys = [k for k in swept if k != "seed"]
-    groups: dict[tuple, list[dict]] = {}
+    groups: dict[tuple, list[RunRecord]] = {}
     for r in runs:
-        if r["status"] == "finished":
-            groups.setdefault(tuple(r["swept"].get(k) for k in keys), []).append(r)
+        if r.status == "finished":
+            groups.setdefault(tuple(r.swept.get(k) for k in keys), []).append(r)
     head = [*keys, "runs", *[f"{label} (mean ± sd)" for _, label in COLUMNS]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for values, group in sorted(groups.items(), key=by_values):
         cells = [fmt(v) for v in values] + [str(len(group))]
         for key, _ in COLUMNS:
-            cells.append(mean_sd(g["final"].get(key) for g in group))
+            cells.append(mean_sd(g.final.get(key) for g in group))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -183,23 +152,23 @@ DECODING_COLUMNS = [
 ]
 
 
-def by_setting(runs: list[dict], swept: list[str]) -> dict[tuple, dict[str, dict[str, list[float]]]]:
+def by_setting(runs: list[RunRecord], swept: list[str]) -> dict[tuple, dict[str, dict[str, list[float]]]]:
     """{swept values but the seed: {decoding setting: {metric: values over seeds}}} of finished runs."""
     keys = [k for k in swept if k != "seed"]
     out: dict[tuple, dict[str, dict[str, list[float]]]] = {}
     for r in runs:
-        if r["status"] != "finished":
+        if r.status != "finished":
             continue
-        group = out.setdefault(tuple(r["swept"].get(k) for k in keys), {})
+        group = out.setdefault(tuple(r.swept.get(k) for k in keys), {})
         for s in settings_of([r]):
             for key, _ in DECODING_COLUMNS:
-                value = r["final"].get(f"gen/{s}/{key}")
+                value = r.final.get(f"gen/{s}/{key}")
                 if value is not None:
                     group.setdefault(s, {}).setdefault(key, []).append(value)
     return out
 
 
-def decoding_table(runs: list[dict], swept: list[str]) -> str:
+def decoding_table(runs: list[RunRecord], swept: list[str]) -> str:
     """How much each decoding setting copies, per swept value (mean over seeds)."""
     keys = [k for k in swept if k != "seed"]
     head = [*keys, "decoding", *[label for _, label in DECODING_COLUMNS]]
@@ -227,10 +196,10 @@ GRAMMAR_NLL = [
 ]
 
 
-def grammar_settings(runs: list[dict]) -> list[str]:
+def grammar_settings(runs: list[RunRecord]) -> list[str]:
     """Decoding settings whose sentences were scored against the grammar."""
     return sorted(
-        {k.split("/")[1] for r in runs for k in r["final"] if k.startswith("grammar/") and k.endswith("/sentences")}
+        {k.split("/")[1] for r in runs for k in r.final if k.startswith("grammar/") and k.endswith("/sentences")}
     )
 
 
@@ -239,14 +208,14 @@ def _mean(values: list) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def grammar_tables(runs: list[dict], swept: list[str]) -> str:
+def grammar_tables(runs: list[RunRecord], swept: list[str]) -> str:
     """The held-out NLL of the model and of the grammar, then each decoding setting's shares of copied,
     novel-valid and invalid sentences; per swept value, mean over seeds."""
     keys = [k for k in swept if k != "seed"]
-    groups: dict[tuple, list[dict]] = {}
+    groups: dict[tuple, list[RunRecord]] = {}
     for r in runs:
-        if r["status"] == "finished":
-            groups.setdefault(tuple(r["swept"].get(k) for k in keys), []).append(r["final"])
+        if r.status == "finished":
+            groups.setdefault(tuple(r.swept.get(k) for k in keys), []).append(r.final)
     ordered = sorted(groups.items(), key=by_values)
     head = [*keys, "runs", *[label for _, label in GRAMMAR_NLL], "model - grammar"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -264,18 +233,18 @@ def grammar_tables(runs: list[dict], swept: list[str]) -> str:
     return "\n".join(lines)
 
 
-def trends(runs: list[dict]) -> dict[str, float | None]:
-    done = [r for r in runs if r["status"] == "finished" and r["train_tokens"]]
+def trends(runs: list[RunRecord]) -> dict[str, float | None]:
+    done = [r for r in runs if r.status == "finished" and r.train_tokens]
     out = {}
     keys = TRENDS + [(f"grammar/{s}/novel_valid", f"novel-valid share ({s})") for s in grammar_settings(done)]
     for key, label in keys:
-        pts = [(r["train_tokens"], r["final"][key]) for r in done if key in r["final"]]
+        pts = [(r.train_tokens, r.final[key]) for r in done if key in r.final]
         out[label] = spearman([p[0] for p in pts], [p[1] for p in pts])
     return out
 
 
-def mean_by_size(done: list[dict], key: str) -> tuple[list, list]:
+def mean_by_size(done: list[RunRecord], key: str) -> tuple[list, list]:
     """(corpus sizes, the mean final value of `key` over the runs of each size)."""
-    pts = [(r["train_tokens"], r["final"][key]) for r in done if r["final"].get(key) is not None]
+    pts = [(r.train_tokens, r.final[key]) for r in done if r.final.get(key) is not None]
     sizes = sorted({p[0] for p in pts})
     return sizes, [float(np.mean([p[1] for p in pts if p[0] == z])) for z in sizes]

@@ -9,12 +9,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from gptfit import keys
+from gptfit.record import RunRecord
 from gptfit.show.sweep import by_setting, by_values, fmt, grammar_settings, mean_by_size, settings_of, varying
 from gptfit.show.sweep_sequences import LABELS, extraction_by_exposure
 from gptfit.show.sweep_sequences import label as run_label
 
 
-def grammar_figure(done: list[dict]):
+def grammar_figure(done: list[RunRecord]):
     """Novel-valid share against corpus size per decoding setting, and the model's vs the grammar's NLL
     (a matplotlib figure; None without grammar metrics)."""
     settings = grammar_settings(done)
@@ -43,9 +44,9 @@ def grammar_figure(done: list[dict]):
     return fig
 
 
-def sweep_figures(runs: list[dict], sweep: Path) -> list[Path]:
+def sweep_figures(runs: list[RunRecord], sweep: Path) -> list[Path]:
     """Draw the figures of the finished runs into the sweep folder; return their paths."""
-    done = sorted((r for r in runs if r["status"] == "finished" and r["train_tokens"]), key=lambda r: r["train_tokens"])
+    done = sorted((r for r in runs if r.status == "finished" and r.train_tokens), key=lambda r: r.train_tokens)
     figures = {
         "report_gap.png": ladder_figure(done),
         "report_val_loss.png": val_loss_figure(done),
@@ -66,7 +67,7 @@ def sweep_figures(runs: list[dict], sweep: Path) -> list[Path]:
     return paths
 
 
-def ladder_figure(done: list[dict]):
+def ladder_figure(done: list[RunRecord]):
     """The gap, extraction and membership AUC against corpus size: each run, and the mean of each size."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=100)
     for ax, (key, label) in zip(
@@ -77,7 +78,7 @@ def ladder_figure(done: list[dict]):
             (keys.MIA_AUC, "membership-inference AUC"),
         ],
     ):
-        pts = [(r["train_tokens"], r["final"][key]) for r in done if key in r["final"]]
+        pts = [(r.train_tokens, r.final[key]) for r in done if key in r.final]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:red")
         ax.plot(*mean_by_size(done, key), color="tab:red")
         ax.set_xscale("log")
@@ -87,9 +88,9 @@ def ladder_figure(done: list[dict]):
     return fig
 
 
-def val_loss_figure(done: list[dict]):
+def val_loss_figure(done: list[RunRecord]):
     """Every run's validation loss curve (None when no run logged one)."""
-    curves = [(r, rows) for r in done if (rows := [x for x in r["rows"] if keys.VAL_LOSS in x])]
+    curves = [(r, rows) for r in done if (rows := [x for x in r.rows if keys.VAL_LOSS in x])]
     if not curves:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
@@ -99,7 +100,7 @@ def val_loss_figure(done: list[dict]):
             [x["tokens_seen"] for x in rows],
             [x[keys.VAL_LOSS] for x in rows],
             color=cmap(i / max(len(curves) - 1, 1)),
-            label=f"{r['train_tokens']} tokens (job {r['job']})",
+            label=f"{r.train_tokens} tokens (job {r.job})",
         )
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("validation loss (nats)")
@@ -108,7 +109,7 @@ def val_loss_figure(done: list[dict]):
     return fig
 
 
-def copy_rate_figure(done: list[dict]):
+def copy_rate_figure(done: list[RunRecord]):
     """Copy rate against corpus size, a line per decoding setting (None for runs that generate no samples,
     as data=uniform's)."""
     settings = settings_of(done)
@@ -125,7 +126,7 @@ def copy_rate_figure(done: list[dict]):
     return fig
 
 
-def decoding_figure(done: list[dict]):
+def decoding_figure(done: list[RunRecord]):
     """Each decoding setting side by side: copy rate and held-out-like novelty, one bar per corpus size."""
     swept, _ = varying(done)
     groups = by_setting(done, swept)
@@ -153,9 +154,9 @@ def decoding_figure(done: list[dict]):
     return None
 
 
-def exposure_figure(runs: list[dict], sweep: Path) -> Path | None:
+def exposure_figure(runs: list[RunRecord], sweep: Path) -> Path | None:
     """Extraction against token exposures (binned), one line per finished run with a per-sequence table."""
-    measured = [(r, extraction_by_exposure(sweep / r["job"])) for r in runs if r["status"] == "finished"]
+    measured = [(r, extraction_by_exposure(r)) for r in runs if r.status == "finished"]
     measured = [(r, bins) for r, bins in measured if bins is not None]
     if not measured:
         return None

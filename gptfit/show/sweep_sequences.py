@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from gptfit.files import SEQUENCES
 from gptfit.metrics.membership import SCORES
+from gptfit.record import RunRecord
 from gptfit.show.sweep import fmt, with_interval
 
 # Bins of token exposures (how many training windows held each token of a sequence, on average).
@@ -19,17 +18,15 @@ EDGES = [0, 1, 2, 4, 8, 16, 32, 64, 128, np.inf]
 LABELS = [f"{a:g}-{b:g}" if np.isfinite(b) else f">={a:g}" for a, b in zip(EDGES, EDGES[1:])]
 
 
-def label(run: dict) -> str:
-    return ", ".join(f"{k}={fmt(v)}" for k, v in run["swept"].items()) or f"job {run['job']}"
+def label(run: RunRecord) -> str:
+    return ", ".join(f"{k}={fmt(v)}" for k, v in run.swept.items()) or f"job {run.job}"
 
 
-def extraction_by_exposure(job_dir: Path) -> list[tuple[float, int] | None] | None:
+def extraction_by_exposure(run: RunRecord) -> list[tuple[float, int] | None] | None:
     """Per bin of the last evaluation's ordinary training sequences: (extraction rate, sequences), or None."""
-    path = job_dir / SEQUENCES
-    if not path.exists():
+    last = run.last_table(columns=["split", "kind", "token_exposures", "extracted"])
+    if last is None:
         return None
-    table = pq.read_table(path, columns=["step", "split", "kind", "token_exposures", "extracted"])
-    last = table.filter(pc.equal(table["step"], pc.max(table["step"])))
     rows = last.filter(pc.and_(pc.equal(last["split"], "train"), pc.equal(last["kind"], "sample")))
     exposures = np.asarray(rows["token_exposures"], dtype=np.float64)
     extracted = np.asarray(rows["extracted"], dtype=np.float64)
@@ -40,9 +37,9 @@ def extraction_by_exposure(job_dir: Path) -> list[tuple[float, int] | None] | No
     ]
 
 
-def exposure_table(runs: list[dict], sweep: Path) -> str | None:
+def exposure_table(runs: list[RunRecord], sweep: Path) -> str | None:
     """Markdown: a row per finished run, a column per exposure bin: the extraction rate (and how many)."""
-    measured = [(r, extraction_by_exposure(sweep / r["job"])) for r in runs if r["status"] == "finished"]
+    measured = [(r, extraction_by_exposure(r)) for r in runs if r.status == "finished"]
     measured = [(r, bins) for r, bins in measured if bins is not None]
     if not measured:
         return None
@@ -54,22 +51,22 @@ def exposure_table(runs: list[dict], sweep: Path) -> str | None:
     return "\n".join(lines)
 
 
-def duplication_table(runs: list[dict]) -> str | None:
+def duplication_table(runs: list[RunRecord]) -> str | None:
     """Markdown: per run with the duplication ladder, the final extraction rate by number of copies."""
-    with_ladder = [r for r in runs if any(k.startswith("dup/") for k in r["final"])]
+    with_ladder = [r for r in runs if any(k.startswith("dup/") for k in r.final)]
     if not with_ladder:
         return None
-    counts = sorted({int(k.split("/")[1]) for r in with_ladder for k in r["final"] if k.startswith("dup/")})
+    counts = sorted({int(k.split("/")[1]) for r in with_ladder for k in r.final if k.startswith("dup/")})
     lines = ["| run | " + " | ".join(f"{c} copies" for c in counts) + " |", "|---|" + "---|" * len(counts)]
     for r in with_ladder:
-        cells = [fmt(r["final"].get(f"dup/{c}/extraction_rate")) for c in counts]
+        cells = [fmt(r.final.get(f"dup/{c}/extraction_rate")) for c in counts]
         lines.append(f"| {label(r)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def forgetting_table(runs: list[dict]) -> str | None:
+def forgetting_table(runs: list[RunRecord]) -> str | None:
     """Markdown: per run with a forgotten set, its extraction and loss when last seen and at the end."""
-    with_forget = [r for r in runs if "forget/loss" in r["final"]]
+    with_forget = [r for r in runs if "forget/loss" in r.final]
     if not with_forget:
         return None
     lines = [
@@ -77,29 +74,29 @@ def forgetting_table(runs: list[dict]) -> str | None:
         "|---|---|---|---|---|---|",
     ]
     for r in with_forget:
-        seen = [x for x in r["rows"] if x.get("forget/steps_since_seen") == 0]
+        seen = [x for x in r.rows if x.get("forget/steps_since_seen") == 0]
         then = seen[-1] if seen else {}
         lines.append(
             f"| {label(r)} | {then.get('step', '–')} | {fmt(then.get('forget/extraction_rate'))} | "
-            f"{fmt(then.get('forget/loss'))} | {fmt(r['final'].get('forget/extraction_rate'))} | "
-            f"{fmt(r['final'].get('forget/loss'))} |"
+            f"{fmt(then.get('forget/loss'))} | {fmt(r.final.get('forget/extraction_rate'))} | "
+            f"{fmt(r.final.get('forget/loss'))} |"
         )
     return "\n".join(lines)
 
 
-def membership_table(runs: list[dict], swept: list[str]) -> str | None:
+def membership_table(runs: list[RunRecord], swept: list[str]) -> str | None:
     """Markdown: per run (named by the `swept` values) and membership score, the final AUC and TPRs at 1%
     and 0.1% FPR with intervals."""
-    scored = [r for r in runs if any(k.startswith("mia/") for k in r["final"])]
+    scored = [r for r in runs if any(k.startswith("mia/") for k in r.final)]
     if not scored:
         return None
     lines = ["| run | score | AUC | TPR at 1% FPR | TPR at 0.1% FPR |", "|---|---|---|---|---|"]
     for r in scored:
         for name in SCORES:
-            if f"mia/{name}/auc" in r["final"]:
+            if f"mia/{name}/auc" in r.final:
                 cells = [
-                    with_interval(r["final"], f"mia/{name}/{figure}") for figure in ("auc", "tpr@1%fpr", "tpr@0.1%fpr")
+                    with_interval(r.final, f"mia/{name}/{figure}") for figure in ("auc", "tpr@1%fpr", "tpr@0.1%fpr")
                 ]
-                run = ", ".join(f"{k}={fmt(r['swept'].get(k))}" for k in swept) or f"job {r['job']}"
+                run = ", ".join(f"{k}={fmt(r.swept.get(k))}" for k in swept) or f"job {r.job}"
                 lines.append(f"| {run} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ import pandas as pd
 from gptfit import keys
 from gptfit.files import write_text_atomic
 from gptfit.plots.capacity import turn_figure
+from gptfit.record import RunRecord
 from gptfit.show.numbers import mean_sd
 
 # What the table and figure show of each run's last evaluation: (column, key, label); `mem_bits_total` is
@@ -28,33 +29,31 @@ MEASURES = (
 )
 
 
-def record(run: dict) -> dict | None:
+def record(run: RunRecord) -> dict | None:
     """A finished run on text with a reference's dataset bits; None for any other run."""
-    summary = run["summary"]
-    config = summary.get("config", {})
-    if run["status"] != "finished" or config.get("data", {}).get("source") == "uniform":
+    summary, config = run.summary, run.config
+    if not run.finished or config.data.source == "uniform":
         return None
     if summary.get("capacity/dataset_bits") is None:
         return None
-    model = config["model"]
     row = {
-        "job": run["job"],
-        "model": f"{model.get('n_layer')} x {model.get('n_embd')}",
+        "job": run.job,
+        "model": f"{config.model.n_layer} x {config.model.n_embd}",
         "params": summary["capacity/params"],
         "train_tokens": summary["data"]["train_tokens"],
         "dataset_bits": summary["capacity/dataset_bits"],
-        "seed": config.get("seed"),
+        "seed": config.seed,
     }
-    row.update({column: run["final"].get(key) for column, key, _ in MEASURES if key is not None})
+    row.update({column: run.final.get(key) for column, key, _ in MEASURES if key is not None})
     # Morris et al.'s unintended memorization of the set: the table's mean over its sequences times the
     # sequences the training set holds (of eval.prefix_tokens + eval.suffix_tokens each).
-    span = config["eval"]["prefix_tokens"] + config["eval"]["suffix_tokens"]
+    span = config.eval.prefix_tokens + config.eval.suffix_tokens
     mem_bits = row["mem_bits"]
     row["mem_bits_total"] = mem_bits * (row["train_tokens"] // span) if mem_bits is not None else None
     return row
 
 
-def per_run(runs: list[dict], bits_per_param: float) -> pd.DataFrame | None:
+def per_run(runs: list[RunRecord], bits_per_param: float) -> pd.DataFrame | None:
     records = [r for r in map(record, runs) if r is not None]
     if not records:
         return None
@@ -90,7 +89,7 @@ def turn_table(frame: pd.DataFrame, bits_per_param: float, source: str) -> str:
     return "\n".join(lines)
 
 
-def turn_report(runs: list[dict], out: Path, fitted: float | None, paper: float) -> tuple[str, list[Path]] | None:
+def turn_report(runs: list[RunRecord], out: Path, fitted: float | None, paper: float) -> tuple[str, list[Path]] | None:
     """The table (returned, and written to `out`/capacity_text.md), its per-run CSV and the figure; None
     without runs on text that carry dataset bits."""
     bits_per_param, source = (fitted, "fitted on data=uniform") if fitted is not None else (paper, "Morris et al.")
