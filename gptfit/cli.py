@@ -7,6 +7,7 @@ printed as `error: ...` lines and exit with status 2.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import traceback
@@ -14,8 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hydra._internal import utils as hydra_utils
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -113,6 +116,63 @@ def _install_hydra_reporter() -> None:
 
     run_and_report._gptfit = True
     hydra_utils.run_and_report = run_and_report
+
+
+def describe_run(cfg) -> None:
+    """What Hydra knows of a training run, into `logger.*` for W&B: default tags (the experiment, the data,
+    model and mitigation chosen, the fine-tuning method), the experiment file's header comment as notes, and
+    in a multirun the sweep's name, each job named by its overrides and grouped by condition (the swept
+    values other than seeds: a W&B group is drawn as the mean of its runs, which should average seeds only)."""
+    if not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    logger, choices = cfg.logger, hc.runtime.choices
+    picked = [f"{group}:{choices[group]}" for group in TAGGED_GROUPS if choices.get(group)]
+    if cfg.model.kind == "base" or cfg.model.init_from:
+        picked.append(f"finetune:{cfg.train.finetune}")
+    if logger.notes is None and choices.get("experiment"):
+        logger.notes = experiment_notes(Path(CONF_DIR) / "experiment" / f"{choices['experiment']}.yaml")
+    if hc.mode == RunMode.MULTIRUN:
+        sweep = Path(hc.sweep.dir).name
+        logger.sweep = sweep
+        picked.append(f"sweep:{sweep}")
+        if logger.group is None:
+            logger.group = condition_group(f"{cfg.name}-{sweep}", list(hc.overrides.task))
+        if logger.run_name is None:
+            logger.run_name = hc.job.override_dirname or f"job{hc.job.num}"
+    logger.tags = [*picked, *(t for t in logger.tags if t not in picked)]
+
+
+TAGGED_GROUPS = ("experiment", "data", "model", "mitigation")
+MAX_GROUP = 128  # W&B's longest group name
+
+
+def condition_group(prefix: str, overrides: list[str]) -> str:
+    """`<prefix>/<the job's overrides other than seeds>`: the jobs that differ only in seeds share it. A name
+    longer than W&B allows keeps its start and ends in a hash of the whole."""
+    condition = [o for o in overrides if not _is_seed_or_choice(o)]
+    group = prefix + ("/" + ",".join(condition) if condition else "")
+    if len(group) <= MAX_GROUP:
+        return group
+    return group[: MAX_GROUP - 9] + "~" + hashlib.sha1(group.encode()).hexdigest()[:8]
+
+
+def _is_seed_or_choice(override: str) -> bool:
+    key = override.lstrip("+~").partition("=")[0]
+    return key.split(".")[-1].endswith("seed") or key.startswith(("experiment", "hydra"))
+
+
+def experiment_notes(path: Path) -> str | None:
+    """An experiment file's header comment, as one paragraph (its `# @package` line left out)."""
+    if not path.exists():
+        return None
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        if not line.startswith("# @package"):
+            lines.append(line.lstrip("#").strip())
+    return " ".join(lines) or None
 
 
 class RunFolderLock(Callback):

@@ -14,23 +14,19 @@ from pathlib import Path
 
 from gptfit.cli import fail
 from gptfit.errors import UserError
-from gptfit.run.tracking import has_wandb_key
+from gptfit.run.wandb_run import start_sweep_wandb
 from gptfit.show.shadow import ATTACKS, shadow_report
 from gptfit.show.sweep import fmt, read_sweep
 
 
 def log_to_wandb(sweep: Path, pool: dict) -> None:
-    import wandb  # about a second to import: only --wandb pays it
+    runs = read_sweep(sweep)
+    run = start_sweep_wandb([r.config.logger for r in runs if r.has_config], sweep, "mia", {"runs": len(runs)})
+    if run is None:
+        print("--wandb: logger.mode=disabled in the sweep's runs; nothing logged")
+        return
+    import wandb
 
-    group = next((r.group for r in read_sweep(sweep) if r.group), None)
-    run = wandb.init(
-        project="gptfit",
-        job_type="mia",
-        name=f"mia-{sweep.name}",
-        group=group,
-        dir=str(sweep),
-        mode="online" if has_wandb_key() else "offline",
-    )
     figures = ["auc", "tpr@1%fpr", "tpr@0.1%fpr"]
     table = wandb.Table(columns=["attack", *figures, *(f"{f}_lo" for f in figures), *(f"{f}_hi" for f in figures)])
     for name in ATTACKS:

@@ -48,7 +48,7 @@ from gptfit.errors import UserError
 from gptfit.keys import EXTRACTION_TRAIN, GAP, MIA_AUC
 from gptfit.page.write import sweep_page
 from gptfit.record import RunRecord
-from gptfit.run.tracking import has_wandb_key
+from gptfit.run.wandb_run import start_sweep_wandb
 from gptfit.show.sections import SECTIONS, Sweep
 from gptfit.show.sweep import COLUMNS, fmt, read_sweeps, table, trends, varying
 from gptfit.show.sweep_figures import sweep_figures
@@ -115,17 +115,12 @@ def ladder_series(runs: list[RunRecord]) -> list[dict]:
 
 
 def log_to_wandb(sweep: Path, runs: list[RunRecord], paths: list[Path]) -> None:
-    import wandb  # about a second to import: only --wandb pays it
+    run = start_sweep_wandb([r.config.logger for r in runs if r.has_config], sweep, "report", {"runs": len(runs)})
+    if run is None:
+        print("--wandb: logger.mode=disabled in the sweep's runs; nothing logged")
+        return
+    import wandb
 
-    group = next((r.group for r in runs if r.group), None)  # the sweep's own W&B group
-    run = wandb.init(
-        project="gptfit",
-        job_type="report",
-        name=f"report-{sweep.name}",
-        group=group,
-        dir=str(sweep),
-        mode="online" if has_wandb_key() else "offline",
-    )
     columns = ["job", "status", "train_tokens", *[k for k, _ in COLUMNS]]
     t = wandb.Table(columns=columns)
     for r in runs:

@@ -10,31 +10,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from gptfit import keys
-from gptfit.cli import CONF_DIR, EXIT_STOPPED, fail, hydra_main
+from gptfit.cli import CONF_DIR, EXIT_STOPPED, describe_run, fail, hydra_main
 from gptfit.config import Config, ConfigError, register, validate
 from gptfit.errors import UserError
 from gptfit.run.folder import discard_unused_run_dir
 from gptfit.run.signals import TrainingStopped
 
 register()
-
-
-def name_sweep_run(cfg: DictConfig) -> None:
-    """In a multirun, put every job in one W&B group named after the sweep, each named by its overrides."""
-    if not HydraConfig.initialized():
-        return
-    hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN:
-        return
-    if cfg.logger.group is None:
-        cfg.logger.group = f"{cfg.name}-{Path(hc.sweep.dir).name}"
-    if cfg.logger.run_name is None:
-        cfg.logger.run_name = hc.job.override_dirname or f"job{hc.job.num}"
 
 
 def base_config(config: Config) -> Config:
@@ -71,7 +56,7 @@ def with_checkpoint(error: str, run_dir: Path) -> str:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    name_sweep_run(cfg)  # before the check: nothing changes the config after it
+    describe_run(cfg)  # before the check: nothing changes the config after it
     try:
         config = validate(cfg)
     except ConfigError as e:

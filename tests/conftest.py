@@ -137,10 +137,14 @@ CONSOLE: dict[Path, str] = {}
 
 @pytest.fixture(scope="session")
 def tiny_corpus_run(tmp_path_factory, cache_dir) -> Path:
-    """The folder of `python -m gptfit.train +experiment=tiny_corpus` itself: the memorizing model users see."""
+    """The folder of `python -m gptfit.train +experiment=tiny_corpus` itself: the memorizing model users see,
+    logged to W&B offline as a user without a key would (tests/test_wandb.py reads what reached W&B)."""
     run_dir = tmp_path_factory.mktemp("tiny_corpus")
     result = run_cli(
-        "+experiment=tiny_corpus", "logger=none", f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"
+        "+experiment=tiny_corpus",
+        f"data.cache_dir={cache_dir}",
+        f"hydra.run.dir={run_dir}",
+        env={"WANDB_MODE": None},  # the default logger's auto mode: offline without a key
     )
     assert result.returncode == 0, result.stderr[-2000:]
     CONSOLE[run_dir] = result.stdout

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.conftest import TINY, run_cli
+from tests.conftest import CONSOLE, TINY, run_cli
 
 # (overrides, what the one line must say)
 BAD_INPUTS = [
@@ -178,23 +178,11 @@ def test_a_tiny_run_through_the_command_line(tmp_path, cache_dir):
     assert (run_dir / "summary.json").exists() and (run_dir / ".hydra" / "config.yaml").exists()
 
 
-@pytest.mark.slow
-def test_wandb_offline_run_is_written_inside_the_run_directory(tmp_path, cache_dir):
-    run_dir = tmp_path / "run"
-    result = run_cli(
-        *TINY,
-        f"data.cache_dir={cache_dir}",
-        f"hydra.run.dir={run_dir}",
-        "train.max_steps=5",
-        "logger=wandb",
-        "logger.mode=offline",
-        env={"WANDB_MODE": None},
-    )
-    assert result.returncode == 0, result.stderr
-    runs = list((run_dir / "wandb").glob("offline-run-*"))
+def test_wandb_offline_run_is_written_inside_the_run_directory(tiny_corpus_run):
+    runs = list((tiny_corpus_run / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     # The run ends by naming that folder and the command that uploads it.
-    assert f"W&B (offline): {runs[0]}; upload it with `wandb sync {runs[0]}`" in result.stdout
+    assert f"W&B (offline): {runs[0]}; upload it with `wandb sync {runs[0]}`" in CONSOLE[tiny_corpus_run]
 
 
 @pytest.mark.slow

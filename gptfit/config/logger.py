@@ -18,11 +18,21 @@ class LoggerConfig:
     backend: str = "wandb"
     project: str = "gptfit"
     entity: Optional[str] = None
-    # A sweep's runs share one group, named after the sweep, unless this is set.
+    # The W&B group, which W&B draws as one line (the mean, with a band). Default: a single run is its own
+    # group; a multirun's runs are grouped by condition (the swept values other than seeds), so that a group
+    # averages seeds only: `<name>-<sweep folder>/<condition>`.
     group: Optional[str] = None
+    # A multirun's folder name, set for each of its runs (also a tag `sweep:<name>`).
+    sweep: Optional[str] = None
     # Default: the experiment name and the run directory, or a sweep job's overrides.
     run_name: Optional[str] = None
+    # Added to the default tags (the experiment and the data, model and mitigation chosen, the fine-tuning method).
     tags: List[str] = field(default_factory=list)
+    # The run's notes in W&B. Default: the experiment file's header comment.
+    notes: Optional[str] = None
+    # Also log final/, best/ and sequences.parquet as artifacts (type model and table); the corpus and the
+    # tokenizer are always logged. Off by default, as in transformers' own W&B callback: a model is large.
+    log_model: bool = False
     job_type: str = "train"
     # auto: online when an API key is set, offline otherwise. online, offline, disabled.
     mode: str = "auto"

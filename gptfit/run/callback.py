@@ -78,17 +78,17 @@ class Run:
         row = {"step": step, "tokens_seen": tokens_seen, "epoch": tokens_seen / len(self.corpus.train)}
         measured, ev = self.evaluator(model, step, final=final, exposure=exposure)
         row.update(measured)
-        if ev.figures:
-            self.tracker.log_figures(ev.figures, tokens_seen)
         if lr is not None:
             row["train/lr"] = lr
         if running is not None:
             row["train/running_loss"] = running
-        self.tracker.log(row)
+        self.tracker.log(row)  # W&B's row of this evaluation: what follows goes into it
+        if ev.figures:
+            self.tracker.log_figures(ev.figures)
         self.tracker.log_samples(ev.samples)
         if ev.table is not None:
             self.tracker.log_sequences(ev.table, final)
-            self.membership_notes(ev.table, final, step, tokens_seen)
+            self.membership_notes(ev.table, final, step)
         if row[keys.VAL_LOSS] < self.best_val:
             self.best_val = row[keys.VAL_LOSS]
             save_model_atomic(plain_model(model), self.tokenizer, self.run_dir / BEST_MODEL)
@@ -101,7 +101,7 @@ class Run:
         tqdm.write(f"{line} | {time.time() - self.start:.0f}s")
         return row
 
-    def membership_notes(self, table, final: bool, step: int, tokens_seen: int) -> None:
+    def membership_notes(self, table, final: bool, step: int) -> None:
         """Why some mia/ figures are null (in summary.json), and at the end the ROC of every score."""
         reasons = membership.null_reasons(table)
         if reasons:
@@ -114,7 +114,7 @@ class Run:
                 f"membership inference at step {step}",
             )
             fig.savefig(self.run_dir / MIA_ROC)
-            self.tracker.log_figures({"mia/roc": fig}, tokens_seen)
+            self.tracker.log_figures({"mia/roc": fig})
 
 
 class RunCallback(TrainerCallback):

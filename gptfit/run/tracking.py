@@ -10,22 +10,19 @@ import dataclasses
 import json
 import logging
 import math
-import netrc
-import os
 import subprocess
 import sys
 import time
-import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 
-from gptfit import keys
 from gptfit.config import LoggerConfig
 from gptfit.files import METRICS, SAMPLES, SAMPLES_MD, SUMMARY, read_rows, write_json_atomic, write_text_atomic
 from gptfit.run.sequence_log import SequenceLog
+from gptfit.run.wandb_run import WandbLog, start_wandb
 
 log = logging.getLogger(__name__)
 PACKAGES = ("gptfit", "torch", "transformers", "tokenizers", "datasets", "hydra-core", "wandb", "numpy")
@@ -67,67 +64,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return versions
-
-
-def has_wandb_key() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def start_wandb(
-    logger: LoggerConfig,
-    run_dir: Path,
-    name: str,
-    config: dict,
-    resume_id: str | None = None,
-    resume_step: int | None = None,
-):
-    """Start a W&B run (or return None when logging is off). Never blocks long on a missing network.
-
-    A resumed run continues its W&B run when online. Offline runs cannot be resumed by the library: the
-    resumed part is a new offline run in the same group, whose config names the run it continues."""
-    if logger.backend != "wandb" or logger.mode == "disabled":
-        return None
-    if os.environ.get("WANDB_MODE") == "":  # set but empty: W&B would refuse it; it means "not set"
-        del os.environ["WANDB_MODE"]
-    import wandb  # here and below: about a second to import, which logger=none never pays
-
-    mode = logger.mode
-    if mode == "auto":
-        mode = "online" if has_wandb_key() else "offline"
-    kwargs = dict(
-        project=logger.project,
-        entity=logger.entity,
-        group=logger.group or name,  # a run's resumed parts share the group
-        tags=list(logger.tags),
-        job_type=logger.job_type,
-        name=name,
-        dir=str(run_dir),
-        config=config,
-    )
-    settings = wandb.Settings(init_timeout=float(logger.init_timeout), console="off", silent=True)
-    try:
-        resumes = dict(id=resume_id, resume="allow") if resume_id and mode == "online" else {}
-        run = wandb.init(mode=mode, settings=settings, **kwargs, **resumes)
-    except Exception as e:  # no network, bad key, service down: the run goes on offline
-        if mode != "online":
-            raise
-        warnings.warn(
-            f"W&B online init failed ({type(e).__name__}: {str(e).strip()[:120]}); logging offline, "
-            "upload later with `wandb sync`",
-            stacklevel=2,
-        )
-        mode = "offline"
-        run = wandb.init(mode="offline", settings=settings, **kwargs)
-    if resume_id and run.id != resume_id:
-        run.config.update({"resumes_wandb_run": resume_id, "resumes_from_step": resume_step})
-    run.define_metric("tokens_seen")
-    run.define_metric("*", step_metric="tokens_seen")
-    return run
 
 
 class Tracker:
@@ -177,18 +113,23 @@ class Tracker:
             "config": config,
         }
         started = time.time()
-        self.wandb = start_wandb(logger, run_dir, name, config, resume_id=wandb_id, resume_step=resume_step)
+        run = start_wandb(logger, run_dir, name, config, resume_id=wandb_id)
+        self.wandb = WandbLog(run) if run is not None else None
         self._table = None
         self.sequences = SequenceLog(run_dir, resume_step)
-        if self.wandb is not None:
+        if run is not None:
             self.summary["wandb_init_s"] = round(time.time() - started, 2)  # a stalled network shows here
-            self.summary["wandb_id"] = self.wandb.id
-            self.summary["wandb_mode"] = self.wandb.settings.mode
+            self.summary["wandb_id"] = run.id
+            self.summary["wandb_mode"] = run.settings.mode
             # Where to look: the page online, or the folder that `wandb sync` uploads later.
-            self.summary["wandb_url"] = self.wandb.url
-            self.summary["wandb_dir"] = str(Path(self.wandb.dir).parent)
+            self.summary["wandb_url"] = run.url
+            self.summary["wandb_dir"] = str(Path(run.dir).parent)
+            # What a user charts against: parameters, data sizes, hashes (summary.json's facts).
+            run.config.update({"derived": info}, allow_val_change=True)
+            if wandb_id and run.id != wandb_id:  # offline runs cannot be resumed: the new part names the old
+                run.config.update({"resumes_wandb_run": wandb_id, "resumes_from_step": resume_step})
             if resume_step is not None:
-                self.wandb.summary["resumed_from_step"] = resume_step
+                run.summary["resumed_from_step"] = resume_step
         self._write_summary()
 
     def log(self, row: dict) -> None:
@@ -196,7 +137,7 @@ class Tracker:
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(row) + "\n")
         if self.wandb is not None:
-            self.wandb.log({k: v for k, v in row.items() if v is not None})  # null: not estimable (summary.json)
+            self.wandb.row(row)
         self._write_summary()
 
     def log_sequences(self, table, final: bool) -> None:
@@ -206,7 +147,7 @@ class Tracker:
             import wandb
 
             shown = table.drop_columns(["tokens"]).to_pandas()  # the token ids are in the parquet file
-            self.wandb.log({"sequences": wandb.Table(dataframe=shown), "tokens_seen": self.rows[-1]["tokens_seen"]})
+            self.wandb.stage({"sequences": wandb.Table(dataframe=shown)})
 
     def log_samples(self, samples: list) -> None:
         """Append samples to samples.md, samples.jsonl (with their token ids) and the run's W&B table (one
@@ -239,31 +180,38 @@ class Tracker:
                 self._table = wandb.Table(columns=SAMPLE_COLUMNS, log_mode="INCREMENTAL")
             for s in samples:
                 self._table.add_data(*(getattr(s, c) for c in SAMPLE_COLUMNS))
-            self.wandb.log({"samples": self._table, "tokens_seen": self.rows[-1]["tokens_seen"] if self.rows else 0})
+            self.wandb.stage({"samples": self._table})
 
-    def log_figures(self, figures: dict, tokens_seen: int) -> None:
-        """Log matplotlib figures to W&B as images (and close them)."""
+    def log_figures(self, figures: dict) -> None:
+        """Matplotlib figures (closed here) or image files, to W&B as images in the current evaluation's row."""
         if self.wandb is not None:
             import wandb
 
-            self.wandb.log({**{k: wandb.Image(fig) for k, fig in figures.items()}, "tokens_seen": tokens_seen})
+            self.wandb.stage({k: wandb.Image(f if not isinstance(f, Path) else str(f)) for k, f in figures.items()})
         for fig in figures.values():
-            plt.close(fig)
+            if not isinstance(fig, Path):
+                plt.close(fig)
 
     def log_html(self, name: str, path: Path) -> None:
         """A self-contained page to W&B (wandb.Html, without W&B's own styles)."""
         if self.wandb is not None:
             import wandb
 
-            self.wandb.log(
-                {
-                    name: wandb.Html(path.read_text(), inject=False),
-                    "tokens_seen": self.rows[-1]["tokens_seen"] if self.rows else 0,
-                }
-            )
+            self.wandb.stage({name: wandb.Html(path.read_text(), inject=False)})
+
+    def log_inputs(self, train, val, tokenizer_dir: Path, lineage: dict) -> None:
+        if self.wandb is not None:
+            self.wandb.log_inputs(train, val, tokenizer_dir, lineage)
+
+    def log_outputs(self, models: dict[str, Path], table: Path | None, lineage: dict) -> None:
+        if self.wandb is not None:
+            self.wandb.log_outputs(models, table, lineage)
 
     def update(self, **info) -> None:
+        """Facts of the run as it goes (timings, the stop, the privacy spent): into summary.json and W&B's summary."""
         self.summary.update(info)
+        if self.wandb is not None:
+            self.wandb.run.summary.update(info)
         self._write_summary()
 
     def best(self, key: str) -> dict | None:
@@ -278,11 +226,9 @@ class Tracker:
         if self.rows:
             final = self.rows[-1]
             self.summary["final"] = final
-            self.summary["best"] = {k: self.best(k) for k in final if k.endswith(LOWER_IS_BETTER) or k == keys.GAP}
+            self.summary["best"] = {k: self.best(k) for k in final if k.endswith(LOWER_IS_BETTER)}
             if self.wandb is not None:
-                for k, v in self.summary["best"].items():
-                    if v is not None:
-                        self.wandb.summary[f"best/{k}"] = v["value"]
+                self.wandb.best(self.rows)
         self.summary["wall_time_s"] = round(time.time() - self.start, 2)
         write_json_atomic(self.summary_path, self.summary)
 
@@ -292,9 +238,8 @@ class Tracker:
             self.summary["error"] = error
         self._write_summary()
         if self.wandb is not None:
-            if status == "stopped":
-                self.wandb.mark_preempting()  # W&B shows it as preempted, to be resumed
-            self.wandb.finish(exit_code=0 if status == "finished" else 1)
+            timings = {k: v for k, v in self.summary.items() if k.endswith("_s") and not k.startswith("wandb")}
+            self.wandb.finish(status, {"status": status, **timings})
             self.wandb = None
 
 
@@ -318,10 +263,16 @@ class NoTracker:
     def log_samples(self, samples: list) -> None:
         pass
 
-    def log_figures(self, figures: dict, tokens_seen: int) -> None:
+    def log_figures(self, figures: dict) -> None:
         pass
 
     def log_html(self, name: str, path: Path) -> None:
+        pass
+
+    def log_inputs(self, train, val, tokenizer_dir: Path, lineage: dict) -> None:
+        pass
+
+    def log_outputs(self, models: dict[str, Path], table: Path | None, lineage: dict) -> None:
         pass
 
     def update(self, **info) -> None:

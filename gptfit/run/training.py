@@ -26,10 +26,12 @@ from gptfit.data.windows import EpochWindows, RandomWindows, Windows
 from gptfit.errors import UserError
 from gptfit.files import (
     ADAPTER,
+    BEST_MODEL,
     CONFIG,
     FINAL_MODEL,
     LOSS_FIGURE,
     MEMORIZATION_FIGURE,
+    SEQUENCES,
     SUBSET,
     TOKENIZER,
     write_json_atomic,
@@ -197,7 +199,7 @@ def start_tracker(config: Config, run_dir: Path, corpus: Corpus, model, device: 
     if resume is not None:
         info["resumed_from_step"] = resume.step
     run_name = config.logger.run_name or f"{config.name}-{run_dir.name}"
-    return Tracker(
+    tracker = Tracker(
         run_dir,
         config.logger,
         run_name,
@@ -206,6 +208,13 @@ def start_tracker(config: Config, run_dir: Path, corpus: Corpus, model, device: 
         resume.step if resume else None,
         resume.wandb_id if resume else None,
     )
+    tracker.log_inputs(corpus.train, corpus.val, run_dir / TOKENIZER, lineage(config, corpus))
+    return tracker
+
+
+def lineage(config: Config, corpus: Corpus) -> dict:
+    """What a run's artifacts say they came from: the corpus and tokenizer hashes, and the base model."""
+    return {"corpus_hash": corpus.corpus_hash, "tokenizer_hash": corpus.tokenizer_hash, "base": config.model.init_from}
 
 
 def make_evaluator(config: Config, corpus: Corpus, privacy: Privacy | None = None) -> Evaluator:
@@ -241,8 +250,6 @@ def record_overlap(tracker: Tracker | NoTracker, corpus: Corpus) -> None:
         return
     overlap = ngram_overlap(corpus.train, corpus.val, 8)
     tracker.update(**{"data/val_overlap_8gram": overlap})
-    if tracker.wandb is not None:
-        tracker.wandb.summary["data/val_overlap_8gram"] = overlap
 
 
 def load_ledger(ledger: ExposureLedger, resume: Resume) -> None:
@@ -347,6 +354,8 @@ def write_final_files(config: Config, run: Run, trainer: GptfitTrainer) -> None:
         forgetting_curve(run.tracker.rows, config.data.forget.until_step, run.run_dir / "forgetting.png")
     if general_names(run.tracker.rows):
         learn_forget_curves(run.tracker.rows, run.run_dir / "learn_forget.png", title=title)
+    figures = (LOSS_FIGURE, MEMORIZATION_FIGURE, "duplication.png", "forgetting.png", "learn_forget.png")
+    run.tracker.log_figures({Path(f).stem: run.run_dir / f for f in figures if (run.run_dir / f).exists()})
     started = time.time()
     score_best(run, next(trainer.model.parameters()).device)
     run.eval_seconds += time.time() - started
@@ -366,4 +375,7 @@ def write_final_files(config: Config, run: Run, trainer: GptfitTrainer) -> None:
         run.eval_seconds += time.time() - started
         run.tracker.update(explore_time_s=round(time.time() - started, 2))
     run.tracker.update(eval_time_s=round(run.eval_seconds, 2))
+    if config.logger.log_model:
+        models = {"final": run.run_dir / FINAL_MODEL, "best": run.run_dir / BEST_MODEL}
+        run.tracker.log_outputs(models, run.run_dir / SEQUENCES, lineage(config, run.corpus))
     run.tracker.finish("finished")
