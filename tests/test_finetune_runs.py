@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig
 from gptfit.files import METRICS, SUMMARY, read_jsonl
 from gptfit.run import base as base_cache
 from tests.conftest import TINY, run_cli
+from tests.wandb_log import find_run
 
 # A base small enough to train in seconds: the pretrain_base experiment at TINY's size, on more tokens.
 TINY_BASE = [
@@ -82,11 +83,28 @@ def test_a_corrupt_or_half_written_base_is_trained_again(tiny_base, make_config,
 def test_the_command_fine_tunes_the_cached_base_with_lora(tiny_base, cache_dir, tmp_path):
     run_dir = tmp_path / "run"
     base = "model.base=[" + ",".join(f"'{o}'" for o in TINY_BASE) + "]"
+    logged = ["logger=wandb", "logger.log_model=true"]  # offline: W&B's artifacts wait for `wandb sync`
     result = run_cli(
-        *TINY_FINETUNE, base, "train.finetune=lora", f"data.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"
+        *TINY_FINETUNE,
+        base,
+        "train.finetune=lora",
+        *logged,
+        f"data.cache_dir={cache_dir}",
+        f"hydra.run.dir={run_dir}",
+        env={"WANDB_MODE": "offline"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "training the base model" not in result.stderr  # the fixture's base, found by its hash
+    # Its artifacts name the base it started from (offline W&B cannot `use_artifact`: the metadata says it).
+    artifacts = [
+        a for a in find_run(run_dir / "wandb").artifacts if a.type in ("dataset", "tokenizer", "model", "table")
+    ]
+    assert sorted(a.type for a in artifacts) == ["dataset", "model", "model", "table", "tokenizer"]
+    assert all(json.loads(a.metadata)["base"] == str(tiny_base) for a in artifacts)
+    assert sorted(alias for a in artifacts if a.type == "model" for alias in a.aliases if alias != "latest") == [
+        "best",
+        "final",
+    ]
     summary = json.loads((run_dir / SUMMARY).read_text())
     assert summary["config"]["model"]["init_from"] == str(tiny_base)
     assert 0 < summary["trainable_params"] < 0.25 * summary["total_params"]

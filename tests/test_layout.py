@@ -83,7 +83,7 @@ LAYERS = [
     {"page", "measures"},
     {"run", "show"},
     {"cli"},
-    {"train", "sample", "attend", "explore", "report", "mia"},
+    {"train", "sample", "attend", "explore", "report", "mia", "workspace"},
 ]
 RANK = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
 COMMANDS = LAYERS[-1] | {"cli"}

@@ -10,6 +10,7 @@ import pytest
 from gptfit.report import report
 from gptfit.show.sweep import read_sweep, spearman
 from tests.conftest import TINY, run_cli
+from tests.wandb_log import find_run
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,9 @@ def test_the_report_is_logged_as_a_wandb_report_run(mini_ladder, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     runs = list((sweep / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    logged = find_run(sweep / "wandb")
+    assert logged.run.job_type == "report" and logged.run.run_group == f"report-{mini_ladder.name}"
+    assert logged.tags == [f"sweep:{mini_ladder.name}"] and logged.run.project == "gptfit"
     files = {p.name for p in (runs[0] / "files").rglob("*")}
     assert any(name.startswith("report_gap") for name in files), files
     assert any(name.startswith("sweep") and name.endswith(".table.json") for name in files), files

@@ -5,10 +5,13 @@ notes, and the artifacts; a multirun grouped by condition."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import pytest
+import yaml
 
-from gptfit import keys
+from gptfit import keys, workspace
 from gptfit.cli import MAX_GROUP, _is_seed_or_choice, condition_group, experiment_notes
 from gptfit.files import METRICS, SUMMARY, read_jsonl
 from gptfit.run.wandb_run import hidden
@@ -102,3 +105,58 @@ def test_a_multirun_is_grouped_by_condition_and_tagged_with_its_sweep(tmp_path, 
     assert len(set(groups)) == 2 and all(g.startswith("default-sweep/") and "seed" not in g for g in groups)
     assert all(f"sweep:{sweep.name}" in r.tags and r.config["logger"]["sweep"] == sweep.name for r in runs)
     assert all(f"data.train_tokens={n}" in r.run.display_name for r, n in zip(runs, (512, 1024)))
+
+
+def test_the_workspace_charts_what_a_run_logs(tiny_corpus_run, tmp_path, capsys):
+    shutil.copytree(tiny_corpus_run, tmp_path / "run", ignore=shutil.ignore_patterns("wandb", "checkpoints"))
+    workspace.main([str(tmp_path / "run"), "--dry-run"])
+    described = json.loads((tmp_path / "run" / workspace.SPEC).read_text())
+    assert [s["name"] for s in described["sections"]] == [
+        "Overview",
+        "Memorization",
+        "Membership",
+        "Copying by decoding setting",
+        "Samples",
+    ]  # a single run: no sweep section
+    assert described["project"] == "gptfit" and "5 sections" in capsys.readouterr().out
+    overview = described["sections"][0]["panels"][0]
+    assert overview["y"] == [keys.TRAIN_LOSS, keys.VAL_LOSS] and overview["x"] == keys.TOKENS_SEEN  # overlaid
+    logged = {k for r in read_jsonl(tiny_corpus_run / METRICS) for k in r}
+    last = find_run(tiny_corpus_run / "wandb").history[-1]
+    empty = set()  # the panels this run has nothing for
+    for section in described["sections"]:
+        for panel in section["panels"]:
+            if panel["kind"] == "media":
+                assert all(k in last for k in panel["y"]), panel
+            elif not (
+                any(re.search(panel["regex"], k) for k in logged) if panel["regex"] else set(panel["y"]) <= logged
+            ):
+                empty.add(panel["title"])
+    # tiny_corpus plants no canary and scores against no reference model: only those two panels are empty
+    assert empty == {"canary exposure (bits)", "memorized bits a training sequence"}
+    copying = [p for p in described["sections"][3]["panels"] if p["title"].startswith("copy rate")][0]
+    assert len([k for k in logged if re.search(copying["regex"], k)]) == 7  # one chart, a line per setting
+    # The same workspace in wandb-workspaces' terms, as `save()` would send it (saving needs a server).
+    built = workspace.to_workspace(described, entity="someone")
+    assert [s.name for s in built.sections] == [s["name"] for s in described["sections"]]
+    assert built.sections[0].panels[0].y == [keys.TRAIN_LOSS, keys.VAL_LOSS]
+
+
+def test_a_sweep_workspace_plots_its_figures_against_the_swept_value(tmp_path):
+    for job, (size, seed) in enumerate([(512, 1), (512, 2), (1024, 1)]):
+        folder = tmp_path / str(job)
+        (folder / ".hydra").mkdir(parents=True)
+        overrides = [f"data.train_tokens={size}", f"seed={seed}"]
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        config = {"seed": seed, "data": {"train_tokens": size}, "logger": {"project": "p", "entity": "e"}}
+        (folder / SUMMARY).write_text(json.dumps({"status": "finished", "config": config}))
+    described = workspace.describe(tmp_path, None)
+    assert (described["project"], described["entity"]) == ("p", "e")
+    sweep = described["sections"][-1]
+    assert sweep["name"] == "Sweep" and {p["x"] for p in sweep["panels"]} == {"data.train_tokens"}  # not the seed
+    assert workspace.to_workspace(described).sections[-1].panels[0].x.name == "data.train_tokens"
+
+
+def test_the_workspace_of_a_folder_that_is_not_a_run_is_one_line(tmp_path):
+    result = run_cli(str(tmp_path / "nope"), "--dry-run", module="gptfit.workspace")
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and "no such run" in result.stderr
