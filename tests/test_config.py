@@ -84,3 +84,16 @@ def test_tiny_overrides_are_valid(compose_cfg):
 def test_keys_added_with_plus_are_rejected_by_validation(compose_cfg):
     with pytest.raises(ConfigError, match="train.momentum: unknown key"):
         validate(compose_cfg(["+train.momentum=0.9"]))
+
+
+def test_enumerating_a_secret_space_over_a_million_is_one_problem(compose_cfg):
+    canaries = '+data.canaries=[{name: big, format: "ssn #########"}, {name: small, format: "pin ####"}]'
+    with pytest.raises(ConfigError) as info:
+        validate(compose_cfg([canaries, "eval.canary_rank=enumerate"]))
+    assert info.value.problems == [
+        "data.canaries[0].format='ssn #########': 1e+09 fillings, over the 1e+06 eval.canary_rank=enumerate "
+        "scores; use eval.canary_rank=auto (a skew-normal fit for it)"
+    ]
+    validate(compose_cfg([canaries]))  # auto: the large space is fitted, the small one enumerated
+    with pytest.raises(ConfigError, match="eval.canary_rank"):
+        validate(compose_cfg(["eval.canary_rank=exact"]))

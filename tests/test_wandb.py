@@ -133,7 +133,7 @@ def test_the_workspace_charts_what_a_run_logs(tiny_corpus_run, tmp_path, capsys)
             ):
                 empty.add(panel["title"])
     # tiny_corpus plants no canary and scores against no reference model: only those two panels are empty
-    assert empty == {"canary exposure (bits)", "memorized bits a training sequence"}
+    assert empty == {"exposure of planted secrets (bits)", "memorized bits a training sequence"}
     copying = [p for p in described["sections"][3]["panels"] if p["title"].startswith("copy rate")][0]
     assert len([k for k in logged if re.search(copying["regex"], k)]) == 7  # one chart, a line per setting
     # The same workspace in wandb-workspaces' terms, as `save()` would send it (saving needs a server).

@@ -33,7 +33,7 @@ from gptfit.config.data import (
     GrammarConfig,
     UniformConfig,
 )
-from gptfit.config.evaluation import EvalConfig, GeneralCorpus, general_corpora
+from gptfit.config.evaluation import MAX_ENUMERATED, EvalConfig, GeneralCorpus, general_corpora
 from gptfit.config.logger import LoggerConfig
 from gptfit.config.model import ModelConfig
 from gptfit.config.train import DpConfig, TrainConfig
@@ -123,6 +123,14 @@ class Config:
             )
         for name, setting in self.decoding.items():
             problems += setting.problems(f"decoding.{name}")
+        if self.eval.canary_rank == "enumerate":
+            problems += [
+                f"data.canaries[{i}].format={c.format!r}: {c.space_size:.0e} fillings, over the "
+                f"{MAX_ENUMERATED:.0e} eval.canary_rank=enumerate scores; use eval.canary_rank=auto (a skew-normal "
+                "fit for it)"
+                for i, c in enumerate(self.data.canaries)
+                if c.space_size > MAX_ENUMERATED
+            ]
         return problems
 
     def uniform_problems(self, uniform: UniformConfig) -> list[str]:

@@ -13,6 +13,7 @@ from gptfit.config.grammar import problems as grammar_problems
 
 DATA_SOURCES = ("python_docs", "python_stdlib", "text", "hf", "grammar", "uniform")
 SAMPLE_BY = ("paragraph", "line", "document")
+SLOT, DIGITS = "#", "0123456789"  # a canary format's secret digits
 
 
 @dataclass
@@ -23,6 +24,11 @@ class CanaryConfig:
     # Every "#" is a secret digit, e.g. "my pin is ####".
     format: str = MISSING
     repeats: int = 1
+
+    @property
+    def space_size(self) -> int:
+        """How many secrets the format holds."""
+        return len(DIGITS) ** self.format.count(SLOT)
 
 
 @dataclass

@@ -15,6 +15,8 @@ from gptfit.config.model import ModelConfig
 # Any source a training corpus can come from, but the grammar and the uniform sequences (languages of their
 # own, not general text).
 GENERAL_SOURCES = tuple(source for source in DATA_SOURCES if source not in ("grammar", "uniform"))
+CANARY_RANKS = ("auto", "enumerate", "skew_normal")
+MAX_ENUMERATED = 10**6  # the largest secret space whose fillings are all scored (eval.canary_rank)
 
 
 @dataclass
@@ -101,7 +103,11 @@ class EvalConfig:
     # A sample "copies" when it holds a verbatim training span of at least copy_span tokens.
     copy_span: int = 16
     max_ngram: int = 8
-    # Candidates of the same format each canary is ranked among.
+    # How a canary's rank among the fillings of its format is found: auto (every filling scored at the last
+    # evaluation where the format has at most 10^6, a skew-normal fitted to canary_candidates sampled fillings
+    # elsewhere), enumerate (as auto, and a larger space is an error), skew_normal (never enumerate).
+    canary_rank: str = "auto"
+    # Sampled fillings of the format the skew-normal is fitted to.
     canary_candidates: int = 255
     # Memorization metrics (exact match, membership inference, extraction, canaries) and samples with
     # their generation metrics at every k-th evaluation (1: at each); both always at the last step.
@@ -146,6 +152,7 @@ class EvalConfig:
             "grammar_prompt_tokens",
             "canary_candidates",
         )
+        c.one_of("canary_rank", CANARY_RANKS)
         c.at_least("heldout_prompts", 0)
         c.at_least("general_prompts", 0)
         for i, prompt in enumerate(self.prompts):

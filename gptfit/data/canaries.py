@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SLOT, DIGITS = "#", "0123456789"
+from gptfit.config.data import DIGITS, SLOT
 
 
 @dataclass

@@ -92,6 +92,7 @@ class Evaluation:
     samples: list = field(default_factory=list)  # the decoded samples (measures/generation.py's Sample)
     decoded: dict[str, tuple[list, np.ndarray]] = field(default_factory=dict)  # setting -> (prompts, new tokens)
     figures: dict = field(default_factory=dict)  # name -> matplotlib figure
+    notes: dict = field(default_factory=dict)  # facts for summary.json that are not metrics (its keys)
 
 
 class Measure:

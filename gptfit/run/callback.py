@@ -85,6 +85,8 @@ class Run:
         self.tracker.log(row)  # W&B's row of this evaluation: what follows goes into it
         if ev.figures:
             self.tracker.log_figures(ev.figures)
+        if ev.notes:
+            self.tracker.update(**ev.notes)
         self.tracker.log_samples(ev.samples)
         if ev.table is not None:
             self.tracker.log_sequences(ev.table, final)

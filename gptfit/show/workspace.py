@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from gptfit import keys
+from gptfit.measures.base import key_pattern
+from gptfit.measures.canaries import Canaries
 
 
 @dataclass
@@ -51,7 +53,7 @@ def sections(swept: list[str]) -> list[Section]:
                 Panel("line", "extraction and exact match", [keys.EXTRACTION_TRAIN, "mem/exact_match_train"]),
                 Panel("line", "extraction by decoding setting", regex=r"mem/[^/]+/extraction_rate$"),
                 Panel("line", "memorized bits a training sequence", ["mem/mem_bits_train"]),
-                Panel("line", "canary exposure (bits)", regex=r"canary/.*/exposure"),
+                Panel("line", "exposure of planted secrets (bits)", regex=key_pattern(Canaries.keys[0]).pattern),
             ],
         ),
         Section(
