@@ -297,3 +297,47 @@ def test_a_later_slice_of_the_pool_shares_the_tokenizer_and_none_of_the_text(mak
     assert np.array_equal(np.concatenate([target.train, reference.train]), whole.train)
     assert reference.train_documents and set(reference.train_documents) <= set(whole.train_documents)
     assert not set(reference.train_documents) & set(target.train_documents)
+
+
+def test_intervals_resample_documents_only_where_each_side_has_twenty():
+    members = np.r_[np.ones(60, bool), np.zeros(60, bool)]
+    many = np.r_[np.arange(60) // 3, 100 + np.arange(60) // 3]  # 20 documents a side
+    few = np.r_[np.arange(60) // 6, 100 + np.arange(60) // 3]  # 10 member documents
+    record, units = membership.resampling_unit(members, many.astype(str))
+    assert record == {
+        "unit": "document",
+        "train_units": 20,
+        "val_units": 20,
+        "train_documents": 20,
+        "val_documents": 20,
+    }
+    assert len(np.unique(units)) == 40
+    record, units = membership.resampling_unit(members, few.astype(str))
+    assert record == {
+        "unit": "sequence",
+        "train_units": 60,
+        "val_units": 60,
+        "train_documents": 10,
+        "val_documents": 20,
+    }
+    assert len(np.unique(units)) == 120
+
+
+def test_the_auc_p_value_is_small_for_a_real_separation_and_uniform_under_the_null():
+    rng = np.random.default_rng(1)
+    members = np.r_[np.ones(100, bool), np.zeros(100, bool)]
+    units = np.arange(200).astype(str)
+    separated = rng.normal(size=200) + 1.0 * members
+    assert membership.permutation_p(members, separated, units, 999, seed=0) == pytest.approx(1 / 1000)
+    # Scores unrelated to membership: over many draws, p is below 0.05 about 5% of the time.
+    nulls = [membership.permutation_p(members, rng.normal(size=200), units, 199, seed=s) for s in range(200)]
+    assert 0.01 <= np.mean(np.array(nulls) <= 0.05) <= 0.10 and 0.4 < np.mean(nulls) < 0.6
+    # Documents as the unit: a document's sequences move together, so a shared document effect is no signal.
+    documents = np.repeat(np.arange(20), 10).astype(str)
+    members = np.repeat(np.arange(20) % 2 == 0, 10)
+    effect = np.repeat(rng.normal(size=20), 10)  # each document's own level, unrelated to membership
+    by_document = membership.permutation_p(members, effect + 0.01 * rng.normal(size=200), documents, 999, seed=0)
+    by_sequence = membership.permutation_p(
+        members, effect + 0.01 * rng.normal(size=200), np.arange(200).astype(str), 999, 0
+    )
+    assert by_document > by_sequence

@@ -15,7 +15,7 @@ import pyarrow as pa
 from gptfit.data.duplicates import spans
 from gptfit.data.goldfish import goldfish_dropped
 from gptfit.measures.base import Evaluation, Measure, Setup, When
-from gptfit.metrics import sequences
+from gptfit.metrics import membership, sequences
 
 
 def sampling_seed(seed: int, step: int) -> int:
@@ -81,6 +81,8 @@ class SequenceTable(Measure):
             table = table.append_column(key, pa.array(values))
         ev.table = table
         resamples = e.mia.bootstrap if ev.final else 0
+        if resamples:  # what the intervals rest on: their unit and how many of it each side has
+            ev.notes["mia_intervals"] = membership.interval_record(membership.ordinary(table))
         return sequences.aggregates(table, e.extraction_samples, resamples, self.split_seed)
 
 

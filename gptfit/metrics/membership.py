@@ -7,9 +7,13 @@ next-token predictions of an L-token sequence from the one forward pass that giv
 
 How well a score separates the two sides: its ROC-AUC and its true-positive rate at 1% and 0.1% false
 positives (Carlini et al. 2022; MIMIR's defaults), from scikit-learn's ROC, each with a 95% interval from a
-bootstrap that resamples whole documents, since the sequences of one document are not independent (its
-draws' ROCs are taken as one array, `resampled_separation`, tested equal to scikit-learn's). A TPR at
-a false-positive rate `fpr` needs at least 10 / fpr non-members; with fewer it is null (`unestimable`).
+percentile bootstrap (its draws' ROCs are taken as one array, `resampled_separation`, tested equal to
+scikit-learn's). The bootstrap resamples whole documents, since the sequences of one document are not
+independent; with fewer than 20 documents on a side a cluster bootstrap under-covers, so it resamples
+sequences instead and says so (`resampling_unit`: the unit and the count of units on each side, which a run
+writes into summary.json's `mia_intervals`). An AUC also gets a permutation p-value against 0.5
+(`auc_p`), permuting the same units' labels. A TPR at a false-positive rate `fpr` needs at least 10 / fpr
+non-members; with fewer it is null (`unestimable`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import zlib as _zlib
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from scipy.stats import rankdata
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import auc, roc_curve
@@ -34,6 +39,8 @@ SCORES = (*MODEL_SCORES, "reference", "blind")
 FPRS = {"1%": 0.01, "0.1%": 0.001}
 # A rate of `fpr` is estimated from at least this many false positives' worth of non-members.
 MIN_FALSE_POSITIVES = 10
+MIN_DOCUMENTS = 20  # documents a side needs for the bootstrap to resample documents rather than sequences
+PERMUTATIONS = 999  # label permutations behind an AUC's p-value: the smallest p is 1 / 1000
 _DRAWS_AT_ONCE = 64  # bootstrap draws a step: [draws, sequences] arrays of bounded size
 
 
@@ -184,12 +191,12 @@ def resampled_separation(members: np.ndarray, scores: np.ndarray, weights: np.nd
 
 
 def bootstrap(
-    members: np.ndarray, scores: np.ndarray, documents: np.ndarray, resamples: int, seed: int
+    members: np.ndarray, scores: np.ndarray, units: np.ndarray, resamples: int, seed: int
 ) -> dict[str, tuple[float, float]]:
-    """{figure: (2.5th, 97.5th percentile)} of `separation` over `resamples` draws of whole documents with
-    replacement (each sequence weighted by how often its document was drawn)."""
+    """{figure: (2.5th, 97.5th percentile)} of `separation` over `resamples` draws of whole units (documents,
+    or sequences) with replacement (each sequence weighted by how often its unit was drawn)."""
     members = np.asarray(members, dtype=bool)
-    _, group = np.unique(documents, return_inverse=True)
+    _, group = np.unique(units, return_inverse=True)
     n_groups = int(group.max()) + 1
     rng = np.random.default_rng(seed)
     counts = np.stack(
@@ -208,6 +215,45 @@ def bootstrap(
     }
 
 
+def resampling_unit(members: np.ndarray, documents: np.ndarray) -> tuple[dict, np.ndarray]:
+    """(what the intervals rest on, the unit of each sequence): documents where each side has at least
+    MIN_DOCUMENTS of them, else sequences; {"unit", "train_units", "val_units", "train_documents",
+    "val_documents"}."""
+    members = np.asarray(members, dtype=bool)
+    docs = {side: len(np.unique(documents[members == (side == "train")])) for side in ("train", "val")}
+    by_document = min(docs.values()) >= MIN_DOCUMENTS
+    units = documents if by_document else np.arange(len(members)).astype(str)
+    record = {
+        "unit": "document" if by_document else "sequence",
+        "train_units": docs["train"] if by_document else int(members.sum()),
+        "val_units": docs["val"] if by_document else int((~members).sum()),
+        "train_documents": docs["train"],
+        "val_documents": docs["val"],
+    }
+    return record, units
+
+
+def permutation_p(members: np.ndarray, scores: np.ndarray, units: np.ndarray, permutations: int, seed: int) -> float:
+    """The two-sided p-value of an AUC as far from 0.5 as the observed one when membership is unrelated to
+    the score: the units' member labels permuted (a unit's sequences keep one label), the AUC of each
+    permutation from the rank sum (Mann-Whitney), p = (1 + as extreme) / (1 + permutations)."""
+    members = np.asarray(members, dtype=bool)
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))  # [n] ties share their mean rank
+    _, unit = np.unique(units, return_inverse=True)
+    is_member_unit = np.zeros(unit.max() + 1, dtype=bool)
+    is_member_unit[unit[members]] = True
+    rng = np.random.default_rng(seed)
+    shuffled = np.stack([rng.permutation(is_member_unit) for _ in range(permutations)])  # [perms, units]
+    labels = np.vstack([is_member_unit, shuffled])[:, unit]  # [1 + perms, n], the observed labels first
+    n1 = labels.sum(1)
+    n0 = len(members) - n1
+    valid = (n1 > 0) & (n0 > 0)
+    aucs = (labels @ ranks - n1 * (n1 + 1) / 2) / np.where(valid, n1 * n0, 1)  # [1 + perms]
+    distance = np.abs(aucs - 0.5)
+    extreme = int((distance[1:][valid[1:]] >= distance[0] - 1e-12).sum())
+    return (1 + extreme) / (1 + int(valid[1:].sum()))
+
+
 def document_groups(table: pa.Table) -> np.ndarray:
     """[rows] one label per document: the split's stream and the document's index in it (data.subset's
     candidates all come from the training pool, whichever side they are on)."""
@@ -217,9 +263,10 @@ def document_groups(table: pa.Table) -> np.ndarray:
 
 def aggregates(rows: pa.Table, resamples: int, seed: int) -> dict:
     """The `mia/<score>/...` keys of one evaluation from its `kind == "sample"` rows: `auc`, `tpr@1%fpr`
-    and `tpr@0.1%fpr` of each score in the table, and with `resamples` their `_lo` and `_hi` bounds."""
+    and `tpr@0.1%fpr` of each score in the table, and with `resamples` their `_lo` and `_hi` bounds and the
+    AUC's permutation p-value `auc_p`, both over the units of `resampling_unit`."""
     members = np.asarray(pc.equal(rows["split"], "train"))
-    documents = document_groups(rows)
+    _, units = resampling_unit(members, document_groups(rows))
     out = {}
     for name in SCORES:
         column = f"mia_{name}"
@@ -227,13 +274,20 @@ def aggregates(rows: pa.Table, resamples: int, seed: int) -> dict:
             continue
         scores = np.asarray(rows[column], dtype=np.float64)
         figures = separation(members, scores)
-        bounds = bootstrap(members, scores, documents, resamples, seed) if resamples else {}
+        bounds = bootstrap(members, scores, units, resamples, seed) if resamples else {}
         for key, value in figures.items():
             out[f"mia/{name}/{key}"] = value
             if resamples:
                 lo, hi = bounds.get(key, (None, None)) if value is not None else (None, None)
                 out[f"mia/{name}/{key}_lo"], out[f"mia/{name}/{key}_hi"] = lo, hi
+        if resamples:
+            out[f"mia/{name}/auc_p"] = permutation_p(members, scores, units, PERMUTATIONS, seed)
     return out
+
+
+def interval_record(rows: pa.Table) -> dict:
+    """What an evaluation's membership intervals rest on (`resampling_unit`'s record), for summary.json."""
+    return resampling_unit(np.asarray(pc.equal(rows["split"], "train")), document_groups(rows))[0]
 
 
 def ordinary(table: pa.Table) -> pa.Table:

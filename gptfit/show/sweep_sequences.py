@@ -85,18 +85,30 @@ def forgetting_table(runs: list[RunRecord]) -> str | None:
 
 
 def membership_table(runs: list[RunRecord], swept: list[str]) -> str | None:
-    """Markdown: per run (named by the `swept` values) and membership score, the final AUC and TPRs at 1%
-    and 0.1% FPR with intervals."""
+    """Markdown: per run (named by the `swept` values) and membership score, the final AUC with its
+    permutation p-value and the TPRs at 1% and 0.1% FPR, with intervals and what they resample."""
     scored = [r for r in runs if any(k.startswith("mia/") for k in r.final)]
     if not scored:
         return None
-    lines = ["| run | score | AUC | TPR at 1% FPR | TPR at 0.1% FPR |", "|---|---|---|---|---|"]
+    lines = [
+        "| run | score | AUC | p (AUC = 0.5) | TPR at 1% FPR | TPR at 0.1% FPR | intervals over |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in scored:
         for name in SCORES:
             if f"mia/{name}/auc" in r.final:
                 cells = [
                     with_interval(r.final, f"mia/{name}/{figure}") for figure in ("auc", "tpr@1%fpr", "tpr@0.1%fpr")
                 ]
+                cells.insert(1, fmt(r.final.get(f"mia/{name}/auc_p")))
                 run = ", ".join(f"{k}={fmt(r.swept.get(k))}" for k in swept) or f"job {r.job}"
-                lines.append(f"| {run} | {name} | " + " | ".join(cells) + " |")
+                lines.append(f"| {run} | {name} | " + " | ".join(cells) + f" | {units_of(r)} |")
     return "\n".join(lines)
+
+
+def units_of(run: RunRecord) -> str:
+    """What a run's membership intervals resample, and how many of it each side holds: `documents 31 / 25`."""
+    record = run.summary.get("mia_intervals")
+    if not record:
+        return "–"  # written before the unit was recorded: documents, whatever their count
+    return f"{record['unit']}s {record['train_units']} / {record['val_units']}"
