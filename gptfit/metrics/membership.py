@@ -89,6 +89,29 @@ def reference(log_probs: np.ndarray, reference_log_probs: np.ndarray) -> np.ndar
     return loss(log_probs) - loss(reference_log_probs)
 
 
+def rmia(
+    target_x: np.ndarray, reference_x: np.ndarray, target_z: np.ndarray, reference_z: np.ndarray, a: float, gamma: float
+) -> np.ndarray:
+    """[n] RMIA (Zarifzadeh, Liu and Shokri 2024): the share of population samples z that x dominates,
+    LR(x, z) = [p(x | target) / p(x)] / [p(z | target) / p(z)] > gamma.
+
+    Each p is a sequence's geometric-mean token probability, exp(mean log p), in [0, 1] (the authors' tool
+    for language models). `target_*`: the target's, [n] for x and [m] for z; `reference_*`: p(.) over the
+    reference models, [n] and [m] as one array each (the mean of the references' p), or with the OUT models
+    alone the offline correction p(.) = (1 + a) / 2 * mean_OUT p(.) + (1 - a) / 2 applied by the caller
+    through `offline`. z must be non-members of the target and of every reference."""
+    ratio_x = np.asarray(target_x, dtype=np.float64) / np.asarray(reference_x, dtype=np.float64)  # [n]
+    ratio_z = np.asarray(target_z, dtype=np.float64) / np.asarray(reference_z, dtype=np.float64)  # [m]
+    # LR(x, z) > gamma  <=>  ratio_z < ratio_x / gamma: count through the sorted population, not an [n, m] grid
+    return np.searchsorted(np.sort(ratio_z), ratio_x / gamma, side="left") / len(ratio_z)
+
+
+def offline(out_mean: np.ndarray, a: float) -> np.ndarray:
+    """RMIA's offline p(x) from the mean probability under OUT reference models alone: the IN models' share
+    approximated as the affine (1 + a) / 2 * p_OUT + (1 - a) / 2."""
+    return (1 + a) / 2 * np.asarray(out_mean, dtype=np.float64) + (1 - a) / 2
+
+
 def blind(tokens: np.ndarray, members: np.ndarray, documents: np.ndarray, seed: int) -> np.ndarray | None:
     """[n] out-of-fold membership scores of a classifier that never sees the model (Das et al. 2024):
     logistic regression with balanced class weights on counts of token 1- and 2-grams. The folds are
