@@ -18,6 +18,7 @@ from torch import nn
 from gptfit.data.corpus import load_corpus
 from gptfit.measures.table import SequenceTable
 from gptfit.metrics import membership
+from gptfit.metrics.population import held_out_population
 from gptfit.metrics.scoring import score_sequences
 from gptfit.model.loading import load_model
 from gptfit.run.training import make_evaluator
@@ -251,14 +252,40 @@ def test_a_reference_model_scores_the_same_tokens(tiny_run, make_config, tmp_pat
     ref_loss = -score_sequences(reference, tokens, 16).mean().numpy()
     assert np.allclose(last["mia_reference"], last["mia_loss"] - ref_loss, atol=1e-9)
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert "mia/reference/auc" in summary["final"]
+    assert "mia/reference/auc" in summary["final"] and summary["mia_reference_model"] == str(reference_dir)
+    # RMIA against the held-out population outside the table, offline (one reference, trained on other text):
+    # each sequence's share of population samples it dominates, counted pair by pair.
+    cfg = make_config(TINY)
+    corpus = load_corpus(cfg.data)
+    target = load_model(str(run_dir / "final"))
+    val = last[(last.kind == "sample") & (last.split == "val")]
+    vocab = len(corpus.tokenizer)
+    population = held_out_population(corpus.val, tokens.shape[1], val["offset"].to_numpy(), 256, vocab, reference, 16)
+    table_rows = {tuple(r) for r in val["tokens"]}
+    assert len(population.tokens) > 10 and not {tuple(r) for r in population.tokens.tolist()} & table_rows
+    p_z = np.exp(-score_sequences(target, population.tokens, 16).mean().numpy())
+    ratio_z = p_z / membership.offline(population.reference_p, membership.RMIA_A)
+    ratio_x = np.exp(last["mia_loss"].to_numpy()) / membership.offline(np.exp(ref_loss), membership.RMIA_A)
+    pairwise = (ratio_x[:, None] / ratio_z[None, :] > membership.RMIA_GAMMA).mean(1)  # [n, m] grid, then shares
+    assert np.allclose(last["mia_rmia"], pairwise, atol=1e-12) and "mia/rmia/auc" in summary["final"]
+    # DC-PDD: each predicted token's first occurrence, min(p log(1/f), 0.01), f from the held-out stream.
+    counts = np.bincount(corpus.val, minlength=vocab)
+    log_inv = -np.log((counts + 1) / (len(corpus.val) + vocab))
+    row = last.iloc[0]
+    ids = list(row["tokens"])
+    log_p = -score_sequences(target, torch.tensor([ids]), 1).losses[0].numpy()
+    seen, terms = set(), []
+    for t, lp in zip(ids[1:], log_p):
+        if t not in seen:
+            seen.add(t)
+            terms.append(min(math.exp(lp) * log_inv[t], 0.01))
+    assert row["mia_dc_pdd"] == pytest.approx(np.mean(terms), rel=1e-9)
     # Memorized bits against the reference (Morris et al.): the log2 gain over it, never below 0, and its mean.
     gain = (last["mia_loss"] - ref_loss) * (tokens.shape[1] - 1) / math.log(2)
     assert np.allclose(last["mem_bits"], np.maximum(gain, 0.0), atol=1e-6)
     rows = last[(last.kind == "sample") & (last.split == "train")]
     assert summary["final"]["mem/mem_bits_train"] == pytest.approx(rows["mem_bits"].mean())
     # The training set's information as the reference knows it: its loss on the stream, in bits.
-    cfg = make_config(TINY)
     train_ids, block = load_corpus(cfg.data).train, cfg.model.block_size
     windows = torch.from_numpy(train_ids[: len(train_ids) // block * block].reshape(-1, block))
     with torch.no_grad():

@@ -25,9 +25,13 @@ class MiaConfig:
 
     # Min-K% and Min-K%++ average the lowest share k of a sequence's token scores (Shi et al. 2023).
     k: float = 0.2
-    # The `reference` score's model: a run directory (its final/ or best/ model) or a saved model
-    # directory with the same tokenizer; without one the score is left out.
+    # The reference model of the `reference` and `rmia` scores: a run directory (its final/ or best/ model)
+    # or a saved model directory with the same tokenizer. null: a fine-tuning of model=base takes its base
+    # (the likelihood ratio against the pretrained model), a run from scratch has none (both scores left out).
     reference: Optional[str] = None
+    # Held-out sequences outside the table that RMIA compares each sequence with (its population z; with a
+    # reference model only). Fewer where the held-out text holds fewer.
+    population: int = 256
     # Resamples of whole documents behind the 95% intervals (`_lo`, `_hi`) of every figure, at the last
     # evaluation (0: none). All 200 cost about 2 ms a score on 100 sequences.
     bootstrap: int = 200
@@ -37,6 +41,7 @@ class MiaConfig:
         if c.finite("k"):
             c.need(0.0 < self.k <= 1.0, "k", "must be in (0, 1]: the share of a sequence's tokens Min-K% averages")
         c.at_least("bootstrap", 0)
+        c.positive("population")
         if self.reference and self.reference.startswith(("/", ".", "~")):
             c.need(
                 os.path.exists(os.path.expanduser(self.reference)),

@@ -45,7 +45,8 @@ class Setup:
     decoding), `split_seed` the data's (it draws the held-out prompts and bootstraps); `grammar` is
     data.grammar on data=grammar, else None; `general`: the run's general corpora, resolved; `train`: the
     train section (its mitigations shape what the table records); `privacy`: the run's DP-SGD plan (an
-    object with `epsilon(step)`), None without train.dp."""
+    object with `epsilon(step)`), None without train.dp; `base`: the model a fine-tuning of model=base
+    starts from, the membership scores' reference model unless eval.mia.reference names another."""
 
     eval: EvalConfig
     decoding: dict[str, DecodingConfig]
@@ -60,11 +61,18 @@ class Setup:
     cache_dir: str = DataConfig.cache_dir
     train: TrainConfig = field(default_factory=TrainConfig)
     privacy: Any = None
+    base: str | None = None
+
+    @property
+    def reference_path(self) -> str | None:
+        """The reference model of the membership scores: eval.mia.reference, or a fine-tuning's base (the
+        likelihood ratio against the pretrained model, Mireshghallah et al. 2022)."""
+        return self.eval.mia.reference or self.base
 
     @functools.cached_property
     def reference(self):
-        """eval.mia.reference's model, loaded once for every measure that reads it (None without one)."""
-        path = self.eval.mia.reference
+        """The reference model, loaded once for every measure that reads it (None without one)."""
+        path = self.reference_path
         return load_reference(path, self.corpus.tokenizer_hash) if path else None
 
     @functools.cached_property

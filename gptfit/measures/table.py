@@ -16,6 +16,7 @@ from gptfit.data.duplicates import spans
 from gptfit.data.goldfish import goldfish_dropped
 from gptfit.measures.base import Evaluation, Measure, Setup, When
 from gptfit.metrics import membership, sequences
+from gptfit.metrics.population import Population, held_out_population
 
 
 def sampling_seed(seed: int, step: int) -> int:
@@ -42,6 +43,22 @@ def sides_of(setup: Setup) -> list[sequences.Sequences]:
     return sides
 
 
+def held_out_of(setup: Setup, sides: list[sequences.Sequences]) -> Population | None:
+    """The held-out population outside the table (gptfit.metrics.population), for ordinary text sides."""
+    val = next((s for s in sides if s.split == "val" and s.kind == "sample"), None)
+    if val is None or setup.corpus.subset is not None or setup.corpus.uniform is not None:
+        return None
+    return held_out_population(
+        setup.corpus.val,
+        val.tokens.shape[1],
+        val.offsets,
+        setup.eval.mia.population,
+        len(setup.tokenizer),
+        setup.reference,
+        setup.eval.batch_size,
+    )
+
+
 class SequenceTable(Measure):
     keys = ("mem/<name>", "mem/<name>/<name>", "mia/<name>/<name>", "dup/<name>/<name>", "forget/<name>")
     when = When.TABLE
@@ -53,11 +70,16 @@ class SequenceTable(Measure):
         self.span = e.prefix_tokens + e.suffix_tokens
         self.sides = sides_of(setup)
         sequences.prepare_membership(self.sides, setup.tokenizer, setup.reference, e.batch_size, setup.split_seed)
+        self.held_out = held_out_of(setup, self.sides)
+        self.reference_path = setup.reference_path
         self.goldfish_dropped = None  # [rows], fixed for the run: it depends on the tokens alone
         goldfish = setup.train.goldfish
         if goldfish.k is not None:
             streams = {"train": setup.corpus.train, "val": setup.corpus.val}
             self.goldfish_dropped = goldfish_dropped(self.sides, streams, e.prefix_tokens, goldfish.k, goldfish.h)
+
+    def at_start(self, model) -> dict:
+        return {"mia_reference_model": self.reference_path} if self.reference_path else {}
 
     def __call__(self, ev: Evaluation) -> dict:
         e = self.eval
@@ -70,6 +92,7 @@ class SequenceTable(Measure):
             ev.step,
             sampling_seed(self.seed, ev.step),
             e.mia.k,
+            self.held_out,
         )
         exposure = ev.exposure
         if exposure is None:  # nothing seen yet

@@ -34,7 +34,10 @@ from sklearn.pipeline import make_pipeline
 # The scores that read the model, in the order they are reported; `reference` needs a second model and
 # `blind` none.
 MODEL_SCORES = ("loss", "zlib", "min_k", "min_k_plus_plus")
-SCORES = (*MODEL_SCORES, "reference", "blind")
+# DC-PDD reads held-out token frequencies, `reference` and RMIA a reference model, `blind` no model.
+SCORES = (*MODEL_SCORES, "dc_pdd", "reference", "rmia", "blind")
+DC_PDD_CAP = 0.01  # Zhang et al.'s a: no token's term counts above it
+RMIA_A, RMIA_GAMMA = 0.3, 1.0  # RMIA's offline slope (its configs use 0.2-0.6) and threshold (its tool's 1)
 # False-positive rates at which the TPR is reported, by the name in the key (`mia/<score>/tpr@1%fpr`).
 FPRS = {"1%": 0.01, "0.1%": 0.001}
 # A rate of `fpr` is estimated from at least this many false positives' worth of non-members.
@@ -89,6 +92,19 @@ def reference(log_probs: np.ndarray, reference_log_probs: np.ndarray) -> np.ndar
     return loss(log_probs) - loss(reference_log_probs)
 
 
+def dc_pdd(log_probs: np.ndarray, tokens: np.ndarray, log_inv_freq: np.ndarray, cap: float = DC_PDD_CAP) -> np.ndarray:
+    """[n] DC-PDD (Zhang et al. 2024): the mean over each predicted token's first occurrence in the sequence of
+    min(p(x_t) log(1 / f(x_t)), cap), f its frequency in a reference corpus (`log_inv_freq`, [vocab]): a
+    token the model finds likely beyond how common it is counts towards membership, each token once.
+    tokens: [n, L]; log_probs: [n, L - 1] of tokens[:, 1:]."""
+    targets = np.asarray(tokens)[:, 1:]  # [n, L - 1]
+    terms = np.minimum(np.exp(log_probs) * log_inv_freq[targets], cap)  # [n, L - 1]
+    first = np.zeros(targets.shape, dtype=bool)
+    for row, ids in enumerate(targets):
+        first[row, np.unique(ids, return_index=True)[1]] = True
+    return (terms * first).sum(1) / first.sum(1)
+
+
 def rmia(
     target_x: np.ndarray, reference_x: np.ndarray, target_z: np.ndarray, reference_z: np.ndarray, a: float, gamma: float
 ) -> np.ndarray:
@@ -132,11 +148,13 @@ def blind(tokens: np.ndarray, members: np.ndarray, documents: np.ndarray, seed: 
 
 
 def model_scores(
-    scores, texts: list[str], k: float, reference_log_probs: np.ndarray | None = None
+    scores, texts: list[str], k: float, reference_log_probs: np.ndarray | None = None, held_out=None
 ) -> dict[str, np.ndarray]:
     """{`mia_<score>`: [n]} of the scores that read a model, from `gptfit.metrics.scoring.Scores` of
     sequences of one length (taken with moments=True); `reference_log_probs`: [n, L - 1] a reference
-    model's token log-probabilities of the same sequences, or None."""
+    model's token log-probabilities of the same sequences, or None; `held_out`: (tokens [n, L], the
+    held-out population (gptfit.metrics.population), its probabilities [m] under the evaluated model or
+    None), for DC-PDD and RMIA."""
     log_probs = -scores.losses.numpy()  # [n, L - 1] float64
     mu, sigma = scores.mu.numpy(), scores.sigma.numpy()
     out = {
@@ -147,6 +165,12 @@ def model_scores(
     }
     if reference_log_probs is not None:
         out["mia_reference"] = reference(log_probs, reference_log_probs)
+    if held_out is not None:
+        tokens, population, target_z = held_out
+        out["mia_dc_pdd"] = dc_pdd(log_probs, tokens, population.log_inv_freq)
+        if reference_log_probs is not None and target_z is not None:  # one reference, OUT for all: offline
+            p_x, ref_x = np.exp(log_probs.mean(1)), offline(np.exp(reference_log_probs.mean(1)), RMIA_A)
+            out["mia_rmia"] = rmia(p_x, ref_x, target_z, offline(population.reference_p, RMIA_A), RMIA_A, RMIA_GAMMA)
     return out
 
 

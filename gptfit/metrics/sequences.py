@@ -41,6 +41,7 @@ from gptfit.data.uniform import UniformSet
 from gptfit.data.windows import document_index
 from gptfit.keys import MIA_AUC
 from gptfit.metrics import bits, membership
+from gptfit.metrics.population import Population, target_p
 from gptfit.metrics.scoring import score_sequences
 
 
@@ -231,11 +232,21 @@ class SampledExtraction:
 
 
 def score(
-    model, sides: list[Sequences], prefix: int, decoding: dict, batch_size: int, step: int, seed: int, mia_k: float
+    model,
+    sides: list[Sequences],
+    prefix: int,
+    decoding: dict,
+    batch_size: int,
+    step: int,
+    seed: int,
+    mia_k: float,
+    held_out: Population | None = None,
 ) -> pa.Table:
     """One evaluation's rows: every sequence of both sides with its scores (the columns of the module doc);
-    `mia_k`: Min-K%'s share. The sides went through `prepare_membership`."""
+    `mia_k`: Min-K%'s share; `held_out`: the population DC-PDD and RMIA compare with. The sides went through
+    `prepare_membership`."""
     columns: dict[str, list] = {}
+    target_z = target_p(model, held_out, batch_size) if held_out is not None else None
     sampled = {k: v for k, v in decoding.items() if strategy_of(v) == "sample"}
     for side in sides:
         ordinary_train = side.split == "train" and side.kind == "sample"
@@ -259,7 +270,8 @@ def score(
             "copies": (side.copies.tolist() if side.copies is not None else [0] * n),
             "candidate": _candidates(side).tolist(),
         }
-        mia = membership.model_scores(scores, side.texts, mia_k, side.reference_log_probs)
+        compared = (side.tokens.numpy(), held_out, target_z) if held_out is not None else None
+        mia = membership.model_scores(scores, side.texts, mia_k, side.reference_log_probs, compared)
         mia["mia_blind"] = side.blind if side.blind is not None else [None] * n
         part.update({name: list(values) for name, values in mia.items()})
         if not ordinary_train:  # the greedy baseline only; other settings' cells null
