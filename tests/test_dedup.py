@@ -1,13 +1,13 @@
 """Exact-substring deduplication (data.dedup, Lee et al. 2022) as a specification: later copies of repeated
-text go, first occurrences stay, planted copies are followed to where they end up."""
+text go, first occurrences stay (keep=none: they go too), planted copies are followed to where they end up."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from gptfit.config import ConfigError
-from gptfit.data.corpus import run_corpus
+from gptfit.config import ConfigError, validate
+from gptfit.data.corpus import load_corpus, run_corpus
 from gptfit.data.dedup import deduplicate, moved
 from gptfit.data.duplicates import Planted, plant
 from gptfit.metrics.sequences import exposure_columns, planted_side
@@ -16,16 +16,16 @@ from tests.conftest import TINY, error_lines, run_cli
 EOT = 9  # the separator of the small streams below
 
 
-def brute_force(stream: list[int], m: int, separator: int | None) -> list[bool]:
+def brute_force(stream: list[int], m: int, separator: int | None, keep: str = "first") -> list[bool]:
     """The rule of gptfit.data.dedup, one window at a time: a window whose text occurred at an earlier
-    start (and holds no separator) removes its m tokens; then a separator whose non-empty document went
-    whole goes too."""
+    start (keep=none: at any other start) and holds no separator removes its m tokens; then a separator
+    whose non-empty document went whole goes too."""
     n, seen, removed = len(stream), set(), [False] * len(stream)
-    for i in range(n - m + 1):
-        text = tuple(stream[i : i + m])
+    texts = [tuple(stream[i : i + m]) for i in range(n - m + 1)]
+    for i, text in enumerate(texts):
         if separator in text:
             continue
-        if text in seen:
+        if text in seen or (keep == "none" and texts.count(text) > 1):
             removed[i : i + m] = [True] * m
         seen.add(text)
     start = 0
@@ -46,7 +46,8 @@ def windows_of(stream: list[int], kept: list[bool], m: int) -> list[tuple[int, .
     ]
 
 
-def test_deduplication_follows_the_rule_on_random_streams():
+@pytest.mark.parametrize("keep", ["first", "none"])
+def test_deduplication_follows_the_rule_on_random_streams(keep):
     rng = np.random.default_rng(0)
     for case in range(200):
         n, vocab, m = int(rng.integers(1, 80)), int(rng.integers(2, 5)), int(rng.integers(2, 6))
@@ -55,16 +56,37 @@ def test_deduplication_follows_the_rule_on_random_streams():
         if case % 2:  # half the cases with documents
             stream[rng.random(n) < 0.1] = EOT
             separator = EOT
-        kept = deduplicate(stream, m, separator)
+        kept = deduplicate(stream, m, separator, keep)
         text = stream.tolist()
-        assert kept.tolist() == brute_force(text, m, separator), (text, m, separator)
-        # What that guarantees: every window kept whole is its text's first occurrence, so no text of m
-        # tokens repeats among them; and every token that no later window covers is kept.
+        assert kept.tolist() == brute_force(text, m, separator, keep), (text, m, separator)
+        # What that guarantees: every window kept whole is its text's first occurrence (keep=none: its only
+        # one), so no text of m tokens repeats among them.
         whole = windows_of(text, kept.tolist(), m)
         assert len(whole) == len(set(whole))
         for i in range(len(text) - m + 1):
             if all(kept[i : i + m]) and EOT not in text[i : i + m]:
-                assert tuple(text[i : i + m]) not in {tuple(text[j : j + m]) for j in range(i)}
+                others = range(i) if keep == "first" else [j for j in range(len(text) - m + 1) if j != i]
+                assert tuple(text[i : i + m]) not in {tuple(text[j : j + m]) for j in others}
+
+
+def starts_of(stream: np.ndarray, span: np.ndarray) -> list[int]:
+    windows = np.lib.stride_tricks.sliding_window_view(stream, len(span))  # [n - len + 1, len]
+    return np.flatnonzero((windows == span).all(1)).tolist()
+
+
+@pytest.mark.parametrize("keep, left", [("none", 0), ("first", 1)])
+def test_keep_none_strikes_every_copy_of_a_repeat_and_keep_first_leaves_exactly_one(keep, left):
+    twice, thrice, short = np.arange(100, 106), np.arange(200, 208), np.arange(300, 303)  # 6, 8, 3 tokens
+    filler = iter(np.arange(1000, 1100).reshape(-1, 5))  # text that repeats nothing
+    parts = [twice, thrice, short, twice, thrice, short, thrice]
+    stream = np.concatenate([piece for part in parts for piece in (next(filler), part)] + [next(filler)])
+    kept = deduplicate(stream, 5, keep=keep)
+    deduplicated = stream[kept]
+    assert len(starts_of(deduplicated, twice)) == left and len(starts_of(deduplicated, thrice)) == left
+    assert len(starts_of(deduplicated, short)) == 2  # shorter than min_tokens: not a repeat
+    assert len(stream) - kept.sum() == (2 - left) * len(twice) + (3 - left) * len(thrice)
+    copies = starts_of(stream, thrice)
+    assert moved([copies], kept, len(thrice)) == [copies[:left]]  # keep=first: the first copy, where it was
 
 
 def test_a_first_occurrence_overlapping_a_later_one_loses_the_overlap():
@@ -171,3 +193,22 @@ def test_a_min_tokens_below_two_is_one_error_line(tmp_path, cache_dir):
 def test_deduplication_cannot_be_combined_with_shadow_models(make_config):
     with pytest.raises(ConfigError, match="data.subset: cannot be combined with data.dedup"):
         make_config([*TINY, "+data/subset=half", "data.dedup.min_tokens=50"])
+
+
+def test_keep_none_leaves_no_copy_of_a_planted_sequence_repeated_in_the_corpus(make_config):
+    overrides = [*TINY, "+data/duplicates=ladder", "data.duplicates.counts=[1,4]", "data.duplicates.per_count=2"]
+    cfg = make_config([*overrides, "data.dedup.min_tokens=32", "data.dedup.keep=none"])
+    assert cfg.data.dedup.keep == "none"  # a string on the command line, not null
+    corpus = load_corpus(cfg.data, sequence_length=48)
+    once, repeated = corpus.planted
+    assert once.copies == 1 and all(len(p) == 1 for p in once.positions)
+    assert repeated.copies == 4 and all(p == [] for p in repeated.positions)
+    windows = np.lib.stride_tricks.sliding_window_view(corpus.train, 48)
+    assert not any((windows == tokens).all(1).any() for tokens in repeated.tokens)
+    assert corpus.dedup_removed >= 2 * 4 * (48 + 1)  # every copy, with its end-of-text
+
+
+def test_a_keep_other_than_first_or_none_is_one_config_problem(compose_cfg):
+    with pytest.raises(ConfigError) as info:
+        validate(compose_cfg([*TINY, "data.dedup.keep=last"]))
+    assert info.value.problems == ["data.dedup.keep='last': one of first, none"]

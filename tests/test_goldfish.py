@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from gptfit.config import ConfigError, validate
 from gptfit.core.lm_loss import IGNORE_INDEX
 from gptfit.data.corpus import load_corpus
 from gptfit.data.goldfish import goldfish_mask
@@ -33,6 +34,36 @@ def test_copies_of_a_passage_drop_the_same_tokens_wherever_they_are(h):
     first, second = (mask[s + h : s + len(passage)] for s in starts)  # from h on: the context is inside the copy
     assert np.array_equal(first, second) and first.any()
     assert np.array_equal(first, goldfish_mask(passage, 4, h)[h:])  # the passage on its own agrees too
+
+
+def test_with_context_document_every_copy_of_a_short_document_drops_the_same_tokens():
+    eot, h, k = 50_000, 4, 2  # an end-of-text id outside random_stream's vocabulary
+    document = np.append(random_stream(20, seed=1), eot)  # [21]: a short document with its end-of-text
+    stream = random_stream(400)
+    starts = [57, 301]  # after different text
+    for start in starts:
+        stream[start - 1] = eot
+        stream[start : start + len(document)] = document
+    by_document = goldfish_mask(stream, k, h, separator=eot)
+    first, second = (by_document[s : s + len(document)] for s in starts)
+    assert np.array_equal(first, second) and first.any() and not first[:h].any()
+    assert np.array_equal(first, goldfish_mask(document, k, h))  # the document on its own agrees too
+    by_stream = goldfish_mask(stream, k, h)
+    first, second = (by_stream[s : s + len(document)] for s in starts)
+    assert not np.array_equal(first[:h], second[:h])  # its first h tokens hash the text before each copy
+    assert np.array_equal(first[h:], second[h:])
+
+
+def test_context_document_drops_what_stream_drops_where_the_context_holds_no_end_of_text():
+    eot, h = 7, 5
+    for seed in range(20):
+        stream = random_stream(300, seed, vocab=50)
+        rows = stream.reshape(3, 100)  # each row on its own, as the table's sequences are
+        for tokens in (stream, rows):
+            by_stream, by_document = goldfish_mask(tokens, 3, h), goldfish_mask(tokens, 3, h, separator=eot)
+            contexts = np.lib.stride_tricks.sliding_window_view(tokens, h, axis=-1)[..., :-1, :]  # [..., n - h, h]
+            expected = by_stream[..., h:] & (contexts != eot).all(-1)
+            assert np.array_equal(by_document[..., h:], expected) and not by_document[..., :h].any()
 
 
 @pytest.mark.parametrize("k", [2, 4, 7])
@@ -81,6 +112,23 @@ def test_a_goldfish_config_gives_training_windows_with_ignored_labels(make_confi
     assert ignored > 0
     plain = make_windows(make_config(TINY), corpus)
     assert not any((plain[i]["labels"] == IGNORE_INDEX).any() for i in range(20))
+
+
+def test_context_document_reaches_the_training_windows(make_config):
+    cfg = make_config([*TINY, "train.goldfish.k=4", "train.goldfish.context=document"])
+    corpus = load_corpus(cfg.data)
+    windows = make_windows(cfg, corpus)
+    mask = goldfish_mask(corpus.train, 4, cfg.train.goldfish.h, separator=corpus.eot_id)
+    assert not np.array_equal(mask, goldfish_mask(corpus.train, 4, cfg.train.goldfish.h))
+    for i in range(20):
+        offset, labels = windows.offset(i), windows[i]["labels"]
+        assert np.array_equal(labels.numpy() == IGNORE_INDEX, mask[offset : offset + cfg.model.block_size])
+
+
+def test_a_goldfish_context_other_than_stream_or_document_is_one_config_problem(compose_cfg):
+    with pytest.raises(ConfigError) as info:
+        validate(compose_cfg([*TINY, "train.goldfish.context=documents"]))
+    assert info.value.problems == ["train.goldfish.context='documents': one of stream, document"]
 
 
 @pytest.mark.slow

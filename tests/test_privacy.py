@@ -1,6 +1,7 @@
 """DP-SGD (gptfit/run/privacy.py): per-window gradients equal the gradients of single windows, for gptfit's GPT
 (bias-free and with biases, tied embeddings), GPT-2 and LoRA adapters; epsilon is Opacus's accountant's; the
-Poisson batches; bad values are one line."""
+Poisson batches; the null delta's rule, the privacy unit in the record and the clipping-only control; bad
+values are one line."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from opacus.accountants import RDPAccountant
 from peft import LoraConfig, get_peft_model
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from gptfit.config import DpConfig
+from gptfit.config import DpConfig, TrainConfig
 from gptfit.core.lm_loss import IGNORE_INDEX
 from gptfit.errors import UserError
 from gptfit.model.gpt import GPTConfig, GPTForCausalLM
-from gptfit.run.privacy import PoissonBatches, PoissonWindows, plan, private_loss
+from gptfit.run.privacy import PoissonBatches, PoissonWindows, default_delta, plan, private_loss
 
 VOCAB, T, B = 40, 12, 5
 
@@ -74,8 +75,8 @@ def test_epsilon_is_opacus_accountant_on_the_same_noise_rate_and_steps():
     accountant = RDPAccountant()
     for _ in range(300):
         accountant.step(noise_multiplier=1.1, sample_rate=10 / 200)
-    assert privacy.delta == 1 / 200
-    assert privacy.epsilon(300) == pytest.approx(accountant.get_epsilon(1 / 200), rel=1e-9)
+    assert privacy.delta == 200**-1.1
+    assert privacy.epsilon(300) == pytest.approx(accountant.get_epsilon(200**-1.1), rel=1e-9)
     assert privacy.epsilon(100) < privacy.epsilon(300)
 
 
@@ -90,6 +91,41 @@ def test_unreachable_target_epsilon_and_batch_above_windows_are_one_line():
         plan(DpConfig(target_epsilon=1e-6), windows=200, batch_size=10, steps=300)
     with pytest.raises(UserError, match=r"train.batch_size=300: .* only 200 windows"):
         plan(DpConfig(noise_multiplier=1.0), windows=200, batch_size=300, steps=300)
+
+
+def test_a_null_delta_is_one_over_n_to_the_1_1_below_one_over_n():
+    windows = 1024 // 48  # the tiny runs' N: 21 windows of model.block_size=48
+    privacy = plan(DpConfig(noise_multiplier=1.0), windows=windows, batch_size=8, steps=10, block_size=48)
+    assert privacy.delta == pytest.approx(1 / windows**1.1) and privacy.delta == default_delta(windows)
+    assert privacy.delta < 1 / windows and privacy.delta_rule == "1/N^1.1"
+    below = plan(DpConfig(noise_multiplier=1.0, delta=1e-5), windows=windows, batch_size=8, steps=10)
+    assert below.delta == 1e-5 and below.delta_rule == "set"
+
+
+@pytest.mark.parametrize("delta", [1 / 21, 0.5])
+def test_an_explicit_delta_at_or_above_one_over_n_is_one_line(delta):
+    with pytest.raises(UserError, match=r"^train\.dp\.delta=\S+: must be below 1 / N = 0\.0476, N = 21 training") as e:
+        plan(DpConfig(noise_multiplier=1.0, delta=delta), windows=21, batch_size=8, steps=10)
+    assert "\n" not in str(e.value)
+
+
+def test_the_record_names_the_privacy_unit_and_bounds_groups():
+    record = plan(DpConfig(target_epsilon=8.0), windows=21, batch_size=8, steps=10, block_size=48).record()
+    assert "training window of model.block_size tokens" in record["unit"]
+    assert record["unit_tokens"] == 48 and record["units"] == 21 and not record["clipping_only"]
+    assert record["delta"] == default_delta(21) and record["delta_rule"] == "1/N^1.1"
+    assert "planted c times" in record["meaning"] and "(k*epsilon, k*exp((k-1)*epsilon)*delta)" in record["meaning"]
+
+
+def test_zero_noise_is_a_clipping_only_control_with_a_null_epsilon():
+    assert TrainConfig(dp=DpConfig(noise_multiplier=0.0)).dp_problems() == []
+    assert DpConfig(noise_multiplier=0.0).on
+    privacy = plan(DpConfig(noise_multiplier=0.0), windows=21, batch_size=8, steps=10, block_size=48)
+    assert privacy.epsilon(0) == 0.0  # nothing trained yet: no data has been touched
+    assert privacy.epsilon(10) is None  # no finite epsilon holds; null in JSON
+    record = privacy.record()
+    assert record["clipping_only"] and record["noise_multiplier"] == 0.0
+    assert "clipping" in record["meaning"] and "no privacy guarantee" in record["meaning"]
 
 
 def test_poisson_batches_are_a_function_of_the_step_with_rate_q():

@@ -20,7 +20,7 @@ DP = ["train.dp.noise_multiplier=1.0", "train.max_steps=10"]
 def check_privacy(run_dir, summary, config) -> None:
     """privacy/epsilon at every evaluation is the accountant's at that step; the ledger counts the Poisson batches."""
     privacy = plan(config.train.dp, len(np.load(run_dir / "exposure.npz")["starts"]) // 48, 8, 10)
-    assert summary["privacy"]["noise_multiplier"] == 1.0 and summary["privacy"]["windows"] == privacy.windows
+    assert summary["privacy"]["noise_multiplier"] == 1.0 and summary["privacy"]["units"] == privacy.windows
     rows = read_jsonl(run_dir / METRICS)
     assert [r["step"] for r in rows] == [0, 5, 10]
     for row in rows:
@@ -81,6 +81,7 @@ def test_early_stopping_scores_best_beside_final(tiny_run):
         ),
         (["train.dp.noise_multiplier=1", "train.grad_accum=2"], "train.grad_accum=2: DP-SGD"),
         (["train.dp.noise_multiplier=1", "train.batch_size=64"], "train.batch_size=64: DP-SGD takes each"),
+        (["train.dp.noise_multiplier=1", "train.dp.delta=0.5"], "train.dp.delta=0.5: must be below 1 / N"),
     ],
 )
 def test_a_bad_dp_value_is_one_line_with_status_2(tmp_path, cache_dir, overrides, message):
@@ -96,5 +97,6 @@ def test_the_summary_says_what_dp_chose(tmp_path, make_config):
 
     summary = train(config)
     record = json.loads((tmp_path / "summary.json").read_text())["privacy"]
-    assert record == summary["privacy"] and record["delta"] == 1 / record["windows"]
+    assert record == summary["privacy"] and record["delta"] == pytest.approx(record["units"] ** -1.1)
+    assert record["delta_rule"] == "1/N^1.1" and record["unit_tokens"] == 48 and "window" in record["unit"]
     assert summary["final"]["privacy/epsilon"] == pytest.approx(50, rel=0.02)

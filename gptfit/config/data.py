@@ -13,6 +13,7 @@ from gptfit.config.grammar import problems as grammar_problems
 
 DATA_SOURCES = ("python_docs", "python_stdlib", "text", "hf", "grammar", "uniform")
 SAMPLE_BY = ("paragraph", "line", "document")
+DEDUP_KEEP = ("first", "none")  # data.dedup.keep
 SLOT, DIGITS = "#", "0123456789"  # a canary format's secret digits
 
 
@@ -103,9 +104,43 @@ class SubsetConfig:
 class DedupConfig:
     """data.dedup (Lee et al. 2022): exact-substring deduplication of the training set (gptfit/data/dedup.py)."""
 
-    # Remove every later occurrence of a span of at least min_tokens tokens that occurred before; keep the first
-    # (null: off; Lee et al. use 50).
+    # Remove repeated spans of at least min_tokens tokens (null: off; Lee et al. use 50).
     min_tokens: Optional[int] = None
+    # Which copy of a repeated span stays: first (every later occurrence goes) or none (every occurrence goes,
+    # as in Lee et al.'s released tool). first is the default so that runs made before this key existed,
+    # which all kept the first, come out the same.
+    keep: str = "first"
+
+
+@dataclass
+class AuditConfig:
+    """data.audit: a privacy audit in one training run (Steinke, Nasr and Jagielski 2023; gptfit/data/audit.py,
+    gptfit/metrics/audit.py): random-token sequences, each in the training text with `probability`, and a
+    95% lower bound on epsilon from the model's scores of them at the end (privacy/epsilon_lower)."""
+
+    # Audit sequences (0: off). The paper's bound needs many: +experiment=dp_audit uses 1000.
+    sequences: int = 0
+    # Tokens in each, uniformly random (never the end-of-text token).
+    length: int = 16
+    # Each one's chance of being in the training text, independently of the others (the paper's 1/2).
+    probability: float = 0.5
+    # The auditor guesses "in" for this many highest scores and "out" for as many lowest, and abstains on the
+    # rest. Fixed before the scores are seen, as the bound's confidence requires.
+    guesses: int = 100
+    # Draws the sequences and their coins, independent of `seed` and data.split_seed.
+    seed: int = 0
+
+    def problems(self) -> list[str]:
+        c = Checks("data.audit", self)
+        c.at_least("sequences", 0, " (0 turns the audit off)")
+        if self.sequences > 0:
+            c.at_least("length", 1)
+            if c.finite("probability"):
+                c.need(0.0 < self.probability < 1.0, "probability", "must be in (0, 1)")
+            c.at_least("guesses", 1)
+            c.need(2 * self.guesses <= self.sequences, "guesses", f"must be at most half of sequences={self.sequences}")
+            c.seed("seed")
+        return c.problems
 
 
 @dataclass
@@ -153,6 +188,8 @@ class DataConfig:
     subset: Optional[SubsetConfig] = None
     # Deduplication (off: min_tokens=null), applied after canaries, duplicates and the forgotten set are planted.
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    # A privacy audit in one run (off: sequences=0), planted after the canaries: +experiment=dp_audit.
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def problems(self) -> list[str]:
         c = Checks("data", self)
@@ -203,10 +240,12 @@ class DataConfig:
             c.problems.extend(f.problems)
         if self.subset is not None:
             c.problems.extend(self.subset_problems())
+        d = Checks("data.dedup", self.dedup)
         if self.dedup.min_tokens is not None:
-            d = Checks("data.dedup", self.dedup)
             d.at_least("min_tokens", 2, " (null turns deduplication off)")
-            c.problems.extend(d.problems)
+        d.one_of("keep", DEDUP_KEEP)
+        c.problems.extend(d.problems)
+        c.problems.extend(self.audit.problems())
         names = [canary.name for canary in self.canaries]
         for i, canary in enumerate(self.canaries):
             k = Checks(f"data.canaries[{i}]", canary)

@@ -11,6 +11,7 @@ DEVICES = ("auto", "cpu", "cuda")
 SAMPLING = ("random", "epochs")
 PRECISIONS = ("fp32", "bf16")
 FINETUNE = ("full", "lora", "top_layers", "head")
+GOLDFISH_CONTEXT = ("stream", "document")  # train.goldfish.context
 
 
 @dataclass
@@ -36,6 +37,10 @@ class GoldfishConfig:
     k: Optional[int] = None
     # The hashed context width in tokens (the paper's 13); a token with fewer tokens before it is never dropped.
     h: int = 13
+    # Where the hashed context may reach: stream (across documents) or document (from each document's start,
+    # so every copy of a short document drops the same tokens). stream is the default so that runs made before
+    # this key existed, which all hashed the stream, come out the same.
+    context: str = "stream"
 
 
 @dataclass
@@ -43,13 +48,16 @@ class DpConfig:
     """train.dp: DP-SGD through Opacus (gptfit/run/privacy.py): per-window gradients clipped to max_grad_norm,
     Gaussian noise, Poisson sampling of train.sampling=epochs windows at rate batch_size / windows."""
 
-    # The noise's standard deviation over max_grad_norm (null: off, unless target_epsilon is set).
+    # The noise's standard deviation over max_grad_norm (null: off, unless target_epsilon is set). 0 is a
+    # control, clipping only: it trains as DP-SGD does but guarantees nothing, so its epsilon is null.
     noise_multiplier: Optional[float] = None
     # Or: the epsilon to reach at train.max_steps; Opacus's accountant picks the noise multiplier.
     target_epsilon: Optional[float] = None
     # Each window's gradient is clipped to this L2 norm before the noise is added.
     max_grad_norm: float = 1.0
-    # The delta of (epsilon, delta)-DP (null: 1 / the number of training windows).
+    # The delta of (epsilon, delta)-DP, per window. Null: 1 / N^1.1 for N training windows (the privacy units),
+    # below 1 / N as the convention asks; 1e-5 is the other usual choice. A value set here must be below 1 / N,
+    # checked once N is known: at 1 / N the guarantee allows a window published in full.
     delta: Optional[float] = None
 
     @property
@@ -168,6 +176,7 @@ class TrainConfig:
         if self.goldfish.k is not None:
             c.at_least("k", 2, " (drops about 1/k of the tokens; null turns goldfish loss off)")
         c.at_least("h", 1)
+        c.one_of("context", GOLDFISH_CONTEXT)
         return c.problems
 
     def dp_problems(self) -> list[str]:
@@ -185,7 +194,7 @@ class TrainConfig:
         if c.finite("max_grad_norm"):
             c.positive("max_grad_norm")
         if dp.delta is not None and c.finite("delta"):
-            c.need(0.0 < dp.delta < 1.0, "delta", "must be in (0, 1) (null: 1 / the number of training windows)")
+            c.need(0.0 < dp.delta < 1.0, "delta", "must be in (0, 1) (null: 1 / N^1.1, N the training windows)")
         if dp.on and self.grad_accum > 1:
             c.line(
                 f"train.grad_accum={self.grad_accum}: DP-SGD (train.dp) samples each step's batch as a whole; "

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from gptfit.config import DataConfig, EvalConfig, ModelConfig
+from gptfit.data.audit import AuditSet, draw_audit, plant_audit
 from gptfit.data.canaries import make_canaries, plant
 from gptfit.data.dedup import deduplicate, moved
 from gptfit.data.duplicates import Planted, cut, hold_aside, take
@@ -60,6 +61,7 @@ class Corpus:
     subset: Subset | None = None  # data.subset: the candidate sequences and which of them are trained on
     dedup_removed: int = 0  # data.dedup: training tokens that deduplication removed
     uniform: UniformSet | None = None  # data=uniform: the sequences of both sides
+    audit: AuditSet | None = None  # data.audit: the audit sequences and which of them were planted
 
 
 def split_documents(docs: list[str], split_seed: int, val_fraction: float) -> tuple[list[str], list[str]]:
@@ -143,10 +145,10 @@ def load_corpus(data: DataConfig, tokenizer=None, sequence_length: int = 64) -> 
     for step in CORPUS_STEPS:
         step(draft)
     corpus = draft.corpus()
-    min_tokens = getattr(getattr(data, "dedup", None), "min_tokens", None)
-    return (
-        deduplicated(corpus, min_tokens, draft.pool_stream, draft.complete, sequence_length) if min_tokens else corpus
-    )
+    dedup = getattr(data, "dedup", None)
+    if not getattr(dedup, "min_tokens", None):
+        return corpus
+    return deduplicated(corpus, dedup.min_tokens, dedup.keep, draft.pool_stream, draft.complete, sequence_length)
 
 
 @dataclass
@@ -174,6 +176,7 @@ class Draft:
     planted: list = field(default_factory=list)
     aside: np.ndarray | None = None
     forgotten: Planted | None = None
+    audit: AuditSet | None = None
 
     def corpus(self) -> Corpus:
         return Corpus(
@@ -195,6 +198,7 @@ class Draft:
             aside=self.aside,
             forgotten=self.forgotten,
             subset=self.subset,
+            audit=self.audit,
         )
 
 
@@ -275,6 +279,14 @@ def plant_canaries(d: Draft) -> None:
         d.train = plant(d.train, d.canaries, d.tokenizer, d.eot_id, d.data.split_seed)
 
 
+def plant_audit_sequences(d: Draft) -> None:
+    """data.audit: random-token sequences, each planted once with its own coin's probability."""
+    audit = getattr(d.data, "audit", None)
+    if audit is not None and audit.sequences:
+        d.audit = draw_audit(audit, len(d.tokenizer), d.eot_id)
+        d.train = plant_audit(d.train, d.audit, d.eot_id, audit.seed)
+
+
 def plant_held_aside(d: Draft) -> None:
     """The duplication ladder and the forget set, from the held-aside text."""
     if d.aside_documents:
@@ -292,6 +304,7 @@ CORPUS_STEPS = (
     take_training_tokens,
     draw_subset,
     plant_canaries,
+    plant_audit_sequences,
     plant_held_aside,
 )
 
@@ -325,13 +338,15 @@ def uniform_corpus(data: DataConfig, tokenizer=None) -> Corpus:
     )
 
 
-def deduplicated(corpus: Corpus, min_tokens: int, pool_stream: np.ndarray, complete: slice, length: int) -> Corpus:
+def deduplicated(
+    corpus: Corpus, min_tokens: int, keep: str, pool_stream: np.ndarray, complete: slice, length: int
+) -> Corpus:
     """The corpus with data.dedup applied to its training stream (gptfit.data.dedup), after everything was
     planted: the planted copies that did not stay whole are dropped from their positions and the others
     moved (each Planted keeps its planned `copies`: the ladder's groups stay "planted 64 times"), and
     train_documents keeps those still whole somewhere in the stream (`complete`: their indices in the pool,
     whose stream is `pool_stream`)."""
-    kept = deduplicate(corpus.train, min_tokens, corpus.eot_id)
+    kept = deduplicate(corpus.train, min_tokens, corpus.eot_id, keep)
     train = corpus.train[kept]
 
     def documents(stream: np.ndarray) -> list[np.ndarray]:  # each document's tokens, with its end-of-text

@@ -2,20 +2,24 @@
 Training Data Makes Language Models Better").
 
 The rule, on the stream as planted (canaries, the duplication ladder and the forgotten set in it), with
-m = data.dedup.min_tokens: every window of m tokens whose text occurred at an earlier position is removed,
-and the earliest occurrence of each text stays. A later copy of a longer repeat is a run of such windows,
-one starting at each of its tokens, so it goes whole. No window holds an end-of-text token, so a repeat
-never runs from one document into the next (in Lee et al.'s code each document's separator holds its
-index, to the same end); the end-of-text itself stays, unless everything of its document went: then it
-goes too, so that no empty document is left.
+m = data.dedup.min_tokens: with keep=first, every window of m tokens whose text occurred at an earlier
+position is removed, and the earliest occurrence of each text stays. A later copy of a longer repeat is a
+run of such windows, one starting at each of its tokens, so it goes whole. With keep=none, every window
+whose text occurs at least twice is removed, the first occurrence too, so no copy of a repeat stays: what
+Lee et al.'s released tool (deduplicate-text-datasets) does, with its threshold of 50 tokens. No window
+holds an end-of-text token, so a repeat never runs from one document into the next (in Lee et al.'s code
+each document's separator holds its index, to the same end); the end-of-text itself stays, unless
+everything of its document went: then it goes too, so that no empty document is left.
 
 What it guarantees, and what not:
-- every window of m tokens without an end-of-text that is kept whole is the first occurrence of its text,
-  so no such text occurs twice among the windows that lie inside runs of kept tokens;
-- a token goes only when a later-occurrence window covers it (or it is the end-of-text of a document
-  that went whole);
-- a first occurrence is kept whole unless it overlaps the later occurrence of another text: then it loses
-  the overlap, and its text may survive nowhere (the rule looks at windows, not at whole repeats);
+- every window of m tokens without an end-of-text that is kept whole is the first occurrence of its text
+  (keep=none: the only occurrence), so no such text occurs twice among the windows that lie inside runs
+  of kept tokens;
+- a token goes only when a removed window covers it (or it is the end-of-text of a document that went
+  whole);
+- keep=first: a first occurrence is kept whole unless it overlaps the later occurrence of another text:
+  then it loses the overlap, and its text may survive nowhere (the rule looks at windows, not at whole
+  repeats);
 - removing a stretch joins the text on either side of it, and a window across the join may repeat text
   found elsewhere: the rule is applied once, to the stream as it was, and such new repeats (each one a
   window across a cut) are left in. Lee et al. also strike the repeats in one pass and leave the joins
@@ -26,12 +30,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from gptfit.config.data import DEDUP_KEEP
 from gptfit.data.suffixes import shared_prefixes, suffix_array
 
 
-def deduplicate(stream: np.ndarray, min_tokens: int, separator: int | None = None) -> np.ndarray:
+def deduplicate(stream: np.ndarray, min_tokens: int, separator: int | None = None, keep: str = "first") -> np.ndarray:
     """[tokens] bool: which tokens of `stream` stay (the rule in the module docstring). separator: the
-    end-of-text id, which no repeated span crosses; None: any span repeats."""
+    end-of-text id, which no repeated span crosses; None: any span repeats. keep: first (the earliest
+    occurrence of each repeat stays) or none (every occurrence goes)."""
+    if keep not in DEDUP_KEEP:
+        raise ValueError(f"keep={keep!r}: one of {', '.join(DEDUP_KEEP)}")
     tokens = np.asarray(stream)
     n, m = len(tokens), min_tokens
     if n <= m:
@@ -41,13 +49,17 @@ def deduplicate(stream: np.ndarray, min_tokens: int, separator: int | None = Non
     # The suffixes that begin with the same m tokens are a run of ranks joined by shared >= m: a block.
     block = np.concatenate([[0], np.cumsum(shared[:-1] < m)])  # [n] the block of each rank
     firsts = np.flatnonzero(np.diff(block, prepend=-1))  # [blocks] the first rank of each
-    earliest = np.minimum.reduceat(order, firsts)[block]  # [n] the earliest start in each rank's block
-    later = order[order != earliest].astype(np.int64)  # starts of windows whose text occurred before
+    if keep == "first":
+        earliest = np.minimum.reduceat(order, firsts)[block]  # [n] the earliest start in each rank's block
+        starts = order[order != earliest].astype(np.int64)  # starts of windows whose text occurred before
+    else:
+        sizes = np.diff(np.append(firsts, n))  # [blocks] suffixes in each
+        starts = order[sizes[block] > 1].astype(np.int64)  # starts of windows whose text occurs twice or more
     if separator is not None:  # a window with an end-of-text in it is not a repeat
         ends = np.concatenate([[0], np.cumsum(tokens == separator)])  # [n + 1]
-        later = later[ends[later + m] == ends[later]]
-    # Each later window covers [start, start + m): count the windows over each token.
-    cover = np.cumsum(np.bincount(later, minlength=n + 1) - np.bincount(later + m, minlength=n + 1))  # [n + 1]
+        starts = starts[ends[starts + m] == ends[starts]]
+    # Each removed window covers [start, start + m): count the windows over each token.
+    cover = np.cumsum(np.bincount(starts, minlength=n + 1) - np.bincount(starts + m, minlength=n + 1))  # [n + 1]
     kept = cover[:n] == 0
     if separator is not None:
         kept &= ~emptied(tokens, kept, separator)

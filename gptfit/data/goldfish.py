@@ -10,6 +10,12 @@ so that it may never be learned.
 The mask is computed once over the training stream, not per training window: a window's first h tokens
 have their context before the window, so a window-level mask would never drop them, and the dropped set
 would depend on where the window happens to start instead of on the text.
+
+train.goldfish.context says where a context may reach. stream: across documents, so the first h tokens of
+a document are hashed with the end of the one before it, and copies of one short text planted in different
+places drop different tokens there. document (given the end-of-text id as `separator`): no context holds an
+end-of-text, so each document's context starts at its start and its first h tokens are never dropped, as at
+the stream's start; every copy of a document then drops the same tokens, wherever it was planted.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ def _finalize(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> 31)
 
 
-def goldfish_mask(tokens: np.ndarray, k: int, h: int) -> np.ndarray:
+def goldfish_mask(tokens: np.ndarray, k: int, h: int, separator: int | None = None) -> np.ndarray:
     """[..., n] bool, True where goldfish loss drops the token from the loss; `tokens` [..., n] token ids
-    (a stream, or rows of one: each row on its own)."""
+    (a stream, or rows of one: each row on its own). separator: the end-of-text id, which no context
+    crosses (context=document); None: contexts run across documents (context=stream)."""
     tokens = np.asarray(tokens)
     dropped = np.zeros(tokens.shape, dtype=bool)  # [..., n]
     n = tokens.shape[-1]
@@ -38,22 +45,29 @@ def goldfish_mask(tokens: np.ndarray, k: int, h: int) -> np.ndarray:
     # contexts[..., t - h, :] = tokens[..., t - h : t] for t = h .. n - 1: [..., n - h, h]
     hashes = _finalize(contexts @ multipliers)  # [..., n - h]: the sum wraps mod 2^64; no [n, h] product made
     dropped[..., h:] = hashes % np.uint64(k) == 0
+    if separator is not None:  # a context that holds an end-of-text reaches into the document before
+        ends = np.cumsum(tokens == separator, axis=-1)  # [..., n]
+        ends = np.concatenate([np.zeros_like(ends[..., :1]), ends], axis=-1)  # [..., n + 1]: in tokens[..., :j]
+        dropped[..., h:] &= ends[..., h:n] == ends[..., : n - h]  # none in tokens[..., t - h : t]
     return dropped
 
 
-def goldfish_dropped(sides: list, streams: dict[str, np.ndarray], prefix: int, k: int, h: int) -> np.ndarray:
+def goldfish_dropped(
+    sides: list, streams: dict[str, np.ndarray], prefix: int, k: int, h: int, separator: int | None = None
+) -> np.ndarray:
     """[rows] the share of each sequence's suffix tokens that the goldfish mask drops, for the per-sequence
     table (`sides`: its sides, each with `split`, `offsets` and `tokens`; `streams`: split -> its token
     stream). With prefix >= h the prefix gives every suffix token its whole context, so the mask on
     the sequence's own tokens equals the stream's, and every copy of a planted sequence drops the same ones.
     With prefix < h the first h - prefix suffix tokens' context starts before the sequence: they are read
     from the stream's mask where the sequence sits in one (a planted one: at its first copy; other copies
-    may differ there), and count as kept where it sits in none (held-aside ones, data.subset's non-members)."""
-    masks = {split: goldfish_mask(stream, k, h) for split, stream in streams.items()} if prefix < h else {}
+    may differ there), and count as kept where it sits in none (held-aside ones, data.subset's non-members).
+    separator: as in goldfish_mask, the training's (context=document: the end-of-text id)."""
+    masks = {split: goldfish_mask(stream, k, h, separator) for split, stream in streams.items()} if prefix < h else {}
     parts = []
     for side in sides:
         tokens = side.tokens.numpy()  # [n, L]
-        dropped = goldfish_mask(tokens, k, h)[:, prefix:]  # [n, suffix]
+        dropped = goldfish_mask(tokens, k, h, separator)[:, prefix:]  # [n, suffix]
         at = side.offsets >= 0
         if side.split in masks and at.any():
             index = side.offsets[at, None] + np.arange(prefix, tokens.shape[1])[None, :]  # [placed, suffix]

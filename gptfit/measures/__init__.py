@@ -9,7 +9,7 @@ give it tests; the evaluator (run/evaluation.py) names none of them. A stop rule
 
 from __future__ import annotations
 
-from gptfit.measures import attention, canaries, capacity, general, generation, grammar, losses, privacy, table
+from gptfit.measures import attention, audit, canaries, capacity, general, generation, grammar, losses, privacy, table
 
 REGISTRY = (
     losses.build,
@@ -21,6 +21,7 @@ REGISTRY = (
     grammar.build,
     attention.build,
     privacy.build,
+    audit.build,
 )
 # The rules that may end training early, each `(train, measures, rows) -> rule | None`.
 STOP_RULES = (capacity.stop_rule,)

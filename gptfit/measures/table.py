@@ -76,7 +76,10 @@ class SequenceTable(Measure):
         goldfish = setup.train.goldfish
         if goldfish.k is not None:
             streams = {"train": setup.corpus.train, "val": setup.corpus.val}
-            self.goldfish_dropped = goldfish_dropped(self.sides, streams, e.prefix_tokens, goldfish.k, goldfish.h)
+            separator = setup.corpus.eot_id if goldfish.context == "document" else None  # as training's mask
+            self.goldfish_dropped = goldfish_dropped(
+                self.sides, streams, e.prefix_tokens, goldfish.k, goldfish.h, separator
+            )
 
     def at_start(self, model) -> dict:
         return {"mia_reference_model": self.reference_path} if self.reference_path else {}

@@ -234,6 +234,7 @@ def make_evaluator(config: Config, corpus: Corpus, privacy: Privacy | None = Non
         cache_dir=data.cache_dir,
         train=config.train,
         privacy=privacy,
+        base=config.model.init_from if config.model.kind == "base" else None,
     )
     return Evaluator(setup)
 
@@ -262,7 +263,7 @@ def load_ledger(ledger: ExposureLedger, resume: Resume) -> None:
 
 def plan_privacy(train: TrainConfig, block_size: int, train_tokens: int) -> Privacy:
     """train.dp over the training set's non-overlapping windows, Poisson-sampled at train.batch_size."""
-    return plan(train.dp, train_tokens // block_size, train.batch_size, train.max_steps)
+    return plan(train.dp, train_tokens // block_size, train.batch_size, train.max_steps, block_size=block_size)
 
 
 def training_windows(train: TrainConfig, block_size: int, seed: int, train_tokens) -> Windows:
@@ -285,7 +286,8 @@ def make_windows(config: Config, corpus: Corpus) -> Windows:
         )
     goldfish = config.train.goldfish
     if goldfish.k is not None:  # over the whole stream, once: every copy of a passage drops the same tokens
-        windows.drop(goldfish_mask(corpus.train, goldfish.k, goldfish.h))
+        separator = corpus.eot_id if goldfish.context == "document" else None
+        windows.drop(goldfish_mask(corpus.train, goldfish.k, goldfish.h, separator))
     return windows
 
 
