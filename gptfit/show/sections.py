@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gptfit.record import RunRecord
+from gptfit.show.audit import audit_report
 from gptfit.show.capacity import PAPER_BITS_PER_PARAM, capacity_report
 from gptfit.show.finetune import finetune_figure, finetune_table
 from gptfit.show.mitigations import mitigation_report
@@ -109,6 +110,14 @@ def forgetting(s: Sweep) -> Section | None:
     return Section("Forgetting: the forgotten set when last seen and at the end", table) if table else None
 
 
+def privacy_audit(s: Sweep) -> Section | None:
+    found = audit_report(s.runs, s.folder)
+    if found is None:
+        return None
+    heading = "Privacy audit in one run: the audit's lower bound on epsilon beside the accountant's"
+    return Section(heading, found[0], found[1])
+
+
 def membership(s: Sweep) -> Section | None:
     table = membership_table(s.runs, s.swept)
     heading = "Membership inference by score (final; 95% intervals from a bootstrap over documents)"
@@ -126,5 +135,6 @@ SECTIONS: tuple[Callable[[Sweep], Section | None], ...] = (
     exposure,
     duplication,
     forgetting,
+    privacy_audit,
     membership,
 )
