@@ -260,7 +260,9 @@ def test_a_reference_model_scores_the_same_tokens(tiny_run, make_config, tmp_pat
     target = load_model(str(run_dir / "final"))
     val = last[(last.kind == "sample") & (last.split == "val")]
     vocab = len(corpus.tokenizer)
-    population = held_out_population(corpus.val, tokens.shape[1], val["offset"].to_numpy(), 256, vocab, reference, 16)
+    population = held_out_population(
+        corpus.val, tokens.shape[1], val["offset"].to_numpy(), 256, vocab, reference, 16, 32
+    )
     table_rows = {tuple(r) for r in val["tokens"]}
     assert len(population.tokens) > 10 and not {tuple(r) for r in population.tokens.tolist()} & table_rows
     p_z = np.exp(-score_sequences(target, population.tokens, 16).mean().numpy())
@@ -280,6 +282,13 @@ def test_a_reference_model_scores_the_same_tokens(tiny_run, make_config, tmp_pat
             seen.add(t)
             terms.append(min(math.exp(lp) * log_inv[t], 0.01))
     assert row["mia_dc_pdd"] == pytest.approx(np.mean(terms), rel=1e-9)
+    # ReCaLL: the same tokens after 32 held-out tokens outside the table (48 - 16 that the context leaves).
+    joined = torch.tensor([population.recall_prefix.tolist() + ids])
+    with torch.no_grad():
+        after = target(input_ids=joined).logits[0, :-1].double().log_softmax(-1)  # [32 + 16 - 1, vocab]
+    conditioned = after.gather(-1, joined[0, 1:, None])[32:, 0].numpy()  # the 15 predictions of ids[1:]
+    assert row["mia_recall"] == pytest.approx(conditioned.mean() / log_p.mean(), rel=1e-6)
+    assert "mia/recall/auc" in summary["final"]
     # Memorized bits against the reference (Morris et al.): the log2 gain over it, never below 0, and its mean.
     gain = (last["mia_loss"] - ref_loss) * (tokens.shape[1] - 1) / math.log(2)
     assert np.allclose(last["mem_bits"], np.maximum(gain, 0.0), atol=1e-6)

@@ -32,6 +32,9 @@ class MiaConfig:
     # Held-out sequences outside the table that RMIA compares each sequence with (its population z; with a
     # reference model only). Fewer where the held-out text holds fewer.
     population: int = 256
+    # ReCaLL's prefix: this many held-out tokens outside the table before each sequence (Xie et al. 2024), or
+    # as many as model.block_size leaves beside the table's sequences (none when they fill it: no score).
+    recall_tokens: int = 32
     # Resamples of whole documents behind the 95% intervals (`_lo`, `_hi`) of every figure, at the last
     # evaluation (0: none). All 200 cost about 2 ms a score on 100 sequences.
     bootstrap: int = 200
@@ -42,6 +45,7 @@ class MiaConfig:
             c.need(0.0 < self.k <= 1.0, "k", "must be in (0, 1]: the share of a sequence's tokens Min-K% averages")
         c.at_least("bootstrap", 0)
         c.positive("population")
+        c.at_least("recall_tokens", 0, " (0 leaves ReCaLL out)")
         if self.reference and self.reference.startswith(("/", ".", "~")):
             c.need(
                 os.path.exists(os.path.expanduser(self.reference)),

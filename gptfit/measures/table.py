@@ -56,6 +56,7 @@ def held_out_of(setup: Setup, sides: list[sequences.Sequences]) -> Population | 
         len(setup.tokenizer),
         setup.reference,
         setup.eval.batch_size,
+        min(setup.eval.mia.recall_tokens, setup.block_size - val.tokens.shape[1]),  # what the context leaves
     )
 
 

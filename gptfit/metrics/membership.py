@@ -35,7 +35,7 @@ from sklearn.pipeline import make_pipeline
 # `blind` none.
 MODEL_SCORES = ("loss", "zlib", "min_k", "min_k_plus_plus")
 # DC-PDD reads held-out token frequencies, `reference` and RMIA a reference model, `blind` no model.
-SCORES = (*MODEL_SCORES, "dc_pdd", "reference", "rmia", "blind")
+SCORES = (*MODEL_SCORES, "dc_pdd", "recall", "reference", "rmia", "blind")
 DC_PDD_CAP = 0.01  # Zhang et al.'s a: no token's term counts above it
 RMIA_A, RMIA_GAMMA = 0.3, 1.0  # RMIA's offline slope (its configs use 0.2-0.6) and threshold (its tool's 1)
 # False-positive rates at which the TPR is reported, by the name in the key (`mia/<score>/tpr@1%fpr`).
@@ -105,6 +105,13 @@ def dc_pdd(log_probs: np.ndarray, tokens: np.ndarray, log_inv_freq: np.ndarray, 
     return (terms * first).sum(1) / first.sum(1)
 
 
+def recall(log_probs: np.ndarray, conditioned: np.ndarray) -> np.ndarray:
+    """[n] ReCaLL (Xie et al. 2024): LL(x | P) / LL(x), the mean token log-likelihood after a prefix P of
+    non-member text over the one without it (both negative). A non-member prefix lowers a member's likelihood
+    more than a non-member's, so a larger ratio means a member."""
+    return np.asarray(conditioned).mean(axis=1) / np.asarray(log_probs).mean(axis=1)
+
+
 def rmia(
     target_x: np.ndarray, reference_x: np.ndarray, target_z: np.ndarray, reference_z: np.ndarray, a: float, gamma: float
 ) -> np.ndarray:
@@ -152,9 +159,8 @@ def model_scores(
 ) -> dict[str, np.ndarray]:
     """{`mia_<score>`: [n]} of the scores that read a model, from `gptfit.metrics.scoring.Scores` of
     sequences of one length (taken with moments=True); `reference_log_probs`: [n, L - 1] a reference
-    model's token log-probabilities of the same sequences, or None; `held_out`: (tokens [n, L], the
-    held-out population (gptfit.metrics.population), its probabilities [m] under the evaluated model or
-    None), for DC-PDD and RMIA."""
+    model's token log-probabilities of the same sequences, or None; `held_out`: what DC-PDD, ReCaLL and RMIA
+    compare with (gptfit.metrics.population.Compared), or None."""
     log_probs = -scores.losses.numpy()  # [n, L - 1] float64
     mu, sigma = scores.mu.numpy(), scores.sigma.numpy()
     out = {
@@ -166,11 +172,14 @@ def model_scores(
     if reference_log_probs is not None:
         out["mia_reference"] = reference(log_probs, reference_log_probs)
     if held_out is not None:
-        tokens, population, target_z = held_out
-        out["mia_dc_pdd"] = dc_pdd(log_probs, tokens, population.log_inv_freq)
-        if reference_log_probs is not None and target_z is not None:  # one reference, OUT for all: offline
+        population = held_out.population
+        out["mia_dc_pdd"] = dc_pdd(log_probs, held_out.tokens, population.log_inv_freq)
+        if held_out.conditioned is not None:
+            out["mia_recall"] = recall(log_probs, held_out.conditioned)
+        if reference_log_probs is not None and held_out.target_z is not None:  # one reference, OUT for all
             p_x, ref_x = np.exp(log_probs.mean(1)), offline(np.exp(reference_log_probs.mean(1)), RMIA_A)
-            out["mia_rmia"] = rmia(p_x, ref_x, target_z, offline(population.reference_p, RMIA_A), RMIA_A, RMIA_GAMMA)
+            ref_z = offline(population.reference_p, RMIA_A)
+            out["mia_rmia"] = rmia(p_x, ref_x, held_out.target_z, ref_z, RMIA_A, RMIA_GAMMA)
     return out
 
 

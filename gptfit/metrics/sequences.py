@@ -41,7 +41,7 @@ from gptfit.data.uniform import UniformSet
 from gptfit.data.windows import document_index
 from gptfit.keys import MIA_AUC
 from gptfit.metrics import bits, membership
-from gptfit.metrics.population import Population, target_p
+from gptfit.metrics.population import Compared, Population, conditioned_log_probs, target_p
 from gptfit.metrics.scoring import score_sequences
 
 
@@ -247,6 +247,7 @@ def score(
     `prepare_membership`."""
     columns: dict[str, list] = {}
     target_z = target_p(model, held_out, batch_size) if held_out is not None else None
+    recall_prefix = held_out.recall_prefix if held_out is not None else None
     sampled = {k: v for k, v in decoding.items() if strategy_of(v) == "sample"}
     for side in sides:
         ordinary_train = side.split == "train" and side.kind == "sample"
@@ -270,7 +271,14 @@ def score(
             "copies": (side.copies.tolist() if side.copies is not None else [0] * n),
             "candidate": _candidates(side).tolist(),
         }
-        compared = (side.tokens.numpy(), held_out, target_z) if held_out is not None else None
+        compared = None
+        if held_out is not None:
+            conditioned = (
+                conditioned_log_probs(model, side.tokens, recall_prefix, batch_size)
+                if recall_prefix is not None
+                else None
+            )
+            compared = Compared(side.tokens.numpy(), held_out, target_z, conditioned)
         mia = membership.model_scores(scores, side.texts, mia_k, side.reference_log_probs, compared)
         mia["mia_blind"] = side.blind if side.blind is not None else [None] * n
         part.update({name: list(values) for name, values in mia.items()})
