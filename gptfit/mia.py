@@ -1,8 +1,8 @@
 """`python -m gptfit.mia <sweep dir> [--wandb]`: membership inference with shadow models.
 
-For a sweep of runs trained on random halves of the same candidates (`+experiment=shadow_models`): LiRA,
-online and offline, against the single-model scores on the same targets, at low false-positive rates;
-and the counterfactual memorization of every candidate (gptfit/show/shadow.py). Writes `mia_report.md`
+For a sweep of runs trained on random halves of the same candidates (`+experiment=shadow_models`): LiRA
+and RMIA, online and offline, against the single-model scores on the same targets, at low false-positive
+rates; and the counterfactual memorization of every candidate (gptfit/show/shadow.py). Writes `mia_report.md`
 with its figures into the sweep directory; `--wandb` logs them as a W&B run in the sweep's group.
 """
 

@@ -1,5 +1,6 @@
-"""General ability: named general corpora scored at every evaluation (general/<name>/loss and bpb,
-forgetting/<name>), and how narrow the samples are (gen/<setting>/distinct_<n>, general_copy_rate)."""
+"""General ability: named general corpora scored at every evaluation (general/<name>/loss, bpb and acc,
+forgetting/<name>, forgetting_acc/<name>), and how narrow the samples are (gen/<setting>/distinct_<n>,
+general_copy_rate)."""
 
 from __future__ import annotations
 
@@ -38,12 +39,16 @@ def test_general_keys_at_every_evaluation(general_run):
     _, _, rows = general_run
     assert [r["step"] for r in rows] == [0, 5, 10, 15, 20]
     for r in rows:
-        assert {"general/docs/loss", "general/docs/bpb", "forgetting/docs"} <= r.keys()
+        assert {"general/docs/loss", "general/docs/bpb", "general/docs/acc", "forgetting/docs"} <= r.keys()
         assert "general/docs/ppl" not in r
+        assert 0.0 <= r["general/docs/acc"] <= 1.0
+        # The accuracy's change has a family of its own: forgetting/docs stays a key and no prefix.
+        assert r["forgetting_acc/docs"] == rows[0]["general/docs/acc"] - r["general/docs/acc"]
+        assert not any(k.startswith("forgetting/docs/") for k in r)
         # The same text and windows as val/: the same numbers.
         assert r["general/docs/loss"] == r["val/loss"] and r["general/docs/bpb"] == r["val/bpb"]
         assert r["forgetting/docs"] == r["general/docs/loss"] - rows[0]["general/docs/loss"]
-    assert rows[0]["forgetting/docs"] == 0.0
+    assert rows[0]["forgetting/docs"] == 0.0 and rows[0]["forgetting_acc/docs"] == 0.0
     # Fixed windows: bits per byte is the loss times one constant (tokens / bytes / ln 2).
     ratios = [r["general/docs/bpb"] / r["general/docs/loss"] for r in rows]
     assert ratios == pytest.approx([ratios[0]] * len(rows), rel=1e-9)
@@ -97,7 +102,7 @@ def test_a_resumed_evaluator_takes_the_start_from_the_first_row(general_run):
     assert "forgetting/docs" not in general(Evaluation(model, 20))  # no start known: no forgetting
     resumed.resume(rows[0])
     assert general(Evaluation(model, 20)) == {
-        k: v for k, v in rows[-1].items() if k.startswith(("general/docs/", "forgetting/docs"))
+        k: v for k, v in rows[-1].items() if k.startswith(("general/docs/", "forgetting/docs", "forgetting_acc/docs"))
     }
     # From scratch, by default: nothing general is measured or prompted.
     plain = setup(general_corpora(EvalConfig(), config.model))

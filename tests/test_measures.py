@@ -25,6 +25,8 @@ CONFIGS = {
         "+data/forget=default",
         "data.forget.until_step=10",
         "model.block_size=64",
+        "data.audit.sequences=20",
+        "data.audit.guesses=5",
     ],
     "grammar, canaries, attention": ["data=grammar", CANARY, "eval.attention=true", "decoding=all"],
     "uniform": [

@@ -1,5 +1,5 @@
 """Shadow models as a specification: a subset run trains on exactly its members, every run scores every
-candidate, LiRA and counterfactual memorization recover what was planted in synthetic data, and a real
+candidate, LiRA, RMIA and counterfactual memorization recover what was planted in synthetic data, and a real
 4-model sweep goes through `python -m gptfit.mia` with every figure in range."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from gptfit.data.corpus import load_corpus
-from gptfit.metrics.shadow import counterfactual, lira, logit_confidence
+from gptfit.metrics.shadow import A_GRID, OFFLINE_A, counterfactual, lira, logit_confidence, rmia, tuned_a
+from gptfit.show.shadow import ATTACKS
 from tests.conftest import TINY, error_lines, run_cli
 from tests.roc import roc_auc
 
@@ -64,6 +65,40 @@ def test_lira_calibrates_each_candidates_difficulty_and_beats_the_raw_score():
     assert np.array_equal(np.argsort(scores, kind="stable"), np.argsort(phi[0] - mu_out, kind="stable"))
 
 
+def _planted(seed: int, models: int = 16, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """([M, N] p, [M, N] members): log p = the candidate's difficulty + 1 when a member + noise, p about 0.02
+    as a small LM's geometric-mean token probability."""
+    rng = np.random.default_rng(seed)
+    members = rng.random((models, n)) < 0.5
+    log_p = rng.normal(-4, 1.5, n)[None, :] + 1.0 * members + rng.normal(0, 0.2, (models, n))
+    return np.exp(np.minimum(log_p, 0.0)), members
+
+
+def test_rmia_finds_members_the_target_favours_and_no_others():
+    p, members = _planted(2)
+    raw = roc_auc(members[0], p[0])  # swamped by difficulty
+    a = tuned_a(p, members, 0)
+    tests = rmia(p, members, 0, a)
+    assert raw < 0.8 and roc_auc(members[0], tests["online"]) > 0.95 and roc_auc(members[0], tests["offline"]) > 0.95
+    assert all(((0 <= t) & (t <= 1)).all() for t in tests.values())  # shares of the population
+    # At p about 0.02, a = 0.3 makes p(x) about the constant 0.35: the offline test is nearly the raw score.
+    assert a >= 0.8 and roc_auc(members[0], rmia(p, members, 0, 0.3)["offline"]) < 0.85
+    # The target's p independent of its membership (as if it never trained on them): chance.
+    p[0] = np.exp(np.log(p[0]) - 1.0 * members[0])
+    tests = rmia(p, members, 0, a)
+    assert abs(roc_auc(members[0], tests["online"]) - 0.5) < 0.05
+    assert abs(roc_auc(members[0], tests["offline"]) - 0.5) < 0.05
+
+
+def test_rmias_offline_a_is_picked_without_reading_the_target():
+    p, members = _planted(3, models=6, n=400)
+    a = tuned_a(p, members, 2)
+    assert a in A_GRID
+    p[2], members[2] = np.random.default_rng(4).random(400), ~members[2]  # any other target: the same a
+    assert tuned_a(p, members, 2) == a
+    assert tuned_a(p[:2], members[:2], 0) == OFFLINE_A  # no third model to pick it on
+
+
 def test_counterfactual_memorization_recovers_the_planted_effect():
     rng = np.random.default_rng(1)
     members = rng.random((12, 300)) < 0.5
@@ -95,19 +130,28 @@ def shadow_sweep(tmp_path_factory, cache_dir):
     assert result.returncode == 0, result.stderr[-2000:]
     report = run_cli(str(sweep), module="gptfit.mia")
     assert report.returncode == 0, report.stderr[-2000:]
+    assert all(f"{name}: AUC" in report.stdout for name in ATTACKS), report.stdout  # RMIA's lines too
     return sweep
 
 
 @pytest.mark.slow
 def test_a_four_model_sweep_goes_through_lira_with_every_figure_in_range(shadow_sweep):
-    pooled = json.loads((shadow_sweep / "mia_report.json").read_text())["pooled"]
-    assert set(pooled) == {"lira_online", "lira_offline", "loss", "zlib", "min_k", "min_k_plus_plus"}
+    record = json.loads((shadow_sweep / "mia_report.json").read_text())
+    pooled = record["pooled"]
+    assert set(pooled) == {"lira_online", "lira_offline", "rmia_online", "rmia_offline"} | {
+        "loss",
+        "zlib",
+        "min_k",
+        "min_k_plus_plus",
+    }
+    assert len(record["rmia_offline_a"]) == 4 and set(record["rmia_offline_a"]) <= set(A_GRID)
     for name, figures in pooled.items():
         assert 0.7 < figures["auc"] <= 1.0, name  # the models memorize: every attack sees it
         assert figures["auc_lo"] <= figures["auc"] <= figures["auc_hi"] <= 1.0
         assert figures["tpr@1%fpr"] is None and figures["tpr@0.1%fpr"] is None  # 4 x ~128 non-members
     text = (shadow_sweep / "mia_report.md").read_text()
-    assert "Counterfactual memorization" in text and text.count("\n| ") >= 10 + 6 + 6
+    assert "Counterfactual memorization" in text and text.count("\n| ") >= 10 + 8 + 8
+    assert "| rmia_online | " in text and "| rmia_offline | " in text
     for figure in ("mia_lira_roc.png", "mia_counterfactual.png"):
         assert (shadow_sweep / figure).stat().st_size > 10_000
 

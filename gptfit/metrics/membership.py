@@ -37,7 +37,12 @@ MODEL_SCORES = ("loss", "zlib", "min_k", "min_k_plus_plus")
 # DC-PDD reads held-out token frequencies, `reference` and RMIA a reference model, `blind` no model.
 SCORES = (*MODEL_SCORES, "dc_pdd", "recall", "reference", "rmia", "blind")
 DC_PDD_CAP = 0.01  # Zhang et al.'s a: no token's term counts above it
-RMIA_A, RMIA_GAMMA = 0.3, 1.0  # RMIA's offline slope (its configs use 0.2-0.6) and threshold (its tool's 1)
+# RMIA's offline slope and threshold (its tool's gamma). The paper's configs take a = 0.2-0.6 for image
+# models; a sequence's geometric-mean token probability is about 0.01 here, where (1 + a) / 2 p + (1 - a) / 2
+# with such an a is nearly the constant (1 - a) / 2 and drowns the reference. The a that attacks a reference
+# best on shadow sweeps (gptfit.metrics.shadow.tuned_a) comes out at 0.9 to 1; one reference cannot tune
+# it, so the single-reference score takes 1: the reference's own probability.
+RMIA_A, RMIA_GAMMA = 1.0, 1.0
 # False-positive rates at which the TPR is reported, by the name in the key (`mia/<score>/tpr@1%fpr`).
 FPRS = {"1%": 0.01, "0.1%": 0.001}
 # A rate of `fpr` is estimated from at least this many false positives' worth of non-members.
@@ -113,7 +118,7 @@ def recall(log_probs: np.ndarray, conditioned: np.ndarray) -> np.ndarray:
 
 
 def rmia(
-    target_x: np.ndarray, reference_x: np.ndarray, target_z: np.ndarray, reference_z: np.ndarray, a: float, gamma: float
+    target_x: np.ndarray, reference_x: np.ndarray, target_z: np.ndarray, reference_z: np.ndarray, gamma: float
 ) -> np.ndarray:
     """[n] RMIA (Zarifzadeh, Liu and Shokri 2024): the share of population samples z that x dominates,
     LR(x, z) = [p(x | target) / p(x)] / [p(z | target) / p(z)] > gamma.
@@ -179,7 +184,7 @@ def model_scores(
         if reference_log_probs is not None and held_out.target_z is not None:  # one reference, OUT for all
             p_x, ref_x = np.exp(log_probs.mean(1)), offline(np.exp(reference_log_probs.mean(1)), RMIA_A)
             ref_z = offline(population.reference_p, RMIA_A)
-            out["mia_rmia"] = rmia(p_x, ref_x, held_out.target_z, ref_z, RMIA_A, RMIA_GAMMA)
+            out["mia_rmia"] = rmia(p_x, ref_x, held_out.target_z, ref_z, RMIA_GAMMA)
     return out
 
 

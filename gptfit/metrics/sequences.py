@@ -273,14 +273,14 @@ def score(
         }
         compared = None
         if held_out is not None:
-            conditioned = (
-                conditioned_log_probs(model, side.tokens, recall_prefix, batch_size)
-                if recall_prefix is not None
-                else None
-            )
+            # The prefix was sized for the table's sequences; longer planted ones would overrun the context.
+            fits = recall_prefix is not None and side.tokens.shape[1] <= held_out.tokens.shape[1]
+            conditioned = conditioned_log_probs(model, side.tokens, recall_prefix, batch_size) if fits else None
             compared = Compared(side.tokens.numpy(), held_out, target_z, conditioned)
         mia = membership.model_scores(scores, side.texts, mia_k, side.reference_log_probs, compared)
         mia["mia_blind"] = side.blind if side.blind is not None else [None] * n
+        if recall_prefix is not None:  # null on the sides the prefix does not fit beside
+            mia.setdefault("mia_recall", [None] * n)
         part.update({name: list(values) for name, values in mia.items()})
         if not ordinary_train:  # the greedy baseline only; other settings' cells null
             part.update({f"extraction/{name}": [None] * n for name in decoding})

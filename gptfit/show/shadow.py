@@ -1,9 +1,11 @@
-"""The body of `python -m gptfit.mia <sweep dir>`: LiRA and counterfactual memorization over a sweep of
+"""The body of `python -m gptfit.mia <sweep dir>`: LiRA, RMIA and counterfactual memorization over a sweep of
 shadow models (runs with data.subset, e.g. +experiment=shadow_models).
 
 Reads each finished run's `subset.json` and the last evaluation of its `sequences.parquet`, whose rows
-hold every candidate. Each model in turn is the target, attacked by LiRA fitted on the other M - 1 and
-by the single-model scores of its own table; the figures are per target and pooled over the targets.
+hold every candidate. Each model in turn is the target, attacked by LiRA fitted on the other M - 1, by
+RMIA with the other M - 1 as references (its population: the target's non-member candidates, since the
+tables hold no sequence outside every model; gptfit/metrics/shadow.py) and by the single-model scores of
+its own table; the figures are per target and pooled over the targets.
 Writes `mia_report.md`, `mia_lira_roc.png` and `mia_counterfactual.png` into the sweep directory.
 """
 
@@ -20,7 +22,7 @@ from scipy.stats import spearmanr
 from gptfit.errors import UserError
 from gptfit.files import SUBSET, TOKENIZER
 from gptfit.metrics import membership
-from gptfit.metrics.shadow import counterfactual, lira, logit_confidence
+from gptfit.metrics.shadow import counterfactual, lira, logit_confidence, rmia, tuned_a
 from gptfit.plots.membership import counterfactual_figure, roc_figure, save
 from gptfit.record import RunRecord
 from gptfit.show.sweep import fmt, read_sweep, with_interval
@@ -35,8 +37,8 @@ COLUMNS = [
     "token_exposures",
     *(f"mia_{name}" for name in membership.MODEL_SCORES),
 ]
-# The attacks compared on every target: LiRA's two tests, then the single-model scores.
-ATTACKS = ("lira_online", "lira_offline", *membership.MODEL_SCORES)
+# The attacks compared on every target: LiRA's and RMIA's two tests, then the single-model scores.
+ATTACKS = ("lira_online", "lira_offline", "rmia_online", "rmia_offline", *membership.MODEL_SCORES)
 TOP = 10  # the most memorized candidates shown with their text
 
 
@@ -100,13 +102,29 @@ def read_shadows(sweep: Path) -> Shadows:
     )
 
 
-def attack_scores(shadows: Shadows) -> dict[str, np.ndarray]:
-    """{attack: [M, N]} every attack's score of every candidate, each model in turn the target."""
+def geometric_mean_p(shadows: Shadows) -> np.ndarray:
+    """[M, N] each model's geometric-mean token probability of each candidate, exp(-mean token loss): RMIA's p."""
+    return np.exp(-shadows.loss)
+
+
+def offline_as(shadows: Shadows) -> np.ndarray:
+    """[M] RMIA's offline a for each target, picked by attacking another model (`tuned_a`)."""
+    p = geometric_mean_p(shadows)
+    return np.array([tuned_a(p, shadows.members, target) for target in range(len(p))])
+
+
+def attack_scores(shadows: Shadows, a: np.ndarray) -> dict[str, np.ndarray]:
+    """{attack: [M, N]} every attack's score of every candidate, each model in turn the target; `a`: [M] the
+    offline a of RMIA's test of each target."""
     phi = logit_confidence(shadows.scores["mia_loss"])
     tests = [lira(phi, shadows.members, target) for target in range(len(phi))]
+    p = geometric_mean_p(shadows)
+    relative = [rmia(p, shadows.members, target, a[target]) for target in range(len(p))]
     out = {
         "lira_online": np.stack([t["online"] for t in tests]),
         "lira_offline": np.stack([t["offline"] for t in tests]),
+        "rmia_online": np.stack([t["online"] for t in relative]),
+        "rmia_offline": np.stack([t["offline"] for t in relative]),
     }
     out.update({name: shadows.scores[f"mia_{name}"] for name in membership.MODEL_SCORES})
     return out
@@ -148,13 +166,16 @@ def memorization(shadows: Shadows) -> dict[str, np.ndarray]:
     }
 
 
-def attack_tables(shadows: Shadows, targets: dict[str, list[dict]], pool: dict[str, dict]) -> list[str]:
+def attack_tables(shadows: Shadows, targets: dict[str, list[dict]], pool: dict[str, dict], a: np.ndarray) -> list[str]:
     lines = [
         "## The attacks on the same targets",
         "",
         f"{len(shadows.jobs)} models, {shadows.members.shape[1]} candidates; each model in turn is the target, "
-        "LiRA fitted on the others. Pooled over all targets (95% intervals from a bootstrap over the pool's "
-        "documents):",
+        "LiRA fitted on the others and RMIA (gamma = 1) referenced to them. RMIA's population is the target's "
+        "own non-member candidates, each with p(z) from the models that did not train on it: every candidate "
+        "is a member of about half the models, and the tables hold no sequence outside all of them. RMIA "
+        f"offline's a, picked per target by attacking another model: {_spread(a, '.2f')}. Pooled over all targets "
+        "(95% intervals from a bootstrap over the pool's documents):",
         "",
         "| attack | AUC | TPR at 1% FPR | TPR at 0.1% FPR |",
         "|---|---|---|---|",
@@ -176,9 +197,14 @@ def attack_tables(shadows: Shadows, targets: dict[str, list[dict]], pool: dict[s
         cells = []
         for key in ("auc", "tpr@1%fpr"):
             values = [t[key] for t in targets[name] if t[key] is not None]
-            cells.append(f"{np.mean(values):.3f} ({min(values):.3f} to {max(values):.3f})" if values else "–")
+            cells.append(_spread(values, ".3f") if values else "–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _spread(values, form: str = ".1f") -> str:
+    """The mean of `values` and their range."""
+    return f"{np.mean(values):{form}} ({min(values):{form}} to {max(values):{form}})"
 
 
 def memorization_section(shadows: Shadows, mem: dict[str, np.ndarray]) -> list[str]:
@@ -211,7 +237,8 @@ def memorization_section(shadows: Shadows, mem: dict[str, np.ndarray]) -> list[s
 def shadow_report(sweep: Path, resamples: int = 200) -> tuple[Path, dict]:
     """Write the report and its figures into `sweep`; return its path and the pooled figures."""
     shadows = read_shadows(sweep)
-    attacks = attack_scores(shadows)
+    a = offline_as(shadows)
+    attacks = attack_scores(shadows, a)
     targets, pool = per_target(shadows, attacks), pooled(shadows, attacks, resamples)
     mem = memorization(shadows)
     members = shadows.members.ravel()
@@ -227,7 +254,7 @@ def shadow_report(sweep: Path, resamples: int = 200) -> tuple[Path, dict]:
     lines = [
         f"# Membership inference with shadow models: {sweep}",
         "",
-        *attack_tables(shadows, targets, pool),
+        *attack_tables(shadows, targets, pool, a),
         "",
         *memorization_section(shadows, mem),
         "",
@@ -236,5 +263,6 @@ def shadow_report(sweep: Path, resamples: int = 200) -> tuple[Path, dict]:
     ]
     out = sweep / "mia_report.md"
     out.write_text("\n".join(lines) + "\n")
-    (sweep / "mia_report.json").write_text(json.dumps({"models": shadows.jobs, "pooled": pool}, indent=2) + "\n")
+    record = {"models": shadows.jobs, "pooled": pool, "rmia_offline_a": a.tolist()}
+    (sweep / "mia_report.json").write_text(json.dumps(record, indent=2) + "\n")
     return out, pool
