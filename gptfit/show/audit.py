@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gptfit.files import write_text_atomic
+from gptfit.metrics.audit import epsilon_lower_bound
 from gptfit.plots.audit import audit_figure
 from gptfit.record import RunRecord
 from gptfit.show.sweep import fmt
@@ -48,4 +49,6 @@ def audit_report(runs: list[RunRecord], out: Path) -> tuple[str, list[Path]] | N
         points.append({"label": label(r), "epsilon": eps, "lower": r.final[LOWER]})
     text = "\n".join(lines)
     write_text_atomic(out / "privacy_audit.md", "# Privacy audit in one run\n\n" + text + "\n")
-    return text, [audit_figure(points, out / "privacy_audit.png")]
+    r = audited[0].summary.get("audit", {}).get("guesses", 0)
+    ceiling = epsilon_lower_bound(r, r, audited[0].summary.get("audit", {}).get("sequences", r), 0.0)
+    return text, [audit_figure(points, ceiling, out / "privacy_audit.png")]
