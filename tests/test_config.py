@@ -10,7 +10,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import OmegaConfBaseException
 
 from gptfit.config import ConfigError, validate
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, run_cli
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 
@@ -97,3 +97,18 @@ def test_enumerating_a_secret_space_over_a_million_is_one_problem(compose_cfg):
     validate(compose_cfg([canaries]))  # auto: the large space is fitted, the small one enumerated
     with pytest.raises(ConfigError, match="eval.canary_rank"):
         validate(compose_cfg(["eval.canary_rank=exact"]))
+
+
+def test_the_key_reference_is_the_schemas_comments_and_is_what_help_shows():
+    from gptfit.config import Config
+    from gptfit.config.reference import DOC_FILE, HELP_FILE, help_yaml, keys, markdown
+
+    # Generated files stay generated: python -m gptfit.config.reference --write after changing a comment.
+    assert HELP_FILE.read_text() == help_yaml(Config) and DOC_FILE.read_text() == markdown(Config)
+    found = {k.name: k for k in keys(Config)}
+    assert found["train.dp.delta"].default == "None" and "1 / N^1.1" in found["train.dp.delta"].help
+    assert found["data.audit"].default == "(section)" and found["data.audit.probability"].default == "0.5"
+    assert found["model"].help.startswith("`model.*`") and "decoding" not in found  # the group has its files
+    result = run_cli("--help")
+    assert result.returncode == 0 and "  eval.canary_rank = 'auto'" in result.stdout
+    assert found["eval.canary_rank"].help in result.stdout and "experiment: capacity" in result.stdout
