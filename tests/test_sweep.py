@@ -38,10 +38,12 @@ def test_every_job_of_the_ladder_has_its_own_directory(mini_ladder):
     assert jobs == ["0", "1", "2"]
     sizes = [json.loads((mini_ladder / j / "summary.json").read_text())["config"]["data"]["train_tokens"] for j in jobs]
     assert sizes == [512, 1024, 2048]
-    # Every job of a sweep lands in one W&B group named after the sweep, named by its overrides.
+    # Each job of a sweep gets a W&B group of its condition (three sizes: three groups), named by its overrides.
     configs = [json.loads((mini_ladder / j / "summary.json").read_text())["config"]["logger"] for j in jobs]
-    assert len({c["group"] for c in configs}) == 1 and configs[0]["group"].endswith(mini_ladder.name)
-    assert "data.train_tokens=512" in configs[0]["run_name"]
+    assert len({c["group"] for c in configs}) == 3
+    assert all(c["group"].startswith(f"corpus_ladder-{mini_ladder.name}/") for c in configs)
+    assert all(c["sweep"] == mini_ladder.name and f"sweep:{mini_ladder.name}" in c["tags"] for c in configs)
+    assert "data.train_tokens=512" in configs[0]["run_name"] and "data.train_tokens=512" in configs[0]["group"]
 
 
 def test_the_report_has_a_row_per_run_and_its_figures(mini_ladder):
@@ -130,6 +132,7 @@ def test_the_report_reads_the_per_sequence_tables(mini_ladder):
     # Every run's membership scores, each with its final interval.
     membership = text.split("## Membership inference by score")[1].split("\n## ")[0]
     rows = [line for line in membership.splitlines() if line.startswith("| data.train_tokens=")]
-    # loss, zlib, min_k, min_k_plus_plus; blind too where the training text holds two documents or more
-    assert all(sum(row.startswith(f"| data.train_tokens={n} | ") for row in rows) in (4, 5) for n in (512, 1024, 2048))
+    # loss, zlib, min_k, min_k_plus_plus, dc_pdd, recall (the 48-token context leaves 32 tokens beside the
+    # table's 16); blind too where the training text holds two documents or more
+    assert all(sum(row.startswith(f"| data.train_tokens={n} | ") for row in rows) in (6, 7) for n in (512, 1024, 2048))
     assert all(" [" in row.split("|")[3] for row in rows)  # the AUC with its interval

@@ -198,9 +198,12 @@ GRAMMAR_NLL = [
 
 def grammar_settings(runs: list[RunRecord]) -> list[str]:
     """Decoding settings whose sentences were scored against the grammar."""
-    return sorted(
-        {k.split("/")[1] for r in runs for k in r.final if k.startswith("grammar/") and k.endswith("/sentences")}
-    )
+    return scored_settings([r.final for r in runs])
+
+
+def scored_settings(finals: list[dict]) -> list[str]:
+    """The decoding settings with `grammar/<setting>/sentences` in any of `finals`."""
+    return sorted({k.split("/")[1] for f in finals for k in f if k.startswith("grammar/") and k.endswith("/sentences")})
 
 
 def _mean(values: list) -> float | None:
@@ -227,7 +230,7 @@ def grammar_tables(runs: list[RunRecord], swept: list[str]) -> str:
     head = [*keys, "decoding", *[label for _, label in GRAMMAR_SHARES]]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for values, finals in ordered:
-        for s in grammar_settings([{"final": f} for f in finals]):
+        for s in scored_settings(finals):
             cells = [fmt(_mean([f.get(f"grammar/{s}/{k}") for f in finals])) for k, _ in GRAMMAR_SHARES]
             lines.append("| " + " | ".join([*map(fmt, values), s, *cells]) + " |")
     return "\n".join(lines)
