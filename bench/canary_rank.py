@@ -18,8 +18,8 @@ import torch
 
 from gptfit.config import ModelConfig
 from gptfit.data.canaries import Canary
-from gptfit.data.tokenizer import train_bpe
 from gptfit.data.sources import python_docs
+from gptfit.data.tokenizer import train_bpe
 from gptfit.measures.canaries import enumerated_rank, every_filling, sequence_losses, skew_normal_rank
 from gptfit.model.loading import build_model
 
