@@ -171,6 +171,8 @@ def _known(node: Any, schema: Any) -> Any:
         return node
     out = {}
     for key, value in node.items():
+        if value is None and OmegaConf.is_dict(OmegaConf.select(schema, key, default=None)):
+            continue  # a section saved as null (off) before it always existed: its defaults are off
         if key in schema:
             inner = OmegaConf.select(schema, key, default=None) if value is not None else None
             out[key] = _known(value, inner) if inner is not None else value

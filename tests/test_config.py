@@ -112,3 +112,15 @@ def test_the_key_reference_is_the_schemas_comments_and_is_what_help_shows():
     result = run_cli("--help")
     assert result.returncode == 0 and "  eval.canary_rank = 'auto'" in result.stdout
     assert found["eval.canary_rank"].help in result.stdout and "experiment: capacity" in result.stdout
+
+
+def test_every_optional_part_is_a_section_that_is_there_and_off_until_set(compose_cfg):
+    cfg = validate(compose_cfg([]))
+    parts = (cfg.data.duplicates, cfg.data.forget, cfg.data.subset, cfg.train.dp)
+    assert not any(part.on for part in parts) and cfg.data.dedup.min_tokens is None and cfg.data.audit.sequences == 0
+    # One key turns a part on, with the schema's defaults for the rest; the group file is the same switch.
+    by_key = validate(compose_cfg(["data.duplicates.per_count=16"])).data.duplicates
+    by_group = validate(compose_cfg(["+data/duplicates=ladder"])).data.duplicates
+    assert by_key == by_group and by_key.on and by_key.counts == [1, 2, 4, 8, 16, 32, 64]
+    assert validate(compose_cfg(["data.forget.sequences=8"])).data.forget.until_step == 800
+    assert validate(compose_cfg(["+data/subset=half"])).data.subset.fraction == 0.5

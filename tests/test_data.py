@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from gptfit.config import DataConfig
 from gptfit.data.corpus import load_corpus, ngram_overlap, split_documents
@@ -14,7 +13,7 @@ from gptfit.errors import UserError
 
 
 def data_cfg(cache_dir, **kw):
-    return OmegaConf.structured(DataConfig(cache_dir=cache_dir, vocab_size=512, **kw))
+    return DataConfig(cache_dir=cache_dir, vocab_size=512, **kw)
 
 
 def test_embedded_corpus_is_the_pydoc_topics():

@@ -61,7 +61,7 @@ def decode_documents(tokenizer, stream: np.ndarray, eot: int) -> list[str]:
 def test_heldout_sentences_never_occur_in_training(make_config):
     cfg = make_config(SMALL_LANGUAGE)
     corpus = load_corpus(cfg.data)
-    pool, _ = split_documents(load_documents(cfg.data), cfg.data.split_seed, cfg.data.val_fraction)
+    pool, _ = split_documents(load_documents(cfg.data, cfg.data.cache_dir), cfg.data.split_seed, cfg.data.val_fraction)
     heldout = decode_documents(corpus.tokenizer, corpus.val, corpus.eot_id)
     assert heldout == corpus.val_documents and len(heldout) == corpus.n_val_docs > 5
     assert corpus.val_dropped > 0  # the small language repeats itself: the split alone would have leaked

@@ -26,13 +26,16 @@ def test_a_finished_run_reads_as_its_typed_config_rows_summary_table_and_models(
 
 
 def test_an_old_folder_drops_the_keys_it_lost_and_takes_defaults_for_the_keys_it_lacks(tmp_path):
-    # A config.yaml as an earlier version wrote it: a key since removed, and no eval section at all.
-    saved = {"name": "old", "seed": 3, "train": {"lr": 0.01, "a_removed_knob": 1}, "data": {"train_tokens": 512}}
+    # A config.yaml as an earlier version wrote it: a key since removed, no eval section at all, and parts that
+    # were null sections (off) before every section always existed.
+    off = {"duplicates": None, "forget": None, "subset": None}
+    saved = {"name": "old", "seed": 3, "train": {"lr": 0.01, "a_removed_knob": 1}, "data": {"train_tokens": 512, **off}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
     (tmp_path / "summary.json").write_text(json.dumps({"status": "finished", "final": {"step": 10}}))
     run = RunRecord.read(tmp_path)
     assert run.config.train.lr == 0.01 and not hasattr(run.config.train, "a_removed_knob")
     assert run.config.eval == EvalConfig() and run.train_tokens == 512 and run.finished
+    assert not (run.config.data.duplicates.on or run.config.data.forget.on or run.config.data.subset.on)
 
 
 def test_a_job_that_never_started_reads_as_not_started_with_its_swept_size(tmp_path):

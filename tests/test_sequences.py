@@ -16,6 +16,7 @@ from gptfit.files import read_jsonl
 from gptfit.metrics.scoring import score_sequences
 from gptfit.metrics.sequences import decoded_matches
 from gptfit.model.loading import load_model
+from gptfit.record import RunRecord
 from tests.conftest import TINY
 
 
@@ -31,7 +32,7 @@ def brute_force_ledger(windows, steps: int, batch: int, n_tokens: int, block: in
 
 def test_the_ledger_equals_a_brute_force_count(tiny_run):
     run_dir, _ = tiny_run
-    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg = RunRecord.read(run_dir).config
     corpus = load_corpus(cfg.data)
     block, batch = cfg.model.block_size, cfg.train.batch_size
     windows = RandomWindows(corpus.train, block, cfg.train.max_steps * batch, cfg.seed)

@@ -106,17 +106,17 @@ class Config:
             problems.append(f"data.train_tokens={self.data.train_tokens}: must be at least model.block_size={block}")
         problems += self.eval.window_problems(block, grammar=self.data.source == "grammar")
         forget = self.data.forget
-        if forget is not None and forget.until_step >= self.train.max_steps:
+        if forget.on and forget.until_step >= self.train.max_steps:
             problems.append(
                 f"data.forget.until_step={forget.until_step}: must be below train.max_steps="
                 f"{self.train.max_steps}, or nothing is left to forget in"
             )
-        if forget is not None and self.train.dp.on:
+        if forget.on and self.train.dp.on:
             problems.append(
                 "data.forget: cannot be combined with train.dp (DP-SGD samples the epochs' windows, which "
                 "data.forget cannot cut); drop one of them"
             )
-        if forget is not None and self.train.sampling == "epochs":
+        if forget.on and self.train.sampling == "epochs":
             problems.append(
                 "data.forget: works with train.sampling=random only (epochs would need a new cut of "
                 "the windows at until_step); use train.sampling=random"

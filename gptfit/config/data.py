@@ -72,32 +72,50 @@ class UniformConfig:
 @dataclass
 class DuplicatesConfig:
     """data.duplicates: sequences of held-aside text planted `count` times each (gptfit.data.duplicates).
-    Chosen with +data/duplicates=ladder, whose file (conf/data/duplicates/ladder.yaml) holds the defaults."""
+    Off while per_count is null; +data/duplicates=ladder (conf/data/duplicates/ladder.yaml) turns it on."""
 
-    counts: List[int] = MISSING
-    # Sequences per count (and as many never planted: the count-0 baseline).
-    per_count: int = MISSING
+    # How many times each rung's sequences are planted.
+    counts: List[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
+    # Sequences per count (and as many never planted: the count-0 baseline). null: off.
+    per_count: Optional[int] = None
+
+    @property
+    def on(self) -> bool:
+        return self.per_count is not None
 
 
 @dataclass
 class ForgetConfig:
     """data.forget: held-aside sequences planted `copies` times, in the training text of the steps up to
-    `until_step` only (gptfit.data.duplicates). Chosen with +data/forget=default, whose file
-    (conf/data/forget/default.yaml) holds the defaults."""
+    `until_step` only (gptfit.data.duplicates). Off while sequences is null; +data/forget=default
+    (conf/data/forget/default.yaml) turns it on."""
 
-    sequences: int = MISSING
-    copies: int = MISSING
-    until_step: int = MISSING
+    # How many sequences are planted and later forgotten. null: off.
+    sequences: Optional[int] = None
+    # Copies of each in the training text.
+    copies: int = 16
+    # The last step whose training windows hold them.
+    until_step: int = 800
+
+    @property
+    def on(self) -> bool:
+        return self.sequences is not None
 
 
 @dataclass
 class SubsetConfig:
     """data.subset: train on a seeded random share of the candidate sequences (gptfit.data.subset), for
-    shadow models. Chosen with +data/subset=half, whose file (conf/data/subset/half.yaml) holds the
-    defaults; a sweep over data.subset.seed gives every candidate models with it and without it."""
+    shadow models. Off while fraction is null; +data/subset=half (conf/data/subset/half.yaml) turns it on,
+    and a sweep over data.subset.seed gives every candidate models with it and without it."""
 
-    fraction: float = MISSING
-    seed: int = MISSING
+    # The share of the candidates each model trains on (0.5 for LiRA). null: off.
+    fraction: Optional[float] = None
+    # Which share: every seed draws its own.
+    seed: int = 0
+
+    @property
+    def on(self) -> bool:
+        return self.fraction is not None
 
 
 @dataclass
@@ -144,11 +162,15 @@ class AuditConfig:
 
 
 @dataclass
-class DataConfig:
+class CorpusSource:
+    """Where a corpus's documents come from and how its held-out split is drawn: the part data.* and each
+    eval.general corpus share (gptfit.data.sources reads it)."""
+
     # python_docs (embedded), python_stdlib (python_docs and the standard library's docstrings: general text
     # that ships with every Python, the base model's corpus), text (local files), hf (a datasets dataset,
-    # hub or saved to disk), grammar (sentences of a synthetic language, `grammar` below), uniform (uniformly
-    # random token sequences, `uniform` below: the corpus and tokenizer of a capacity measurement).
+    # hub or saved to disk), grammar (sentences of a synthetic language, data.grammar), uniform (uniformly
+    # random token sequences, data.uniform: the corpus and tokenizer of a capacity measurement). eval.general
+    # takes any but grammar and uniform.
     source: str = "python_docs"
     # text: a file, a folder or a glob pattern; hf: a hub name or a directory saved with save_to_disk.
     path: Optional[str] = None
@@ -158,6 +180,24 @@ class DataConfig:
     text_column: str = "text"
     # text only: one document per paragraph (blank-line separated), line, or whole file (document).
     sample_by: str = "paragraph"
+    # Seeds the held-out split and the document order, independent of `seed`.
+    split_seed: int = 0
+    # Share of the corpus's characters held out for validation (whole documents).
+    val_fraction: float = 0.1
+
+    def source_problems(self, c: Checks, sources: tuple[str, ...], label: str) -> None:
+        """The shared fields' checks, as lines of `c` (which names the section); `label` names the source in
+        a missing path's line (`data=text`, `source=text`)."""
+        c.one_of("source", sources)
+        c.corpus_path(self.source, self.path, label)
+        c.one_of("sample_by", SAMPLE_BY)
+        c.seed("split_seed")
+        if c.finite("val_fraction"):
+            c.need(0.0 < self.val_fraction < 1.0, "val_fraction", "must be in (0, 1)")
+
+
+@dataclass
+class DataConfig(CorpusSource):
     # Training size in tokens: the first train_tokens of the shuffled training pool (nested subsets).
     # Ignored under data=uniform, whose training set is data.uniform.sequences sequences.
     train_tokens: int = 16384
@@ -165,10 +205,6 @@ class DataConfig:
     # larger one). A later start trains on text that the sets of a corpus-size sweep do not hold: a
     # reference model for membership inference (eval.mia.reference).
     train_offset: int = 0
-    # Seeds the held-out split and the document order, independent of `seed`.
-    split_seed: int = 0
-    # Share of the corpus's characters held out for validation (whole documents).
-    val_fraction: float = 0.1
     # Byte-level BPE vocabulary size for models trained from scratch. Ignored under data=uniform, whose
     # vocabulary is data.uniform.vocab symbols and end-of-text.
     vocab_size: int = 2048
@@ -180,12 +216,12 @@ class DataConfig:
     grammar: Optional[GrammarConfig] = None
     # data=uniform only (conf/data/uniform.yaml sets it).
     uniform: Optional[UniformConfig] = None
-    # The duplication ladder (off: null): +data/duplicates=ladder, e.g. with data.duplicates.per_count=8.
-    duplicates: Optional[DuplicatesConfig] = None
-    # Forgetting (off: null): +data/forget=default, e.g. with data.forget.until_step=400.
-    forget: Optional[ForgetConfig] = None
-    # Shadow models (off: null): +data/subset=half, e.g. with data.subset.seed=3.
-    subset: Optional[SubsetConfig] = None
+    # The duplication ladder (off: per_count=null): +data/duplicates=ladder, or data.duplicates.per_count=8.
+    duplicates: DuplicatesConfig = field(default_factory=DuplicatesConfig)
+    # Forgetting (off: sequences=null): +data/forget=default, or data.forget.sequences=64.
+    forget: ForgetConfig = field(default_factory=ForgetConfig)
+    # Shadow models (off: fraction=null): +data/subset=half, or data.subset.fraction=0.5 with data.subset.seed=3.
+    subset: SubsetConfig = field(default_factory=SubsetConfig)
     # Deduplication (off: min_tokens=null), applied after canaries, duplicates and the forgotten set are planted.
     dedup: DedupConfig = field(default_factory=DedupConfig)
     # A privacy audit in one run (off: sequences=0), planted after the canaries: +experiment=dp_audit.
@@ -193,16 +229,11 @@ class DataConfig:
 
     def problems(self) -> list[str]:
         c = Checks("data", self)
-        c.one_of("source", DATA_SOURCES)
-        c.corpus_path(self.source, self.path, "data")
-        c.one_of("sample_by", SAMPLE_BY)
+        self.source_problems(c, DATA_SOURCES, "data")
         if self.source != "uniform":  # ignored under data=uniform
             c.positive("train_tokens")
             c.need(self.vocab_size >= 260, "vocab_size", "must be >= 260 (256 bytes plus special tokens)")
         c.at_least("train_offset", 0)
-        c.seed("split_seed")
-        if c.finite("val_fraction"):
-            c.need(0.0 < self.val_fraction < 1.0, "val_fraction", "must be in (0, 1)")
         if self.source == "uniform":
             c.problems.extend(self.uniform_problems())
         if self.source == "grammar":
@@ -216,7 +247,7 @@ class DataConfig:
                     "must be >= 2 (some are held out)",
                     got=self.grammar.n_sentences,
                 )
-        if self.duplicates is not None:
+        if self.duplicates.on:
             d = Checks("data.duplicates", self.duplicates)
             d.need(
                 len(self.duplicates.counts) > 0 and all(n >= 1 for n in self.duplicates.counts),
@@ -232,13 +263,13 @@ class DataConfig:
             )
             d.at_least("per_count", 1)
             c.problems.extend(d.problems)
-        if self.forget is not None:
+        if self.forget.on:
             f = Checks("data.forget", self.forget)
             f.at_least("sequences", 1)
             f.at_least("copies", 1)
             f.at_least("until_step", 1)
             c.problems.extend(f.problems)
-        if self.subset is not None:
+        if self.subset.on:
             c.problems.extend(self.subset_problems())
         d = Checks("data.dedup", self.dedup)
         if self.dedup.min_tokens is not None:
@@ -262,7 +293,7 @@ class DataConfig:
             return ["data.uniform=None: data.source=uniform needs the sequences' knobs; use data=uniform"]
         problems = self.uniform.problems()
         others = self.text_edits() + [
-            name for name, on in (("data.subset", self.subset), ("data.train_offset", self.train_offset)) if on
+            name for name, on in (("data.subset", self.subset.on), ("data.train_offset", self.train_offset)) if on
         ]
         if others:
             problems.append(
@@ -275,8 +306,8 @@ class DataConfig:
         """The parts that plant text into the training set or cut it out, where they are on."""
         parts = (
             ("data.canaries", bool(self.canaries)),
-            ("data.duplicates", self.duplicates is not None),
-            ("data.forget", self.forget is not None),
+            ("data.duplicates", self.duplicates.on),
+            ("data.forget", self.forget.on),
             ("data.dedup", self.dedup.min_tokens is not None),
         )
         return [name for name, on in parts if on]

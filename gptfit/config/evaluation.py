@@ -9,7 +9,7 @@ from typing import List, Optional
 from omegaconf import MISSING
 
 from gptfit.config.checks import Checks
-from gptfit.config.data import DATA_SOURCES, SAMPLE_BY, DataConfig
+from gptfit.config.data import DATA_SOURCES, CorpusSource
 from gptfit.config.model import ModelConfig
 
 # Any source a training corpus can come from, but the grammar and the uniform sequences (languages of their
@@ -56,22 +56,14 @@ class MiaConfig:
 
 
 @dataclass
-class GeneralCorpus:
+class GeneralCorpus(CorpusSource):
     """One of eval.general: a named corpus of general text whose held-out split is scored at every evaluation
-    (general/<name>/loss, general/<name>/bpb, forgetting/<name>). Its fields read as data.*'s do, and their
-    defaults are data.*'s: with them a base trained on python_stdlib is scored on text it never saw."""
+    (general/<name>/loss, general/<name>/bpb, general/<name>/acc, forgetting/<name>). Its source fields are
+    data.*'s (the same section); with their defaults a base trained on python_stdlib is scored on text it
+    never saw."""
 
     name: str = MISSING
     source: str = "python_stdlib"
-    # text: a file, a folder or a glob pattern; hf: a hub name or a directory saved with save_to_disk.
-    path: Optional[str] = None
-    hf_config: Optional[str] = DataConfig.hf_config
-    split: str = DataConfig.split
-    text_column: str = DataConfig.text_column
-    sample_by: str = DataConfig.sample_by
-    # The held-out split of this corpus (only its held-out documents are scored).
-    split_seed: int = DataConfig.split_seed
-    val_fraction: float = DataConfig.val_fraction
     # Fixed windows of model.block_size tokens scored, spread evenly over the held-out text.
     windows: int = 32
 
@@ -79,12 +71,7 @@ class GeneralCorpus:
         c = Checks(prefix, self)
         c.need(bool(self.name.strip()), "name", "must not be empty: it names the general/<name>/ keys")
         c.need("/" not in self.name, "name", "must not hold '/': it names the general/<name>/ keys")
-        c.one_of("source", GENERAL_SOURCES)
-        c.corpus_path(self.source, self.path, "source")
-        c.one_of("sample_by", SAMPLE_BY)
-        c.seed("split_seed")
-        if c.finite("val_fraction"):
-            c.need(0.0 < self.val_fraction < 1.0, "val_fraction", "must be in (0, 1)")
+        self.source_problems(c, GENERAL_SOURCES, "source")
         c.at_least("windows", 1)
         return c.problems
 

@@ -64,12 +64,14 @@ class Corpus:
     audit: AuditSet | None = None  # data.audit: the audit sequences and which of them were planted
 
 
-def split_documents(docs: list[str], split_seed: int, val_fraction: float) -> tuple[list[str], list[str]]:
+def split_documents(
+    docs: list[str], split_seed: int, val_fraction: float, key: str = "data"
+) -> tuple[list[str], list[str]]:
     """Return (training pool, held-out) documents by the rule in the module docstring."""
     if len(docs) < 2:
         raise UserError(
-            "data: the corpus has a single document, so none can be held out; "
-            "give more files or use data.sample_by=paragraph or line"
+            f"{key}: the corpus has a single document, so none can be held out; "
+            f"give more files or use {key}.sample_by=paragraph or line"
         )
     order = list(range(len(docs)))
     random.Random(split_seed).shuffle(order)
@@ -202,15 +204,22 @@ class Draft:
         )
 
 
+def part_on(data, name: str):
+    """The config section `name` of `data` where it is there and on, else None (eval.general's corpora have
+    no planted parts)."""
+    part = getattr(data, name, None)
+    return part if part is not None and part.on else None
+
+
 def read_source(d: Draft) -> None:
-    d.documents = load_documents(d.data)
+    d.documents = load_documents(d.data, d.data.cache_dir)
     d.documents_hash = corpus_hash(d.documents)
     d.pool, d.val = split_documents(d.documents, d.data.split_seed, d.data.val_fraction)
 
 
 def hold_aside_text(d: Draft) -> None:
     """Text for the duplication ladder and the forget set, taken out of the pool before anything else."""
-    dup, forget = getattr(d.data, "duplicates", None), getattr(d.data, "forget", None)
+    dup, forget = part_on(d.data, "duplicates"), part_on(d.data, "forget")
     if dup is None and forget is None:
         return
     n_dup = (len(dup.counts) + 1) * dup.per_count if dup is not None else 0
@@ -267,7 +276,7 @@ def take_training_tokens(d: Draft) -> None:
 
 def draw_subset(d: Draft) -> None:
     """data.subset: the candidates, each trained on as a document of its own."""
-    subset = getattr(d.data, "subset", None)
+    subset = part_on(d.data, "subset")
     if subset is not None:
         d.train, d.subset = draw(d.train, d.eot_id, d.sequence_length, subset.fraction, subset.seed)
         d.complete = slice(0, 0)
@@ -372,7 +381,7 @@ def deduplicated(
 def plant_aside(train: np.ndarray, aside: np.ndarray, data: DataConfig, eot_id: int, length: int) -> tuple:
     """(the training stream with the held-aside sequences planted, the ladder's Planted groups, the
     never-planted count-0 sequences, the forgotten Planted group): all planted in one pass."""
-    dup, forget = data.duplicates, data.forget
+    dup, forget = part_on(data, "duplicates"), part_on(data, "forget")
     n_dup = (len(dup.counts) + 1) * dup.per_count if dup is not None else 0
     groups, baseline, forgotten = [], None, None  # (copies, sequences): the ladder's counts, then the forgotten set
     if dup is not None:

@@ -10,19 +10,15 @@ tokenizer is the run's, so the run's `Corpus.token_bytes` holds every token's le
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from gptfit.config import DataConfig, GeneralCorpus
+from gptfit.config import GeneralCorpus
 from gptfit.data.corpus import corpus_hash, encode_stream, split_documents
 from gptfit.data.sources import load_documents
 from gptfit.data.tokenizer import tokenizer_hash
 from gptfit.errors import UserError
-
-# The data.* keys that the loaders' messages name, which a general corpus sets under its own name.
-_DATA_KEY = re.compile(r"(?<![\w/.~-])data(?=\.(?:path|hf_config|split|text_column|sample_by|val_fraction)\b|:)")
 
 
 @dataclass
@@ -30,21 +26,6 @@ class GeneralText:
     name: str
     val: np.ndarray  # [held-out tokens] int64: the held-out documents, each followed by end-of-text
     n_docs: int  # held-out documents
-
-
-def data_section(corpus: GeneralCorpus, cache_dir: str) -> DataConfig:
-    """The general corpus as the data section its loaders read."""
-    return DataConfig(
-        source=corpus.source,
-        path=corpus.path,
-        hf_config=corpus.hf_config,
-        split=corpus.split,
-        text_column=corpus.text_column,
-        sample_by=corpus.sample_by,
-        split_seed=corpus.split_seed,
-        val_fraction=corpus.val_fraction,
-        cache_dir=cache_dir,
-    )
 
 
 def general_texts(
@@ -58,12 +39,8 @@ def general_texts(
     t_hash = tokenizer_hash(tokenizer)
     for i, corpus in enumerate(corpora):
         key = f"eval.general[{i}]"
-        try:
-            docs = load_documents(data_section(corpus, cache_dir))
-            _, val = split_documents(docs, corpus.split_seed, corpus.val_fraction)
-        except UserError as e:  # the loaders speak of data.*: say which general corpus it is
-            message = _DATA_KEY.sub(key, str(e))
-            raise UserError(message if message.startswith(key) else f"{key}: {message}") from None
+        docs = load_documents(corpus, cache_dir, key)
+        _, val = split_documents(docs, corpus.split_seed, corpus.val_fraction, key)
         # The tag of a training corpus's held-out stream (gptfit.data.corpus.load_corpus): the same text.
         tag = f"{corpus_hash(docs)}-{t_hash}-{corpus.split_seed}-{corpus.val_fraction}-val"
         stream = encode_stream(tokenizer, val, eot_id, cache_dir, tag)

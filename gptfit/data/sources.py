@@ -14,7 +14,8 @@ import re
 from pathlib import Path
 from pydoc_data.topics import topics
 
-from gptfit.config import DataConfig, GrammarConfig
+from gptfit.config import GrammarConfig
+from gptfit.config.data import CorpusSource
 from gptfit.config.grammar import spec_of
 from gptfit.data.grammar import Grammar
 from gptfit.data.stdlib import stdlib_docstrings
@@ -28,7 +29,7 @@ def python_docs() -> list[str]:
     return [topics[name] for name in sorted(topics)]
 
 
-def _text_files(path: str) -> list[str]:
+def _text_files(path: str, key: str) -> list[str]:
     p = Path(path).expanduser()
     if p.is_dir():
         files = sorted(str(f) for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
@@ -37,32 +38,32 @@ def _text_files(path: str) -> list[str]:
     else:
         files = sorted(f for f in glob.glob(str(p), recursive=True) if os.path.isfile(f))
     if not files and p.is_dir():
-        raise UserError(f"data.path={path!r}: the folder holds no text files; put the corpus's files in it")
+        raise UserError(f"{key}.path={path!r}: the folder holds no text files; put the corpus's files in it")
     if not files:
-        raise UserError(f"data.path={path!r}: no such file or folder; give a text file, a folder or a glob pattern")
+        raise UserError(f"{key}.path={path!r}: no such file or folder; give a text file, a folder or a glob pattern")
     files = [f for f in files if os.path.getsize(f) > 0]  # `datasets` fails on empty files
     if not files:
-        raise UserError(f"data: the corpus {path!r} is empty; give it some text")
+        raise UserError(f"{key}: the corpus {path!r} is empty; give it some text")
     for f in files:
         with open(f, "rb") as fh:
             head = fh.read(8192)
         if b"\x00" in head:
-            raise UserError(f"data.path: {f} looks binary (NUL bytes); point data.path at UTF-8 text files")
+            raise UserError(f"{key}.path: {f} looks binary (NUL bytes); point {key}.path at UTF-8 text files")
     return files
 
 
-def text_files(path: str, sample_by: str) -> list[str]:
+def text_files(path: str, sample_by: str, key: str = "data") -> list[str]:
     """Local text files through `datasets.load_dataset("text")`, one document per paragraph/line/file."""
     import datasets  # about a second to import: only data=text and data=hf pay it
 
-    files = _text_files(path)
+    files = _text_files(path, key)
     try:
         ds = datasets.load_dataset("text", data_files=files, split="train", sample_by=sample_by)
     except UnicodeDecodeError as e:
-        raise UserError(f"data.path={path!r}: not UTF-8 text ({e.reason}); convert the files to UTF-8") from None
+        raise UserError(f"{key}.path={path!r}: not UTF-8 text ({e.reason}); convert the files to UTF-8") from None
     except Exception as e:  # datasets wraps decoding errors in its own exception types
         if isinstance(e.__cause__ or e.__context__, UnicodeDecodeError):
-            raise UserError(f"data.path={path!r}: not UTF-8 text; convert the files to UTF-8") from None
+            raise UserError(f"{key}.path={path!r}: not UTF-8 text; convert the files to UTF-8") from None
         raise
     if sample_by == "paragraph":
         # datasets cuts paragraphs at "\n\n" only; a line holding nothing but whitespace is a blank line too
@@ -71,7 +72,7 @@ def text_files(path: str, sample_by: str) -> list[str]:
     return list(ds["text"])
 
 
-def hf_dataset(path: str, config_name: str | None, split: str, column: str) -> list[str]:
+def hf_dataset(path: str, config_name: str | None, split: str, column: str, key: str = "data") -> list[str]:
     """A dataset on the hub, or one saved with `save_to_disk`, through `datasets`."""
     import datasets  # about a second to import: only data=text and data=hf pay it
 
@@ -81,7 +82,7 @@ def hf_dataset(path: str, config_name: str | None, split: str, column: str) -> l
             ds = datasets.load_from_disk(str(local))
             if isinstance(ds, datasets.DatasetDict):
                 if split not in ds:
-                    raise UserError(f"data.split={split!r}: not in {path}; available: {', '.join(ds)}")
+                    raise UserError(f"{key}.split={split!r}: not in {path}; available: {', '.join(ds)}")
                 ds = ds[split]
         else:
             ds = datasets.load_dataset(path, config_name, split=split)
@@ -90,11 +91,11 @@ def hf_dataset(path: str, config_name: str | None, split: str, column: str) -> l
     except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(
-            f"data.path={path!r}: could not load the dataset ({first}); check the name, "
-            "data.hf_config and data.split, or save it locally with save_to_disk"
+            f"{key}.path={path!r}: could not load the dataset ({first}); check the name, "
+            f"{key}.hf_config and {key}.split, or save it locally with save_to_disk"
         ) from None
     if column not in ds.column_names:
-        raise UserError(f"data.text_column={column!r}: not a column of {path}; columns: {', '.join(ds.column_names)}")
+        raise UserError(f"{key}.text_column={column!r}: not a column of {path}; columns: {', '.join(ds.column_names)}")
     return [t for t in ds[column] if isinstance(t, str)]
 
 
@@ -104,19 +105,20 @@ def grammar_sentences(grammar: GrammarConfig) -> list[str]:
     return Grammar(spec).sentences(grammar.n_sentences, seed=spec.seed)
 
 
-def load_documents(data: DataConfig) -> list[str]:
-    if data.source == "python_docs":
+def load_documents(source: CorpusSource, cache_dir: str, key: str = "data") -> list[str]:
+    """The non-blank documents of `source` (data.* or an eval.general corpus, named `key` in any error)."""
+    if source.source == "python_docs":
         docs = python_docs()
-    elif data.source == "python_stdlib":
-        docs = python_docs() + stdlib_docstrings(Path(data.cache_dir).expanduser())
-    elif data.source == "grammar":
-        docs = grammar_sentences(data.grammar)
-    elif data.source == "text":
-        docs = text_files(data.path, data.sample_by)
+    elif source.source == "python_stdlib":
+        docs = python_docs() + stdlib_docstrings(Path(cache_dir).expanduser())
+    elif source.source == "grammar":  # data.* only: eval.general takes no grammar
+        docs = grammar_sentences(source.grammar)
+    elif source.source == "text":
+        docs = text_files(source.path, source.sample_by, key)
     else:
-        docs = hf_dataset(data.path, data.hf_config, data.split, data.text_column)
+        docs = hf_dataset(source.path, source.hf_config, source.split, source.text_column, key)
     docs = [d for d in docs if d.strip()]
     if not docs:
-        where = data.path or data.source
-        raise UserError(f"data: the corpus {where!r} is empty; give it some text")
+        where = source.path or source.source
+        raise UserError(f"{key}: the corpus {where!r} is empty; give it some text")
     return docs

@@ -79,7 +79,9 @@ def weight_fields(base: Config) -> dict:
 def base_key(base: Config) -> str:
     """The hash a base run is cached under: its corpus and the config fields that shape its weights."""
     text = json.dumps(
-        {"corpus": corpus_hash(load_documents(base.data)), "config": weight_fields(base)}, sort_keys=True, default=str
+        {"corpus": corpus_hash(load_documents(base.data, base.data.cache_dir)), "config": weight_fields(base)},
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -20,6 +20,7 @@ from transformers.trainer_pt_utils import safe_globals  # the numpy RNG types th
 from gptfit.config import DataConfig, ModelConfig, TrainConfig, as_dict
 from gptfit.errors import UserError
 from gptfit.files import CHECKPOINTS, CONFIG, atomic_folder, write_text_atomic
+from gptfit.record import restore
 
 COMPLETE = "gptfit_complete.json"  # written into a checkpoint after everything else: only then it counts
 
@@ -91,7 +92,8 @@ def check_resume(run_dir: Path, train: TrainConfig, model: ModelConfig, data: Da
         )
     saved = target / CONFIG
     if saved.exists():
-        old = OmegaConf.load(saved)
+        # over today's schema, so that a run saved before a section always existed compares by its values
+        old = OmegaConf.create(as_dict(restore(OmegaConf.to_container(OmegaConf.load(saved)))))
         for name, section in (("model", model), ("data", data)):
             if OmegaConf.to_container(old[name]) != as_dict(section):
                 raise UserError(

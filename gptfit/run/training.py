@@ -350,9 +350,9 @@ def write_final_files(config: Config, run: Run, trainer: GptfitTrainer) -> None:
     title = f"{config.name}: {len(run.corpus.train)} training tokens"
     loss_curves(run.tracker.rows, run.run_dir / LOSS_FIGURE, title=title)
     memorization_curves(run.tracker.rows, run.run_dir / MEMORIZATION_FIGURE, title=title)
-    if config.data.duplicates is not None:
+    if config.data.duplicates.on:
         duplication_curve(run.tracker.rows, run.run_dir / "duplication.png")
-    if config.data.forget is not None:
+    if config.data.forget.on:
         forgetting_curve(run.tracker.rows, config.data.forget.until_step, run.run_dir / "forgetting.png")
     if general_names(run.tracker.rows):
         learn_forget_curves(run.tracker.rows, run.run_dir / "learn_forget.png", title=title)

@@ -96,7 +96,7 @@ def mitigation_runs(runs: list[RunRecord]) -> list[RunRecord]:
     """The runs of a mitigation study, found by what they hold whatever their `name`: the finished runs that
     plant a duplication ladder (data.duplicates), where their configs make more than one arm or a mitigated
     one. A duplication ladder without mitigations (one unmitigated arm) is no mitigation study."""
-    planted = [r for r in runs if r.finished and r.config.data.duplicates is not None]
+    planted = [r for r in runs if r.finished and r.config.data.duplicates.on]
     found = {run_arm(r).name for r in planted}
     return planted if len(found) > 1 or found - {"none", FINETUNE + "none"} else []
 
