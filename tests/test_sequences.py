@@ -14,7 +14,7 @@ from gptfit.data.exposure import sequence_exposures, token_counts
 from gptfit.data.windows import EpochWindows, RandomWindows
 from gptfit.files import read_jsonl
 from gptfit.metrics.scoring import score_sequences
-from gptfit.metrics.sequences import decoded_matches
+from gptfit.metrics.sequences import both_sides, decoded_matches
 from gptfit.model.loading import load_model
 from gptfit.record import RunRecord
 from tests.conftest import TINY
@@ -191,3 +191,12 @@ def test_a_forgotten_set_is_never_seen_after_its_last_step_and_is_forgotten(make
     assert rows[200]["forget/loss"] > rows[until]["forget/loss"] + 0.5
     assert rows[200]["forget/suffix_match"] < rows[until]["forget/suffix_match"]
     assert (tmp_path / "forgetting.png").stat().st_size > 10_000
+
+
+def test_the_held_out_side_can_outnumber_the_training_side():
+    """eval.heldout_sequences: the held-out side is sized on its own (a TPR at 1% FPR needs 1,000 non-members),
+    while null keeps the sides equal."""
+    train, val = np.arange(10 * 16) % 50, np.arange(40 * 16) % 50
+    for heldout, sizes in ((None, [10, 10]), (30, [10, 30]), (100, [10, 40])):  # 100: what the text holds
+        sides = both_sides(train, val, eot_id=99, length=16, count=1024, heldout=heldout)
+        assert [len(side.offsets) for side in sides] == sizes

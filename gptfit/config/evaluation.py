@@ -87,6 +87,10 @@ class EvalConfig:
     # held-out, the same number; as many as both have when fewer). Extraction: the suffix_tokens after
     # a sequence's prefix_tokens prefix (Pythia's 32 + 32).
     sequences: int = 1024
+    # Held-out sequences in the table, whatever the training side holds (null: as many as the training side).
+    # A TPR at 1% FPR needs at least 1,000 non-members, more than a small training set has sequences: the
+    # sides' balance moves no AUC or TPR, only what an unweighted mean over both sides would read.
+    heldout_sequences: Optional[int] = None
     prefix_tokens: int = 32
     suffix_tokens: int = 32
     # mem/<setting>/extraction_any: the share of sequences a sampled setting extracts at least once in
@@ -149,6 +153,8 @@ class EvalConfig:
             "canary_candidates",
         )
         c.one_of("canary_rank", CANARY_RANKS)
+        if self.heldout_sequences is not None:
+            c.positive("heldout_sequences")
         c.at_least("heldout_prompts", 0)
         c.at_least("general_prompts", 0)
         for i, prompt in enumerate(self.prompts):

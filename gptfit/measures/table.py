@@ -35,7 +35,9 @@ def sides_of(setup: Setup) -> list[sequences.Sequences]:
     elif corpus.uniform is not None:  # the sequences themselves (the config made L their length)
         sides = sequences.uniform_sides(corpus.uniform, e.sequences)
     else:
-        sides = sequences.both_sides(corpus.train, corpus.val, corpus.eot_id, span, e.sequences, planted)
+        sides = sequences.both_sides(
+            corpus.train, corpus.val, corpus.eot_id, span, e.sequences, planted, e.heldout_sequences
+        )
     if corpus.planted:
         sides += sequences.duplicate_sides(corpus.train, corpus.eot_id, corpus.planted, corpus.aside)
     if corpus.forgotten is not None:

@@ -129,10 +129,19 @@ def pick(
 
 
 def both_sides(
-    train: np.ndarray, val: np.ndarray, eot_id: int, length: int, count: int, planted: np.ndarray | None = None
+    train: np.ndarray,
+    val: np.ndarray,
+    eot_id: int,
+    length: int,
+    count: int,
+    planted: np.ndarray | None = None,
+    heldout: int | None = None,
 ) -> list[Sequences]:
-    """The same number of training and held-out sequences (`planted`: the training tokens to avoid)."""
+    """The same number of training and held-out sequences (`planted`: the training tokens to avoid), or up to
+    `count` training and up to `heldout` held-out ones, each side as many as its stream holds."""
     train_side = pick(train, eot_id, length, count, "train", planted)
+    if heldout is not None:
+        return [train_side, pick(val, eot_id, length, heldout, "val")]
     val_side = pick(val, eot_id, length, min(count, len(train_side.offsets)), "val")
     if len(val_side.offsets) < len(train_side.offsets):
         train_side = pick(train, eot_id, length, len(val_side.offsets), "train", planted)
