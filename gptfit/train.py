@@ -22,17 +22,23 @@ from gptfit.run.signals import TrainingStopped
 register()
 
 
-def base_config(config: Config) -> Config:
-    """The checked config of the run that makes model=base's base (`model.base`: its overrides), with this
-    run's cache folder. Composed here, in the command, which holds Hydra's config search path."""
+def cached_run_config(config: Config, given: list[str], key: str) -> Config:
+    """The checked config of a run that is trained into the cache (model.base's base, unlearn.source's
+    source) from its overrides `given` (the value of `key`), with this run's cache folder. Composed here, in
+    the command, which holds Hydra's config search path."""
     from hydra import compose
 
     cache = str(Path(config.data.cache_dir).expanduser()).replace("\\", "\\\\").replace("'", "\\'")
-    overrides = [*config.model.base, f"data.cache_dir='{cache}'", "logger=none", "run_dir=unset"]
+    overrides = [*given, f"data.cache_dir='{cache}'", "logger=none", "run_dir=unset"]
     try:
         return validate(compose("config", overrides=overrides))
     except ConfigError as e:
-        raise UserError(f"model.base={list(config.model.base)}: {'; '.join(e.problems)}") from None
+        raise UserError(f"{key}={list(given)}: {'; '.join(e.problems)}") from None
+
+
+def base_config(config: Config) -> Config:
+    """The checked config of the run that makes model=base's base (`model.base`: its overrides)."""
+    return cached_run_config(config, list(config.model.base), "model.base")
 
 
 def start_from_base(config: Config) -> Config:
@@ -41,6 +47,16 @@ def start_from_base(config: Config) -> Config:
 
     path = ensure_base(base_config(config))
     return replace(config, model=replace(config.model, init_from=str(path)))
+
+
+def start_unlearning(config: Config) -> Config:
+    """unlearn.method: the run starts from the source run's model (unlearn.run, or unlearn.source's run
+    trained into the cache on first use), measured against the source retrained without the forget set."""
+    from gptfit.run.unlearning import unlearning_config
+
+    u = config.unlearn
+    composed = cached_run_config(config, list(u.source), "unlearn.source") if u.run is None else None
+    return unlearning_config(config, composed)
 
 
 def with_checkpoint(error: str, run_dir: Path) -> str:
@@ -69,6 +85,8 @@ def main(cfg: DictConfig) -> float | None:
     try:
         if config.model.kind == "base":
             config = start_from_base(config)
+        if config.unlearn.on:
+            config = start_unlearning(config)
         summary = train(config)
     except UserError as e:
         discard_unused_run_dir(config.run_dir)

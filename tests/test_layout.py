@@ -80,7 +80,7 @@ LAYERS = [
     {"model"},
     {"data"},
     {"metrics", "plots"},
-    {"page", "measures"},
+    {"page", "measures", "unlearning"},
     {"run", "show"},
     {"cli"},
     {"train", "sample", "attend", "explore", "report", "mia", "workspace"},
@@ -152,10 +152,11 @@ def test_below_the_commands_no_function_takes_the_root_config():
     assert not dict_config, dict_config
     named_cfg = [f"{p.relative_to(PACKAGE.parent)}:{f}" for p, f, arg, _ in parameters(files) if arg == "cfg"]
     assert not named_cfg, named_cfg
-    # The typed root goes to the training recipe alone (and to the base model's cache, which runs one); the
-    # recipe hands each step the sections it uses.
+    # The typed root goes to the training recipe alone (and to the base model's cache, which runs one, and to
+    # an unlearning run's set-up, which builds one from its source's); the recipe hands each step the sections
+    # it uses.
     root = {(p.relative_to(PACKAGE).as_posix(), f) for p, f, _, note in parameters(files) if note == "Config"}
-    assert root and {p for p, _ in root} == {"run/training.py", "run/base.py"}, root
+    assert root and {p for p, _ in root} == {"run/training.py", "run/base.py", "run/unlearning.py"}, root
 
 
 def test_the_import_check_sees_what_it_must():

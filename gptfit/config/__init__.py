@@ -6,7 +6,7 @@ holds only what its option changes. What a type cannot say (ranges, choices) eac
 next to its fields (`problems()`); `validate` adds the few rules that join sections, and reports every
 problem at once, one line each.
 
-The rooms: model.py, data.py, train.py, evaluation.py, logger.py (the sections of a training run),
+The rooms: model.py, data.py, train.py, evaluation.py, logger.py, unlearn.py (the sections of a training run),
 commands.py (sample and attend), checks.py (the one-line checks they share). The decoding settings'
 schema lives with decoding, in gptfit.core.decoding_settings.
 
@@ -37,6 +37,7 @@ from gptfit.config.evaluation import MAX_ENUMERATED, EvalConfig, GeneralCorpus, 
 from gptfit.config.logger import LoggerConfig
 from gptfit.config.model import ModelConfig
 from gptfit.config.train import DpConfig, TrainConfig
+from gptfit.config.unlearn import UnlearnConfig
 from gptfit.core.decoding_settings import DecodingConfig
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "SampleConfig",
     "TrainConfig",
     "UniformConfig",
+    "UnlearnConfig",
     "as_dict",
     "general_corpora",
     "register",
@@ -76,6 +78,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
     # Named decoding settings used for samples and generation metrics (conf/decoding/).
     decoding: Dict[str, DecodingConfig] = field(default_factory=dict)
     # Where the run writes; set by Hydra to its run directory, or by the caller.
@@ -92,6 +95,7 @@ class Config:
             *self.train.problems(),
             *self.eval.problems(),
             *self.logger.problems(),
+            *self.unlearn.problems(),
         ]
         block = self.model.block_size
         uniform = self.data.uniform if self.data.source == "uniform" else None

@@ -94,7 +94,8 @@ class ForgetConfig:
     sequences: Optional[int] = None
     # Copies of each in the training text.
     copies: int = 16
-    # The last step whose training windows hold them.
+    # The last step whose training windows hold them (0: none ever does, as in the model retrained without
+    # them that unlearning is measured against).
     until_step: int = 800
 
     @property
@@ -267,7 +268,7 @@ class DataConfig(CorpusSource):
             f = Checks("data.forget", self.forget)
             f.at_least("sequences", 1)
             f.at_least("copies", 1)
-            f.at_least("until_step", 1)
+            f.at_least("until_step", 0, " (0: never trained on)")
             c.problems.extend(f.problems)
         if self.subset.on:
             c.problems.extend(self.subset_problems())

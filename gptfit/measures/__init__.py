@@ -9,12 +9,25 @@ give it tests; the evaluator (run/evaluation.py) names none of them. A stop rule
 
 from __future__ import annotations
 
-from gptfit.measures import attention, audit, canaries, capacity, general, generation, grammar, losses, privacy, table
+from gptfit.measures import (
+    attention,
+    audit,
+    canaries,
+    capacity,
+    general,
+    generation,
+    grammar,
+    losses,
+    privacy,
+    table,
+    unlearning,
+)
 
 REGISTRY = (
     losses.build,
     general.build,
     table.build,
+    unlearning.build,
     capacity.build,
     canaries.build,
     generation.build,

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from gptfit.config import DataConfig, EvalConfig, GeneralCorpus, GrammarConfig, TrainConfig
+from gptfit.config import DataConfig, EvalConfig, GeneralCorpus, GrammarConfig, TrainConfig, UnlearnConfig
 from gptfit.core.decoding_settings import DecodingConfig
 from gptfit.data.corpus import Corpus
 from gptfit.data.general import general_texts
@@ -62,6 +62,7 @@ class Setup:
     train: TrainConfig = field(default_factory=TrainConfig)
     privacy: Any = None
     base: str | None = None
+    unlearn: UnlearnConfig | None = None  # an unlearning run's section (its retrained model), else None
 
     @property
     def reference_path(self) -> str | None:

@@ -87,19 +87,24 @@ class SequenceTable(Measure):
     def at_start(self, model) -> dict:
         return {"mia_reference_model": self.reference_path} if self.reference_path else {}
 
-    def __call__(self, ev: Evaluation) -> dict:
+    def score(self, model, step: int) -> pa.Table:
+        """The table's rows under `model`: every side's scores, extraction and membership scores."""
         e = self.eval
-        table = sequences.score(
-            ev.model,
+        return sequences.score(
+            model,
             self.sides,
             e.prefix_tokens,
             self.decoding,
             e.batch_size,
-            ev.step,
-            sampling_seed(self.seed, ev.step),
+            step,
+            sampling_seed(self.seed, step),
             e.mia.k,
             self.held_out,
         )
+
+    def __call__(self, ev: Evaluation) -> dict:
+        e = self.eval
+        table = self.score(ev.model, ev.step)
         exposure = ev.exposure
         if exposure is None:  # nothing seen yet
             exposure = (np.zeros(self.train_tokens, np.int64), np.full(self.train_tokens, -1, np.int64))

@@ -97,8 +97,9 @@ def cached(folder: Path, key: str) -> bool:
     return True
 
 
-def ensure_base(base: Config) -> Path:
-    """The saved base model (its final/ folder), trained by `base`'s run first when no usable one is cached."""
+def ensure_base(base: Config, what: str = "model=base: the base model") -> Path:
+    """The saved base model (its final/ folder), trained by `base`'s run first when no usable one is cached.
+    Unlearning caches its source and retrained runs the same way (`what` names the run in the message)."""
     from gptfit.run.training import train  # the recipe imports this room's neighbours; only a build needs it
 
     key = base_key(base)
@@ -115,7 +116,7 @@ def ensure_base(base: Config) -> Path:
         shutil.rmtree(building, ignore_errors=True)
         model = base.model
         print(
-            f"model=base: training the base model first ({model.n_layer} layers x {model.n_embd}, "
+            f"{what}: training it first ({model.n_layer} layers x {model.n_embd}, "
             f"{base.train.max_steps} steps on data={base.data.source}); it is cached in {folder} and reused",
             file=sys.stderr,
             flush=True,

@@ -28,8 +28,10 @@ class GptfitTrainer(Trainer):
     model's forward itself, so that every evaluation would run in bf16 too.
     """
 
-    def __init__(self, *args, precision: str = "fp32", privacy: Privacy | None = None, **kwargs):
+    def __init__(self, *args, precision: str = "fp32", privacy: Privacy | None = None, objective=None, **kwargs):
         super().__init__(*args, **kwargs)
+        # unlearn.method: the method's loss on each batch of retained windows and forget sequences.
+        self.objective = objective
         self.autocast_bf16 = precision == "bf16"
         # train.dp: Opacus's per-sample hooks on the model, its optimizer and Poisson batches (run/privacy.py).
         self.privacy = privacy
@@ -52,6 +54,8 @@ class GptfitTrainer(Trainer):
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=self.autocast_bf16):
             if self.privacy is not None:
                 return private_loss(model, inputs)
+            if self.objective is not None:
+                return self.objective.loss(model, inputs)
             return super().compute_loss(model, inputs, *args, **kwargs)
 
     def create_optimizer(self, model=None):

@@ -44,6 +44,7 @@ from gptfit.page.write import run_page
 from gptfit.plots.curves import duplication_curve, forgetting_curve, loss_curves, memorization_curves
 from gptfit.plots.finetune import general_names, learn_forget_curves
 from gptfit.run import distributed as dist
+from gptfit.run import unlearning
 from gptfit.run.callback import Run, RunCallback
 from gptfit.run.checkpoints import Resume, check_resume, find_checkpoint, read_marker, save_model_atomic
 from gptfit.run.early_stopping import score_best
@@ -235,6 +236,7 @@ def make_evaluator(config: Config, corpus: Corpus, privacy: Privacy | None = Non
         train=config.train,
         privacy=privacy,
         base=config.model.init_from if config.model.kind == "base" else None,
+        unlearn=config.unlearn if config.unlearn.on else None,
     )
     return Evaluator(setup)
 
@@ -306,14 +308,18 @@ def make_trainer(
 def build_trainer(
     config: Config, corpus: Corpus, model, ledger: ExposureLedger, args, callbacks: list, privacy: Privacy | None = None
 ) -> GptfitTrainer:
-    """The Trainer of a run, over its training windows (bench/e2e.py builds the same one, without evaluation)."""
+    """The Trainer of a run, over its training windows (bench/e2e.py builds the same one, without evaluation);
+    an unlearning run's windows come with forget sequences, and its method gives the loss."""
+    dataset = CountedWindows(make_windows(config, corpus), ledger)
+    method = unlearning.objective(config, corpus, model) if config.unlearn.on else None
     return GptfitTrainer(
         model=model,
         args=args,
-        train_dataset=CountedWindows(make_windows(config, corpus), ledger),
+        train_dataset=unlearning.with_forget(dataset, corpus) if method is not None else dataset,
         callbacks=callbacks,
         precision=config.train.precision,
         privacy=privacy,
+        objective=method,
     )
 
 
@@ -358,6 +364,16 @@ def write_final_files(config: Config, run: Run, trainer: GptfitTrainer) -> None:
         learn_forget_curves(run.tracker.rows, run.run_dir / "learn_forget.png", title=title)
     figures = (LOSS_FIGURE, MEMORIZATION_FIGURE, "duplication.png", "forgetting.png", "learn_forget.png")
     run.tracker.log_figures({Path(f).stem: run.run_dir / f for f in figures if (run.run_dir / f).exists()})
+    final_measures(config, run, trainer)
+    if config.logger.log_model:
+        models = {"final": run.run_dir / FINAL_MODEL, "best": run.run_dir / BEST_MODEL}
+        run.tracker.log_outputs(models, run.run_dir / SEQUENCES, lineage(config, run.corpus))
+    run.tracker.finish("finished")
+
+
+def final_measures(config: Config, run: Run, trainer: GptfitTrainer) -> None:
+    """What is measured once at the end, counted as evaluation: best/'s rescoring, the page, and an
+    unlearning run's relearning attack."""
     started = time.time()
     score_best(run, next(trainer.model.parameters()).device)
     run.eval_seconds += time.time() - started
@@ -376,8 +392,9 @@ def write_final_files(config: Config, run: Run, trainer: GptfitTrainer) -> None:
         run.tracker.log_html("explore", page)
         run.eval_seconds += time.time() - started
         run.tracker.update(explore_time_s=round(time.time() - started, 2))
+    if config.unlearn.on and config.unlearn.relearn_steps:
+        started = time.time()
+        run.tracker.update(relearn=unlearning.relearn(config, run.corpus, trainer.model, run.run_dir))
+        run.tracker.log_figures({"relearn": run.run_dir / unlearning.RELEARN_FIGURE})
+        run.eval_seconds += time.time() - started
     run.tracker.update(eval_time_s=round(run.eval_seconds, 2))
-    if config.logger.log_model:
-        models = {"final": run.run_dir / FINAL_MODEL, "best": run.run_dir / BEST_MODEL}
-        run.tracker.log_outputs(models, run.run_dir / SEQUENCES, lineage(config, run.corpus))
-    run.tracker.finish("finished")

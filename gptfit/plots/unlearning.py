@@ -1,0 +1,70 @@
+"""Unlearning's figures: the relearning attack of one run, and a study's forget-against-retain plane."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+COLORS = {"unlearned": "tab:red", "retrained": "tab:green"}
+STYLES = {"forget": "-", "heldout": "--"}
+
+
+def relearn_curves(curves: dict, path: Path) -> Path:
+    """Extraction of the forget set's second half against relearning steps: the unlearned and the retrained
+    model, each fine-tuned on the first half (solid) or on as much held-out text (dashed)."""
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    for data, by_model in curves.items():
+        for who, curve in by_model.items():
+            label = f"{who}, relearning on {'half the forget set' if data == 'forget' else 'held-out text'}"
+            steps = [p["step"] for p in curve]
+            ax.plot(steps, [p["extraction"] for p in curve], STYLES[data], color=COLORS[who], label=label)
+    ax.set_xlabel("relearning steps")
+    ax.set_ylabel("extraction of the other half")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title("relearning attack")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def forget_retain_plane(points: list[dict], retrained: dict | None, path: Path) -> Path:
+    """One point per method and strength (mean over seeds): forget-set extraction against the held-out loss's
+    rise over the starting model, the starting model at the origin's height and the retrained model marked."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    methods = sorted({p["method"] for p in points})
+    cmap = plt.get_cmap("tab10")
+    for i, method in enumerate(methods):
+        mine = sorted((p for p in points if p["method"] == method), key=lambda p: p["strength"])
+        ax.plot([p["retain_cost"] for p in mine], [p["forget"] for p in mine], "o-", color=cmap(i), label=method)
+        for p in mine:
+            ax.annotate(
+                f"{p['strength']:g}",
+                (p["retain_cost"], p["forget"]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    if retrained is not None:
+        ax.scatter(
+            [retrained["retain_cost"]],
+            [retrained["forget"]],
+            marker="*",
+            s=160,
+            color="black",
+            zorder=3,
+            label="retrained",
+        )
+    ax.axvline(0.2, color="gray", lw=0.8, ls=":")
+    ax.set_xlabel("held-out loss rise over the starting model (nats)")
+    ax.set_ylabel("forget-set extraction")
+    ax.set_title("unlearning: forget against retain")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
