@@ -62,6 +62,7 @@ HEAVY_FIXTURES = {
     "shadow_sweep",
     "mini_ladder",
     "local_hf_models",
+    "unlearned",
 }
 
 
