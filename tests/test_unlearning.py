@@ -224,3 +224,15 @@ def test_localize_cuts_the_share_of_units_asked_and_the_saved_weights_need_no_ho
     for m in projections(model):
         cut = (m.weight == 0).all(dim=0)
         assert torch.all(m.weight.grad[:, cut] == 0)
+
+
+def test_the_report_has_an_unlearning_table_and_plane(unlearned):
+    result = run_cli(str(unlearned), module="gptfit.report")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = (unlearned / "report.md").read_text()
+    assert "## Unlearning" in report and "| gradient_ascent | 1337 |" in report and "| npo | 1337 |" in report
+    retrained = next(line for line in report.splitlines() if line.startswith("| retrained without the forget set"))
+    cells = [c.strip() for c in retrained.strip("|").split("|")]
+    assert float(cells[2]) <= 0.25  # the retrained model does not recite a set it never saw
+    assert "## Forgetting" not in report  # an unlearning run's forget set was never trained on in it
+    assert (unlearned / "unlearning.png").stat().st_size > 0

@@ -32,6 +32,10 @@ def forget_against_heldout(table: pa.Table) -> pa.Table:
     return pa.concat_tables([forget, heldout])  # the forget rows are split "train" already
 
 
+def mean(column) -> float | None:
+    return float(np.mean(np.asarray(column, dtype=np.float64))) if len(column) else None
+
+
 def forget_losses(table: pa.Table) -> np.ndarray:
     return np.asarray(table.filter(pc.equal(table["kind"], "forget"))["loss"], dtype=np.float64)
 
@@ -45,14 +49,29 @@ class Unlearning(Measure):
         self.path = setup.unlearn.retrained
         self.resamples, self.seed = setup.eval.mia.bootstrap, setup.split_seed
         self.retrained: pa.Table | None = None  # the retrained model's table, scored once
+        self.theirs: dict = {}  # its forget-against-held-out membership figures
+
+    def score_retrained(self, ev: Evaluation) -> None:
+        """The retrained model's table, once; its own forget-set figures go into summary.json (`retrained`)."""
+        device = next(ev.model.parameters()).device
+        self.retrained = self.scorer.score(load_model(self.path).to(device).eval(), 0)
+        self.theirs = membership.aggregates(forget_against_heldout(self.retrained), 0, self.seed)
+        table = self.retrained
+        forget = table.filter(pc.equal(table["kind"], "forget"))
+        trained = table.filter(pc.and_(pc.equal(table["kind"], "sample"), pc.equal(table["split"], "train")))
+        own = {
+            "forget/extraction_rate": mean(forget["extracted"]),
+            "forget/loss": mean(forget["loss"]),
+            "mem/extraction_rate_train": mean(trained["extracted"]),
+        }
+        ev.notes["retrained"] = own | {f"forget/{k}": v for k, v in self.theirs.items()}
 
     def __call__(self, ev: Evaluation) -> dict:
         if self.retrained is None:
-            device = next(ev.model.parameters()).device
-            self.retrained = self.scorer.score(load_model(self.path).to(device).eval(), 0)
+            self.score_retrained(ev)
+        theirs = self.theirs
         resamples = self.resamples if ev.final else 0
         ours = membership.aggregates(forget_against_heldout(ev.table), resamples, self.seed)
-        theirs = membership.aggregates(forget_against_heldout(self.retrained), 0, self.seed)
         out = {f"forget/{key}": value for key, value in ours.items()}
         for key, value in ours.items():
             name, figure = key.split("/")[1:]

@@ -32,22 +32,18 @@ def relearn_curves(curves: dict, path: Path) -> Path:
 
 
 def forget_retain_plane(points: list[dict], retrained: dict | None, path: Path) -> Path:
-    """One point per method and strength (mean over seeds): forget-set extraction against the held-out loss's
-    rise over the starting model, the starting model at the origin's height and the retrained model marked."""
+    """Each arm's path (a point per evaluation step, mean over seeds): forget-set extraction against the
+    held-out loss's rise over the starting model (at x = 0), its last step labelled; the retrained model
+    marked; the study's 0.2-nat budget dotted."""
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     methods = sorted({p["method"] for p in points})
     cmap = plt.get_cmap("tab10")
     for i, method in enumerate(methods):
-        mine = sorted((p for p in points if p["method"] == method), key=lambda p: p["strength"])
-        ax.plot([p["retain_cost"] for p in mine], [p["forget"] for p in mine], "o-", color=cmap(i), label=method)
-        for p in mine:
-            ax.annotate(
-                f"{p['strength']:g}",
-                (p["retain_cost"], p["forget"]),
-                fontsize=6,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
+        mine = sorted((p for p in points if p["method"] == method), key=lambda p: p["step"])
+        ax.plot([p["retain_cost"] for p in mine], [p["forget"] for p in mine], ".-", color=cmap(i), label=method)
+        last = mine[-1]
+        where = (last["retain_cost"], last["forget"])
+        ax.annotate(f"step {last['step']}", where, fontsize=6, xytext=(3, 3), textcoords="offset points")
     if retrained is not None:
         ax.scatter(
             [retrained["retain_cost"]],

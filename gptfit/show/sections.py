@@ -20,6 +20,7 @@ from gptfit.show.mitigations import mitigation_report
 from gptfit.show.sweep import decoding_table, grammar_settings, grammar_tables, seed_table, settings_of
 from gptfit.show.sweep_sequences import duplication_table, exposure_table, forgetting_table, membership_table
 from gptfit.show.turn import turn_report
+from gptfit.show.unlearning import unlearning_report
 
 
 @dataclass
@@ -118,6 +119,14 @@ def privacy_audit(s: Sweep) -> Section | None:
     return Section(heading, found[0], found[1])
 
 
+def unlearning(s: Sweep) -> Section | None:
+    found = unlearning_report(s.runs, s.folder)
+    if found is None:
+        return None
+    heading = "Unlearning: the forget set, what is retained, and the model retrained without it (mean ± sd over seeds)"
+    return Section(heading, found[0], found[1])
+
+
 def membership(s: Sweep) -> Section | None:
     table = membership_table(s.runs, s.swept)
     heading = "Membership inference by score (final; 95% intervals from a bootstrap over documents)"
@@ -136,5 +145,6 @@ SECTIONS: tuple[Callable[[Sweep], Section | None], ...] = (
     duplication,
     forgetting,
     privacy_audit,
+    unlearning,
     membership,
 )

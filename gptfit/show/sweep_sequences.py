@@ -65,8 +65,9 @@ def duplication_table(runs: list[RunRecord]) -> str | None:
 
 
 def forgetting_table(runs: list[RunRecord]) -> str | None:
-    """Markdown: per run with a forgotten set, its extraction and loss when last seen and at the end."""
-    with_forget = [r for r in runs if "forget/loss" in r.final]
+    """Markdown: per run with a forgotten set, its extraction and loss when last seen and at the end (not an
+    unlearning run's: it never trains on its forget set, the unlearning section reads it)."""
+    with_forget = [r for r in runs if "forget/loss" in r.final and not r.config.unlearn.on]
     if not with_forget:
         return None
     lines = [
