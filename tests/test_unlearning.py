@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gptfit.config import UnlearnConfig
+from gptfit.config import ConfigError, UnlearnConfig, validate
 from gptfit.files import read_jsonl
 from gptfit.measures.base import declares
 from gptfit.measures.unlearning import Unlearning
@@ -153,8 +153,6 @@ def test_an_unlearning_run_killed_with_sigkill_resumes_to_the_same_metrics(unlea
     "overrides, line",
     [
         (["unlearn.method=forget_everything"], "unlearn.method='forget_everything': one of gradient_ascent"),
-        (["unlearn.method=npo", "unlearn.strength=-1"], "unlearn.strength=-1.0: must be >= 0"),
-        (["unlearn.method=npo", "unlearn.run=/no/such/run"], "unlearn.run='/no/such/run': no such folder"),
         (["unlearn.method=npo", "unlearn.run={unfinished}"], "holds no finished run (status: unfinished)"),
         (["unlearn.method=npo", "unlearn.run={no_forget_set}"], "never trained on a forget set"),
     ],
@@ -172,6 +170,23 @@ def test_bad_unlearning_input_is_one_line_and_leaves_no_folder(overrides, line, 
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and line in lines[0], result.stderr[-2000:]
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, line",
+    [
+        (["unlearn.strength=-1"], "unlearn.strength=-1.0: must be >= 0"),
+        (["unlearn.run=/no/such/run"], "unlearn.run='/no/such/run': no such folder; name a finished run's folder"),
+        (["unlearn.method=localize", "unlearn.strength=100"], "unlearn.strength=100.0: localize cuts this percentage"),
+        (["unlearn.beta=0"], "unlearn.beta=0.0: must be > 0"),
+        (["unlearn.relearn_steps=-1"], "unlearn.relearn_steps=-1: must be >= 0"),
+    ],
+)
+def test_bad_unlearning_values_are_config_problems(overrides, line, compose_cfg):
+    """Checked with the rest of the config, before anything loads (the command turns them into one line)."""
+    with pytest.raises(ConfigError) as info:
+        validate(compose_cfg(["+experiment=unlearning", "unlearn.method=npo", *overrides]))
+    assert len(info.value.problems) == 1 and info.value.problems[0].startswith(line), info.value.problems
 
 
 def tiny_model(seed: int = 0) -> GPTForCausalLM:
