@@ -224,10 +224,14 @@ def test_localize_cuts_the_share_of_units_asked_and_the_saved_weights_need_no_ho
     forget, retain = torch.randint(0, 40, (6, 12)), torch.randint(0, 40, (6, 12))
     method = build_method(UnlearnConfig(method="localize", strength=25.0))
     method.prepare(model, start, forget, retain)
+
+    def zeroed() -> int:  # MLP units whose output weights are all zero
+        return sum(int((m.weight == 0).all(dim=0).sum()) for m in projections(model))
+
+    assert zeroed() == 0  # step 0 is the starting model: the cut comes with the first step
+    loss = method.loss(model, {"input_ids": retain, "labels": retain})
     units = sum(m.weight.shape[1] for m in projections(model))  # 2 blocks x 64 units
-    assert method.cut_units == round(0.25 * units)
-    zeroed = sum(int((m.weight == 0).all(dim=0).sum()) for m in projections(model))
-    assert zeroed == method.cut_units
+    assert method.cut_units == round(0.25 * units) and zeroed() == method.cut_units
     # A plain copy (no hooks) computes what the hooked model does: the cut units' output weights are zero.
     plain = tiny_model(0)
     plain.load_state_dict(model.state_dict())
@@ -235,7 +239,7 @@ def test_localize_cuts_the_share_of_units_asked_and_the_saved_weights_need_no_ho
     with torch.no_grad():
         assert torch.allclose(plain(input_ids=tokens).logits, model(input_ids=tokens).logits, atol=1e-6)
     # Training cannot grow a cut unit back: its activation is held at zero, so its weights get no gradient.
-    method.loss(model, {"input_ids": retain, "labels": retain}).backward()
+    loss.backward()
     for m in projections(model):
         cut = (m.weight == 0).all(dim=0)
         assert torch.all(m.weight.grad[:, cut] == 0)

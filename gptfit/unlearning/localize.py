@@ -4,8 +4,9 @@ is scored by how much more it carries the forget set's loss than the retained te
 (its output weights zeroed and its activation held at zero by a hook, so training cannot grow it back), and
 the model is fine-tuned on the retained text around the cut. `strength` is that share in percent.
 
-The scores come from the starting model, so a resumed run cuts the same units. The saved model needs no
-hook: a unit whose output weights are zero contributes nothing without it.
+The scores come from the starting model, so a resumed run cuts the same units. The cut is made at the first
+training step, so that step 0's evaluation is the starting model's, as in every method. The saved model
+needs no hook: a unit whose output weights are zero contributes nothing without it.
 """
 
 from __future__ import annotations
@@ -72,11 +73,15 @@ class Localize(Method):
         chosen = torch.zeros(len(ratio), dtype=torch.bool)
         chosen[ratio.topk(n_cut).indices] = True
         width = len(forget_scores[0])
-        for block, module in enumerate(projections(model)):
-            units = chosen[block * width : (block + 1) * width].nonzero().squeeze(1)
-            if len(units):
-                cut(module, units)
+        self.pending = [
+            (module, chosen[b * width : (b + 1) * width].nonzero().squeeze(1))
+            for b, module in enumerate(projections(model))
+        ]
         self.cut_units = n_cut
 
     def loss(self, model, batch):
+        for module, units in self.pending:  # once, at the first step (and the first after a resume)
+            if len(units):
+                cut(module, units)
+        self.pending = []
         return mean_nll(model, batch["input_ids"], batch["labels"])
