@@ -6,7 +6,9 @@ the model retrained without it, at every memorization evaluation.
   under each membership score: AUC and TPRs, with intervals at the last evaluation. 0.5 is the goal; below
   it the forget set stands out by being less likely than never-seen text (the "Streisand effect").
 - `forget/privleak/<score>`: MUSE's privacy leakage, (AUC - AUC_retrained) / AUC_retrained on the same
-  sequences (MUSE reports it in percent): 0 where the model is as the retrained one, below 0 over-unlearned.
+  sequences, as a fraction: 0 where the model is as the retrained one, above 0 where it still singles the
+  forget set out, below 0 over-unlearned. MUSE reports it in percent, with Min-K% (k = 40%), and its code's
+  AUC runs the other way, so a model that still remembers gets a negative figure there.
 - `forget/quality`: the p-value of a two-sample Kolmogorov-Smirnov test between the forget set's
   per-sequence losses under this model and under the retrained one. TOFU's forget quality runs the test on
   truth ratios, which need paraphrased answers; the loss stands in for them here. High: indistinguishable.
