@@ -6,6 +6,7 @@ no training."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -53,6 +54,14 @@ def test_every_arm_is_named_from_its_config_values(compose_cfg):
     assert [a.name for a in sorted(arms.values())] == list(ARMS.values())
     tuned = arm_of_config(composed(compose_cfg, "mitigations_finetune", "dp_eps8"))
     assert tuned.name == "fine-tune: DP-SGD eps=8" and tuned > max(arms.values())
+    # The variants of a mitigation are arms of their own, not merged into the default's.
+    config = composed(compose_cfg, "mitigations", "dedup")
+    every_copy = arm_of(config.model, replace(config.data, dedup=replace(config.data.dedup, keep="none")), config.train)
+    config = composed(compose_cfg, "mitigations", "goldfish_k4")
+    goldfish = replace(config.train.goldfish, context="document")
+    per_document = arm_of(config.model, config.data, replace(config.train, goldfish=goldfish))
+    assert every_copy.name == "dedup >=32 tokens, every copy" and every_copy != arms["dedup"]
+    assert per_document.name == "goldfish k=4 per document" and per_document != arms["goldfish_k4"]
 
 
 def test_two_mitigations_at_once_are_one_combined_arm():

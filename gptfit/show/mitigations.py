@@ -52,9 +52,11 @@ def arm_of(model: ModelConfig, data: DataConfig, train: TrainConfig) -> Arm:
     goldfish, dedup, dp = train.goldfish.k, data.dedup.min_tokens, train.dp
     parts = []  # (family, strength, label)
     if goldfish:
-        parts.append(("goldfish", goldfish, f"goldfish k={goldfish}"))
+        per_document = " per document" if train.goldfish.context == "document" else ""
+        parts.append(("goldfish", goldfish, f"goldfish k={goldfish}{per_document}"))
     if dedup:
-        parts.append(("dedup", dedup, f"dedup >={dedup} tokens"))
+        every_copy = ", every copy" if data.dedup.keep == "none" else ""
+        parts.append(("dedup", dedup, f"dedup >={dedup} tokens{every_copy}"))
     if dp.target_epsilon is not None:
         parts.append(("DP-SGD", dp.target_epsilon, f"DP-SGD eps={dp.target_epsilon:g}"))
     elif dp.noise_multiplier is not None:  # a fixed noise: sorted after every epsilon target
