@@ -117,7 +117,7 @@ def unlearning_report(runs: list[RunRecord], out: Path) -> tuple[str, list[Path]
     if not done:
         return None
     arms: dict[str, list[RunRecord]] = {}
-    for r in sorted(done, key=lambda r: (arm(r), r.config.seed)):
+    for r in sorted(done, key=lambda r: (r.config.unlearn.method, r.config.unlearn.strength, r.config.seed)):
         arms.setdefault(arm(r), []).append(r)
     lines = [HEADER, "|" + "---|" * 12, *reference_rows(done)]
     lines += [arm_row(name, group) for name, group in arms.items()]
