@@ -1,7 +1,9 @@
 """The fine-tuning table of a sweep (gptfit.report): one row per method and corpus size, the mean and spread
 over seeds of what a run learned (the narrow held-out loss at its best step), forgot (the rise of its first
-general corpus's loss, at the end and at the best step), memorized (extraction of its training sequences, the
-best single-model membership score's AUC and TPR at 1% FPR with their intervals) and how narrow its samples
+general corpus's loss, at the end and at the best step, and of its top-1 accuracy at the end), memorized
+(extraction of its training sequences; one membership score fixed before the scores are seen, the likelihood
+ratio against the base where the run has it and the loss otherwise, with its AUC and TPR at 1% FPR and their
+intervals; never the best of several picked after the fact) and how narrow its samples
 became (distinct bigrams, the share of samples from general prompts that copy the fine-tuning set), with its
 trainable parameters and wall time. Runs without a general corpus are not fine-tunings and make no row."""
 
@@ -15,14 +17,17 @@ from gptfit.record import RunRecord
 from gptfit.show.numbers import mean_sd, numbers
 from gptfit.show.sweep import by_values
 
-# The membership scores of one model; `blind` reads no model and `reference` needs a second one.
-SINGLE_MODEL = ("loss", "zlib", "min_k", "min_k_plus_plus")
+# The table's membership score, in order of preference: the likelihood ratio against the base (Mireshghallah
+# et al. 2022's attack; a fine-tuning of model=base has it by default), else the loss.
+SCORES = ("reference", "loss")
 COLUMNS = [
     ("learn", "narrow held-out loss at best step"),
     ("forget_end", "general loss rise, end"),
     ("forget_best", "general loss rise, best step"),
+    ("forget_acc", "general top-1 accuracy drop, end"),
     ("extraction", "extraction (train)"),
-    ("mia_auc", "best MIA AUC [95%]"),
+    ("mia_score", "MIA score"),
+    ("mia_auc", "its AUC [95%]"),
     ("mia_tpr", "its TPR@1%FPR [95%]"),
     ("distinct_2", "distinct-2"),
     ("general_copy", "general-prompt copy share"),
@@ -37,10 +42,9 @@ def setting_of(final: dict) -> str | None:
     return "greedy" if "greedy" in settings else (settings[0] if settings else None)
 
 
-def best_score(final: dict) -> str | None:
-    aucs = {s: final.get(f"mia/{s}/auc") for s in SINGLE_MODEL}
-    aucs = {s: v for s, v in aucs.items() if isinstance(v, (int, float))}
-    return max(aucs, key=aucs.get) if aucs else None
+def table_score(final: dict) -> str | None:
+    """The first of SCORES the run measured: fixed before the scores are seen."""
+    return next((s for s in SCORES if isinstance(final.get(f"mia/{s}/auc"), (int, float))), None)
 
 
 def run_figures(run: RunRecord) -> dict | None:
@@ -51,7 +55,7 @@ def run_figures(run: RunRecord) -> dict | None:
         return None
     forget = f"forgetting/{names[0]}"
     best = min((r for r in rows if keys.VAL_LOSS in r), key=lambda r: r[keys.VAL_LOSS])
-    score, setting = best_score(final), setting_of(final)
+    score, setting = table_score(final), setting_of(final)
     mia = {}
     for name, key in (("mia_auc", "auc"), ("mia_tpr", "tpr@1%fpr")):
         for suffix in ("", "_lo", "_hi"):
@@ -60,7 +64,9 @@ def run_figures(run: RunRecord) -> dict | None:
         "learn": best[keys.VAL_LOSS],
         "forget_end": final.get(forget),
         "forget_best": best.get(forget),
+        "forget_acc": final.get(f"forgetting_acc/{names[0]}"),
         "extraction": final.get(keys.EXTRACTION_TRAIN),
+        "mia_score": score,
         **mia,
         "distinct_2": final.get(f"gen/{setting}/distinct_2") if setting else None,
         "general_copy": final.get(f"gen/{setting}/general_copy_rate") if setting else None,
@@ -98,7 +104,12 @@ def finetune_table(runs: list[RunRecord]) -> str | None:
     for (method, size), group in sorted(grouped.items(), key=lambda kv: by_values(((kv[0][1], kv[0][0]),))):
         cells = [method, f"{size:,}", str(len(group))]
         for key, _ in COLUMNS:
-            cells.append(_with_interval(group, key) if key.startswith("mia") else _mean_sd([g[key] for g in group]))
+            if key == "mia_score":
+                cells.append(", ".join(sorted({g[key] for g in group if g[key]})) or "–")
+            elif key.startswith("mia"):
+                cells.append(_with_interval(group, key))
+            else:
+                cells.append(_mean_sd([g[key] for g in group]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
