@@ -21,31 +21,17 @@ from gptfit.run.checkpoints import COMPLETE
 from gptfit.unlearning import build_method
 from gptfit.unlearning.base import mean_nll, sequence_log_prob
 from gptfit.unlearning.localize import projections
-from tests.conftest import assert_same_rows, error_lines, launch, run_cli, wait_for
+from tests.conftest import TINY, assert_same_rows, error_lines, launch, run_cli, wait_for
 
 # The source: a small model that plants 4 forget sequences of 8 + 8 tokens 16 times and trains on them to
 # its last step, long enough to recite them.
 SOURCE = [
-    "model.n_layer=2",
-    "model.n_head=2",
-    "model.n_embd=32",
-    "model.block_size=48",
-    "data.train_tokens=1024",
-    "data.vocab_size=512",
+    *(o for o in TINY if o.split("=")[0] not in ("train.max_steps", "train.eval_every", "logger")),
     "data.forget.sequences=4",
     "data.forget.copies=16",
     "data.forget.until_step=149",
     "train.max_steps=150",
-    "train.batch_size=8",
-    "train.lr=5e-3",
-    "train.warmup_steps=2",
     "train.eval_every=150",
-    "eval.train_windows=16",
-    "eval.val_windows=16",
-    "eval.sequences=16",
-    "eval.batch_size=16",
-    "eval.prefix_tokens=8",
-    "eval.suffix_tokens=8",
     "eval.explore=false",
     "decoding=none",
 ]

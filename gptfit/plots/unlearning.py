@@ -19,16 +19,8 @@ def relearn_curves(curves: dict, path: Path) -> Path:
             label = f"{who}, relearning on {'half the forget set' if data == 'forget' else 'held-out text'}"
             steps = [p["step"] for p in curve]
             ax.plot(steps, [p["extraction"] for p in curve], STYLES[data], color=COLORS[who], label=label)
-    ax.set_xlabel("relearning steps")
-    ax.set_ylabel("extraction of the other half")
     ax.set_ylim(-0.03, 1.03)
-    ax.set_title("relearning attack")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return finish(fig, ax, "relearning attack", "relearning steps", "extraction of the other half", path)
 
 
 def forget_retain_plane(points: list[dict], retrained: dict | None, path: Path) -> Path:
@@ -56,9 +48,15 @@ def forget_retain_plane(points: list[dict], retrained: dict | None, path: Path) 
         )
     ax.axvline(0.2, color="gray", lw=0.8, ls=":")
     ax.set_xscale("symlog", linthresh=0.5)  # linear near the 0.2-nat budget, logarithmic out to a collapse
-    ax.set_xlabel("held-out loss rise over the starting model (nats; symlog)")
-    ax.set_ylabel("forget-set extraction")
-    ax.set_title("unlearning: forget against retain")
+    x_label = "held-out loss rise over the starting model (nats; symlog)"
+    return finish(fig, ax, "unlearning: forget against retain", x_label, "forget-set extraction", path)
+
+
+def finish(fig, ax, title: str, x_label: str, y_label: str, path: Path) -> Path:
+    """Both figures' labels, grid and legend, written to `path`."""
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -97,12 +97,15 @@ def retained_sample(corpus: Corpus, count: int) -> torch.Tensor:
 
 
 def objective(config: Config, corpus: Corpus, model) -> Method:
-    """The method, prepared on the starting model (loaded again, so that a resumed run prepares the same)."""
+    """The method, prepared on the starting model where it reads it (loaded again, so that a resumed run
+    prepares the same)."""
     method = build_method(config.unlearn)
     forget = forget_tokens(corpus)
-    start = load_model(config.model.init_from).eval()
-    for p in start.parameters():
-        p.requires_grad_(False)
+    start = None
+    if method.needs_start:
+        start = load_model(config.model.init_from).eval()
+        for p in start.parameters():
+            p.requires_grad_(False)
     method.prepare(model, start, forget, retained_sample(corpus, len(forget)))
     return method
 

@@ -29,12 +29,16 @@ class Method:
     """One unlearning method. `prepare` runs once before the first step (and again on resume, from the same
     starting model, so a resumed run unlearns as an uninterrupted one would); `loss` is one batch's loss."""
 
+    # Whether `prepare` reads the starting model (NPO's reference, localize's attribution): only then is a
+    # frozen copy of it loaded.
+    needs_start = False
+
     def __init__(self, unlearn: UnlearnConfig):
         self.strength = unlearn.strength  # the methods that have a knob of their own read it
 
     def prepare(self, model, start, forget: torch.Tensor, retain: torch.Tensor) -> None:
-        """`start`: the starting model, frozen; `forget` and `retain` ([n, length]): the sets, for the methods
-        that look at them first."""
+        """`start`: the starting model, frozen (None unless `needs_start`); `forget` and `retain` ([n, length]):
+        the sets, for the methods that look at them first."""
 
     def loss(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError

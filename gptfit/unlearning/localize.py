@@ -65,6 +65,8 @@ def cut(module: nn.Module, units: torch.Tensor) -> None:
 
 
 class Localize(Method):
+    needs_start = True
+
     def prepare(self, model, start, forget, retain):
         forget_scores = attribution(start, forget)
         retain_scores = attribution(start, retain)

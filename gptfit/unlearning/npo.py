@@ -12,6 +12,8 @@ from gptfit.unlearning.base import Method, sequence_log_prob
 
 
 class Npo(Method):
+    needs_start = True
+
     def __init__(self, unlearn):
         super().__init__(unlearn)
         self.beta = unlearn.beta
