@@ -26,11 +26,15 @@ ROOT = Path(__file__).resolve().parents[1]
 ARMS = {
     "none": "none",
     "goldfish_k4": "goldfish k=4",
+    "goldfish_k4_document": "goldfish k=4 per document",
     "goldfish_k16": "goldfish k=16",
     "dedup": "dedup >=32 tokens",
+    "dedup_every_copy": "dedup >=32 tokens, every copy",
     "dp_eps1": "DP-SGD eps=1",
     "dp_eps8": "DP-SGD eps=8",
     "dp_eps64": "DP-SGD eps=64",
+    "dp_clip_only": "DP clipping only (C=1)",
+    "dp_sampling_only": "DP sampling, no clipping or noise",
     "weight_decay_01": "weight decay 0.1",
     "weight_decay_10": "weight decay 1.0",
     "dropout": "dropout 0.1",
@@ -55,13 +59,12 @@ def test_every_arm_is_named_from_its_config_values(compose_cfg):
     tuned = arm_of_config(composed(compose_cfg, "mitigations_finetune", "dp_eps8"))
     assert tuned.name == "fine-tune: DP-SGD eps=8" and tuned > max(arms.values())
     # The variants of a mitigation are arms of their own, not merged into the default's.
+    assert len({a.name for a in arms.values()}) == len(arms)
+    # A run of another length than the study's says so: dedup at as many passes as the others, not steps.
     config = composed(compose_cfg, "mitigations", "dedup")
-    every_copy = arm_of(config.model, replace(config.data, dedup=replace(config.data.dedup, keep="none")), config.train)
-    config = composed(compose_cfg, "mitigations", "goldfish_k4")
-    goldfish = replace(config.train.goldfish, context="document")
-    per_document = arm_of(config.model, config.data, replace(config.train, goldfish=goldfish))
-    assert every_copy.name == "dedup >=32 tokens, every copy" and every_copy != arms["dedup"]
-    assert per_document.name == "goldfish k=4 per document" and per_document != arms["goldfish_k4"]
+    shorter = arm_of(config.model, config.data, replace(config.train, max_steps=400), steps=500)
+    assert shorter.name == "dedup >=32 tokens, 400 steps" and shorter > arms["dedup"]
+    assert arm_of(config.model, config.data, config.train, steps=500) == arms["dedup"]
 
 
 def test_two_mitigations_at_once_are_one_combined_arm():
@@ -227,7 +230,8 @@ def test_the_table_pools_seeds_and_adds_early_stopping_beside_each_unmitigated_a
 
     text, paths = mitigation_report(read_sweep(a) + read_sweep(b), tmp_path)
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
-    assert rows["none"].startswith("| none | 1, 2 | 7.000 ± 1.414 | 3.500 ± 0.707 |")
+    # The end, then each run's best evaluation (5.5 and 7.5, both at step 250), then bits per byte.
+    assert rows["none"].startswith("| none | 1, 2 | 7.000 ± 1.414 | 6.500 ± 1.414 (250) | 3.500 ± 0.707 |")
     assert "| 0.900 ± 0.000 [0.800, 1.000] | n/a |" in rows["none"]  # AUC and its mean bounds; no TPR
     assert "| 6.500 ± 1.414 |" in rows["early stopping"] and "| none |" in rows["early stopping"]
     assert "| 4 |" in rows["none"] and "| 7.99 |" in rows["DP-SGD eps=8"]

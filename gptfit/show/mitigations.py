@@ -2,10 +2,10 @@
 mitigation arms, as +experiment=mitigations and mitigations_finetune do, whatever the runs are named):
 one row per arm, named from the run's config (not its folder), its seeds pooled; an `early stopping` row beside
 each unmitigated arm, read from the same runs' best/ model (the summary's `early_stopping` and
-`sequences_best.parquet`). Each arm: what it costs (held-out loss and bits per byte at the end, the general
-corpus's loss for fine-tunings, wall time) against what is left memorized (extraction of ordinary training
+`sequences_best.parquet`). Each arm: what it costs (held-out loss at the end and at its best evaluation, bits
+per byte, the general corpus's loss for fine-tunings, wall time) against what is left memorized (extraction of ordinary training
 text and of the planted duplicates, the fewest copies at which half the planted sequences are extracted,
-canary exposure, the `loss` and `min_k_plus_plus` membership scores) and, for DP-SGD, the epsilon spent.
+canary exposure, the `loss`, `min_k_plus_plus` and `rmia` membership scores) and, for DP-SGD, the epsilon spent.
 
 Every figure of a run comes from its summary (`final`, or `early_stopping` with the metrics row of the best
 step) or from its per-sequence tables; `per_run` holds them one row per run and model (final or best), and the
@@ -25,7 +25,8 @@ from gptfit.plots.mitigations import quality_memorization
 from gptfit.record import RunRecord
 from gptfit.show.numbers import mean_sd
 
-SCORES = ("loss", "min_k_plus_plus")
+SCORES = ("loss", "min_k_plus_plus", "rmia")
+UNCLIPPED = 1e5  # a DP clip bound (train.dp.max_grad_norm) at or above it clips nothing: DP's sampling alone
 LEVEL = 0.5  # the extraction rate that the copy-count column asks for
 FINETUNE = "fine-tune: "
 # Families in the table's order; a run mitigated in two ways is `combined`, after them.
@@ -46,9 +47,22 @@ class Arm:
         return (FINETUNE if self.finetune else "") + self.label
 
 
-def arm_of(model: ModelConfig, data: DataConfig, train: TrainConfig) -> Arm:
+def _dp_arm(dp) -> tuple[float, str]:
+    """(strength, label) of a DP-SGD arm: an epsilon target; a fixed noise after every target; and DP's two
+    controls without noise last: clipping only, and DP's sampling alone (a clip bound no gradient reaches)."""
+    if dp.target_epsilon is not None:
+        return dp.target_epsilon, f"DP-SGD eps={dp.target_epsilon:g}"
+    if dp.noise_multiplier:
+        return 1e9 + dp.noise_multiplier, f"DP-SGD sigma={dp.noise_multiplier:g}"
+    if dp.max_grad_norm >= UNCLIPPED:
+        return 3e9, "DP sampling, no clipping or noise"
+    return 2e9, f"DP clipping only (C={dp.max_grad_norm:g})"
+
+
+def arm_of(model: ModelConfig, data: DataConfig, train: TrainConfig, steps: int | None = None) -> Arm:
     """The arm a run's config puts it in: each mitigation that differs from the unmitigated run (no goldfish,
-    no deduplication, no DP-SGD, weight decay 0, dropout 0), e.g. `goldfish k=4`, `DP-SGD eps=8`."""
+    no deduplication, no DP-SGD, weight decay 0, dropout 0), e.g. `goldfish k=4`, `DP-SGD eps=8`. With the
+    study's usual `steps`, a run trained for another number of steps says how many (`dedup ..., 417 steps`)."""
     goldfish, dedup, dp = train.goldfish.k, data.dedup.min_tokens, train.dp
     parts = []  # (family, strength, label)
     if goldfish:
@@ -57,10 +71,8 @@ def arm_of(model: ModelConfig, data: DataConfig, train: TrainConfig) -> Arm:
     if dedup:
         every_copy = ", every copy" if data.dedup.keep == "none" else ""
         parts.append(("dedup", dedup, f"dedup >={dedup} tokens{every_copy}"))
-    if dp.target_epsilon is not None:
-        parts.append(("DP-SGD", dp.target_epsilon, f"DP-SGD eps={dp.target_epsilon:g}"))
-    elif dp.noise_multiplier is not None:  # a fixed noise: sorted after every epsilon target
-        parts.append(("DP-SGD", 1e9 + dp.noise_multiplier, f"DP-SGD sigma={dp.noise_multiplier:g}"))
+    if dp.on:
+        parts.append(("DP-SGD", *_dp_arm(dp)))
     if train.weight_decay:
         parts.append(("weight decay", train.weight_decay, f"weight decay {float(train.weight_decay)}"))
     if model.dropout:
@@ -70,11 +82,21 @@ def arm_of(model: ModelConfig, data: DataConfig, train: TrainConfig) -> Arm:
     else:
         family, value = ("combined" if parts else "none"), 0.0
     label = " + ".join(p[2] for p in parts) or "none"
+    if steps is not None and train.max_steps != steps:
+        label, value = f"{label}, {train.max_steps} steps", value + train.max_steps / 1e12
     return Arm(model.kind == "base", FAMILIES.index(family), value, label)
 
 
-def run_arm(run: RunRecord) -> Arm:
-    return arm_of(run.config.model, run.config.data, run.config.train)
+def run_arm(run: RunRecord, steps: int | None = None) -> Arm:
+    return arm_of(run.config.model, run.config.data, run.config.train, steps)
+
+
+def usual_steps(runs: list[RunRecord]) -> dict[bool, int]:
+    """{fine-tuning?: the most common train.max_steps} of the study's runs, from scratch and fine-tuned."""
+    steps: dict[bool, list[int]] = {}
+    for run in runs:
+        steps.setdefault(run.config.model.kind == "base", []).append(run.config.train.max_steps)
+    return {kind: max(set(s), key=s.count) for kind, s in steps.items()}
 
 
 def early_stopping_arm(arm: Arm) -> Arm:
@@ -118,10 +140,20 @@ def _kept(key: str) -> bool:
     )
 
 
-def record(run: RunRecord, best: bool) -> dict:
+def _best_step(run: RunRecord) -> tuple[int | None, float | None]:
+    """(step, held-out loss) of the run's lowest held-out loss among its evaluations."""
+    evaluated = [r for r in run.rows if keys.VAL_LOSS in r]
+    if not evaluated:
+        return None, None
+    best = min(evaluated, key=lambda r: r[keys.VAL_LOSS])
+    return best["step"], best[keys.VAL_LOSS]
+
+
+def record(run: RunRecord, best: bool, steps: int | None = None) -> dict:
     """One row of `per_run`: a run's final model, or (best=True) its best/ model."""
     summary = run.summary
-    arm = run_arm(run)
+    arm = run_arm(run, steps)
+    best_step, best_loss = _best_step(run)
     if best:
         es = summary["early_stopping"]
         figures = {**_row_at(run.rows, es["step"]), **es}  # the summary's rescoring wins over the row's
@@ -139,6 +171,8 @@ def record(run: RunRecord, best: bool) -> dict:
         "seed": run.config.seed,
         "step": figures.get("step"),
         keys.VAL_LOSS: figures.get(keys.VAL_LOSS),
+        "best_val_loss": best_loss,
+        "best_step": best_step,
         keys.VAL_BPB: figures.get(keys.VAL_BPB),
         keys.EXTRACTION_TRAIN: figures.get(keys.EXTRACTION_TRAIN),
         "planted_extraction": float(rates.mean()) if len(rates) else None,  # every count has per_count rows
@@ -155,10 +189,13 @@ def per_run(runs: list[RunRecord]) -> pd.DataFrame | None:
     """One row per finished mitigation run's final model, and one per unmitigated run's best/ model, in the
     table's order."""
     records = []
-    for run in mitigation_runs(runs):
-        records.append(record(run, best=False))
-        if run_arm(run).label == "none" and run.summary.get("early_stopping"):
-            records.append(record(run, best=True))
+    found = mitigation_runs(runs)
+    usual = usual_steps(found)
+    for run in found:
+        steps = usual[run.config.model.kind == "base"]
+        records.append(record(run, best=False, steps=steps))
+        if run_arm(run, steps).label == "none" and run.summary.get("early_stopping"):
+            records.append(record(run, best=True, steps=steps))
     if not records:
         return None
     records.sort(key=lambda r: (r["order"], r["seed"] if isinstance(r["seed"], int) else 0))
@@ -205,7 +242,8 @@ def columns(frame: pd.DataFrame) -> list[tuple[str, object]]:
     """(header, cell of an arm's rows) of every column the frame has figures for."""
     cols = [
         ("seeds", lambda g: ", ".join(str(s) for s in g["seed"])),
-        ("held-out loss", lambda g: mean_sd(_numbers(g, keys.VAL_LOSS))),
+        ("held-out loss, end", lambda g: mean_sd(_numbers(g, keys.VAL_LOSS))),
+        ("held-out loss, best step (step)", _best),
         ("held-out bpb", lambda g: mean_sd(_numbers(g, keys.VAL_BPB))),
     ]
     for name in _names(frame, "general/", "/loss"):
@@ -217,7 +255,7 @@ def columns(frame: pd.DataFrame) -> list[tuple[str, object]]:
     ]
     for name in _names(frame, "canary/", "/exposure"):
         cols.append((f"exposure: {name}", lambda g, k=f"canary/{name}/exposure": mean_sd(_numbers(g, k), 1)))
-    for score in SCORES:
+    for score in [s for s in SCORES if f"mia/{s}/auc" in frame]:
         cols.append((f"{score} AUC [95%]", lambda g, k=f"mia/{score}/auc": _interval(g, k)))
         cols.append((f"{score} TPR@1%FPR [95%]", lambda g, k=f"mia/{score}/tpr@1%fpr": _interval(g, k)))
     cols += [
@@ -225,6 +263,13 @@ def columns(frame: pd.DataFrame) -> list[tuple[str, object]]:
         ("wall time (s)", lambda g: mean_sd(_numbers(g, "wall_time_s"), 0)),
     ]
     return cols
+
+
+def _best(group: pd.DataFrame) -> str:
+    """The held-out loss at each run's best evaluation, with the steps it came at."""
+    steps = sorted({int(s) for s in group["best_step"].dropna()})
+    loss = mean_sd(_numbers(group, "best_val_loss"))
+    return f"{loss} ({', '.join(map(str, steps))})" if steps else loss
 
 
 def arms(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -243,7 +288,10 @@ CAPTION = (
     "the smallest number of copies whose planted sequences are extracted at a rate of {level} or more at the "
     "last evaluation (the rate of each count averaged over the seeds; each seed's own count in parentheses "
     "where they differ); `none`: no count of the ladder reaches it. For deduplication the count is the number "
-    "planted, before one copy of each was left."
+    "planted, before one copy of each was left. Held-out loss, best step: the lowest held-out loss among each "
+    "run's evaluations, with the steps it came at. `rmia`: against the runs' reference model "
+    "(eval.mia.reference), where they had one. An arm trained for another number of steps than the study's "
+    "other runs says how many."
 )
 
 
