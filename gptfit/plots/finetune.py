@@ -72,3 +72,47 @@ def learn_forget_plane(points: list[dict], path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def learn_forget_trajectories(lines: list[dict], front: list[dict], path: Path) -> Path:
+    """Every evaluation of every run on the learn-forget plane, joined in step order (a run's path from its
+    first evaluation to its last), coloured by method and shaded by learning rate (darker: higher), with the
+    Pareto frontier over all of them drawn in black. lines: [{"method", "lr", "points": [(step, learn,
+    forget)]}]; front: [{"learn", "forget"}], in order of learn."""
+    fig, ax = plt.subplots(figsize=(6.8, 4.4), dpi=110)
+    colours = dict(zip(METHOD_MARKERS, ("tab:red", "tab:blue", "tab:green", "tab:purple")))
+    rates = sorted({ln["lr"] for ln in lines})
+    labelled = set()
+    for ln in sorted(lines, key=lambda ln: (ln["method"], ln["lr"])):
+        family = ln["method"].split()[0]
+        shade = 0.35 + 0.65 * (rates.index(ln["lr"]) + 1) / len(rates)
+        label = ln["method"] if ln["method"] not in labelled else None
+        labelled.add(ln["method"])
+        ax.plot(
+            [p[1] for p in ln["points"]],
+            [p[2] for p in ln["points"]],
+            marker=METHOD_MARKERS.get(family, "o"),
+            markersize=3,
+            linewidth=1,
+            color=colours.get(family, "tab:gray"),
+            alpha=shade,
+            label=label,
+        )
+    if front:
+        ax.step(
+            [p["learn"] for p in front],
+            [p["forget"] for p in front],
+            where="post",
+            color="black",
+            linewidth=1.5,
+            label="Pareto frontier",
+        )
+    ax.set_xlabel("narrow held-out loss (nats; left: learned more)")
+    ax.set_ylabel("general loss rise (nats; up: forgot more)")
+    ax.set_title("every evaluation of every run; darker: higher learning rate", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -3,9 +3,10 @@ mitigation arms, as +experiment=mitigations and mitigations_finetune do, whateve
 one row per arm, named from the run's config (not its folder), its seeds pooled; an `early stopping` row beside
 each unmitigated arm, read from the same runs' best/ model (the summary's `early_stopping` and
 `sequences_best.parquet`). Each arm: what it costs (held-out loss at the end and at its best evaluation, bits
-per byte, the general corpus's loss for fine-tunings, wall time) against what is left memorized (extraction of ordinary training
-text and of the planted duplicates, the fewest copies at which half the planted sequences are extracted,
-canary exposure, the `loss`, `min_k_plus_plus` and `rmia` membership scores) and, for DP-SGD, the epsilon spent.
+per byte, the general corpus's loss for fine-tunings, wall time) against what is left memorized (extraction of
+ordinary training text and of the planted duplicates, the fewest copies at which half the planted sequences are
+extracted, canary exposure, the `loss`, `min_k_plus_plus` and `rmia` membership scores) and, for DP-SGD, the
+epsilon spent.
 
 Every figure of a run comes from its summary (`final`, or `early_stopping` with the metrics row of the best
 step) or from its per-sequence tables; `per_run` holds them one row per run and model (final or best), and the

@@ -15,7 +15,7 @@ from pathlib import Path
 from gptfit.record import RunRecord
 from gptfit.show.audit import audit_report
 from gptfit.show.capacity import PAPER_BITS_PER_PARAM, capacity_report
-from gptfit.show.finetune import finetune_figure, finetune_table
+from gptfit.show.finetune import finetune_figures, finetune_table, frontier_note, pareto, spectrum_table, trajectories
 from gptfit.show.mitigations import mitigation_report
 from gptfit.show.sweep import decoding_table, grammar_settings, grammar_tables, seed_table, settings_of
 from gptfit.show.sweep_sequences import duplication_table, exposure_table, forgetting_table, membership_table
@@ -65,9 +65,12 @@ def finetuning(s: Sweep) -> Section | None:
     table = finetune_table(s.runs)
     if table is None:
         return None
-    plane = finetune_figure(s.runs, s.folder)
+    parts = [table, frontier_note(pareto(trajectories(s.runs)))]
+    spectrum = spectrum_table(s.runs)
+    if spectrum:
+        parts.append("The rank that explains 90% of full fine-tuning's weight change, per matrix:\n\n" + spectrum)
     heading = "Fine-tuning: what each method learns, forgets and memorizes (mean ± sd over seeds)"
-    return Section(heading, table, [plane] if plane is not None else [])
+    return Section(heading, "\n\n".join(p for p in parts if p), finetune_figures(s.runs, s.folder))
 
 
 def mitigations(s: Sweep) -> Section | None:
