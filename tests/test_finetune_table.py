@@ -1,12 +1,16 @@
 """The fine-tuning table of gptfit.report (gptfit.show.finetune) on run folders as gptfit writes them: its
-membership column is one score fixed before the scores are seen, never the best of several."""
+membership column is one score fixed before the scores are seen, never the best of several; a method's rate is
+chosen on what it learned; the learn-forget frontier; the spectrum of a weight change (gptfit.metrics.spectrum)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from gptfit.metrics.spectrum import change_ranks, rank_for_share
 from gptfit.record import RunRecord
-from gptfit.show.finetune import finetune_table
+from gptfit.show.finetune import finetune_table, frontier_note, pareto
 
 
 def run(tmp_path: Path, name: str, method: str, final_mia: dict) -> RunRecord:
@@ -28,3 +32,41 @@ def test_the_membership_column_is_the_reference_score_or_the_loss_never_the_best
     assert "| reference | 0.700 |" in rows["full"] and "0.95" not in rows["full"]
     assert "| loss | 0.600 |" in rows["lora"] and "0.99" not in rows["lora"]
     assert "| 0.100 |" in rows["full"]  # the general top-1 accuracy lost by the end
+
+
+def test_a_method_at_several_rates_names_the_rate_that_learned_most_and_shows_its_best_step(tmp_path):
+    def at(name: str, lr: float, best: float) -> RunRecord:
+        r = run(tmp_path, name, "lora", {"mia/loss/auc": 0.6})
+        r.rows[1]["val/loss"] = best
+        r.summary["config"]["train"]["lr"] = lr
+        r.summary["canaries"] = [{"name": "once", "space_size": 10_000}]
+        r.summary["final"]["canary/once/exposure"] = 5.0
+        return r
+
+    table = finetune_table([at("a", 1e-3, 4.5), at("b", 3e-3, 3.5)])
+    rows = [line for line in table.splitlines()[2:]]
+    assert "| 0.001 |" in rows[0] and "| 0.003 (chosen) |" in rows[1]
+    assert "| 10 / 10 |" in rows[1]  # best step / last: the best was the last, so it was still learning
+    assert "| once 5.0/13.3 |" in rows[1]  # exposure of its maximum, log2 10^4
+
+
+def test_the_pareto_frontier_keeps_the_evaluations_no_other_beats_on_both_axes():
+    lines = [
+        {"method": "full", "lr": 1e-3, "points": [(10, 3.0, 5.0), (20, 2.0, 6.0), (30, 2.5, 7.0)]},
+        {"method": "lora", "lr": 1e-3, "points": [(10, 3.5, 1.0), (20, 3.0, 2.0)]},
+    ]
+    front = pareto(lines)
+    assert [(p["method"], p["step"]) for p in front] == [("full", 20), ("lora", 20), ("lora", 10)]
+    note = frontier_note(front)
+    assert "3 points: full 1, lora 2" in note and "full lr 0.001 step 20 (2.000, 6.000)" in note
+
+
+def test_the_rank_explaining_90_percent_of_a_change_is_its_rank_when_the_change_is_low_rank():
+    torch.manual_seed(0)
+    base = {"w": torch.randn(64, 32), "bias": torch.randn(32)}
+    low = torch.randn(64, 3) @ torch.randn(3, 32)  # a change of rank 3, like a LoRA of rank 3
+    rows = change_ranks(base, {"w": base["w"] + low, "bias": base["bias"] + 1})
+    assert rows == [{"matrix": "w", "full_rank": 32, "rank": rank_for_share(low)}]
+    assert 1 <= rows[0]["rank"] <= 3
+    # A change spread evenly over every direction needs 90% of them; no change needs none.
+    assert rank_for_share(torch.eye(20)) == 18 and rank_for_share(torch.zeros(5, 5)) == 0
