@@ -39,8 +39,7 @@ def test_a_method_at_several_rates_names_the_rate_that_learned_most_and_shows_it
         r = run(tmp_path, name, "lora", {"mia/loss/auc": 0.6})
         r.rows[1]["val/loss"] = best
         r.summary["config"]["train"]["lr"] = lr
-        r.summary["canaries"] = [{"name": "once", "space_size": 10_000}]
-        r.summary["final"]["canary/once/exposure"] = 5.0
+        r.summary["canaries"] = [{"name": "once", "space_size": 10_000, "exposure": 5.0}]
         return r
 
     table = finetune_table([at("a", 1e-3, 4.5), at("b", 3e-3, 3.5)])

@@ -42,7 +42,7 @@ COLUMNS = [
     ("mia_tpr", "its TPR@1%FPR [95%]"),
     ("distinct_2", "distinct-2"),
     ("general_copy", "general-prompt copy share"),
-    ("exposure", "canary exposure (bits, of max)"),
+    ("exposure", "exposure of planted secrets (bits, of max)"),
     ("trainable", "trainable params"),
     ("time", "wall time (s)"),
 ]
@@ -96,12 +96,9 @@ def method_of(run: RunRecord) -> str:
 
 
 def _exposures(run: RunRecord) -> str | None:
-    """Each canary's exposure at the end, of its maximum (log2 of the fillings): `once 4.1/13.3`."""
-    cells = []
-    for canary in run.summary.get("canaries") or []:
-        exposure = run.final.get(f"canary/{canary['name']}/exposure")
-        if isinstance(exposure, (int, float)):
-            cells.append(f"{canary['name']} {exposure:.1f}/{math.log2(canary['space_size']):.1f}")
+    """Each planted secret's exposure at the end, of its maximum (log2 of its fillings): `once 4.1/13.3`."""
+    secrets = run.summary.get("canaries") or []
+    cells = [f"{c['name']} {c['exposure']:.1f}/{math.log2(c['space_size']):.1f}" for c in secrets if "exposure" in c]
     return ", ".join(cells) or None
 
 
