@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -15,7 +16,7 @@ from gptfit.data.corpus import load_corpus
 from gptfit.metrics.bits import parameter_counts
 from gptfit.model.loading import build_model
 from gptfit.report import main as report_main
-from gptfit.show.capacity import capacity_report, fit, per_run, plateaus
+from gptfit.show.capacity import capacity_report, fit, law_text, membership_law, per_run, plateaus, sigmoid_law
 from gptfit.show.sweep import read_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ def test_each_models_sizes_are_the_stated_multiples_of_its_capacity(compose_cfg,
 MODELS = {"1 x 32": (15_000, 12_000), "2 x 32": (27_000, 24_000), "2 x 64": (104_000, 98_000)}
 
 
-def write_run(job: Path, model: str, sequences: int, seed: int, held_per_param: float = 2.0) -> None:
+def write_run(job: Path, model: str, sequences: int, seed: int, held_per_param: float = 2.0, law=None) -> None:
     """A finished data=uniform run whose model holds the whole set up to `held_per_param` bits a parameter."""
     params, non_embedding = MODELS[model]
     layers, width = (int(v) for v in model.split(" x "))
@@ -48,6 +49,9 @@ def write_run(job: Path, model: str, sequences: int, seed: int, held_per_param: 
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"data.uniform.sequences={sequences}"]))
     row = {"step": 1000, "epoch": 40.0, "capacity/bits_total": bits, "capacity/bits_per_param": bits / params}
+    if law is not None:  # a membership AUC on Morris et al.'s law, at the model's capacity over the set's bits
+        x = held_per_param * params / (sequences * BITS_PER_SEQUENCE)
+        row["mia/loss/auc"] = float(sigmoid_law(np.array(x), *law))
     (job / "metrics.jsonl").write_text(json.dumps(row) + "\n")
     config = {
         "name": "capacity",
@@ -175,3 +179,24 @@ def test_without_uniform_runs_the_turn_uses_the_papers_bits_per_parameter(tmp_pa
     report = (text_runs / "report.md").read_text()
     assert "3.60 bits a parameter (Morris et al.)" in report and "## Capacity:" not in report
     assert turn_rows(report)["16,384"][4] == f"{80_000 / 36_000:.2f}"
+
+
+def test_runs_on_one_membership_law_collapse_onto_it_and_a_model_off_it_stands_out(tmp_path):
+    truth = (0.9, 3.0, -0.6)
+    jobs = [(m, math.ceil(r * 2.0 * MODELS[m][0] / BITS_PER_SEQUENCE)) for m in MODELS for r in RATIOS]
+    for i, (model, sequences) in enumerate(jobs):
+        shifted = (0.9, 3.0, 0.4) if model == "2 x 64" else truth  # the largest model on another curve
+        write_run(tmp_path / "s" / str(i), model, sequences, seed=0, law=shifted)
+    frame = per_run(read_sweep(tmp_path / "s"))
+    models = plateaus(frame)
+    on_law = membership_law(frame[frame["model"] != "2 x 64"], models[models["model"] != "2 x 64"])
+    (c1, c2, c3), rms = on_law["pooled"]
+    assert rms < 1e-3 and (c1, c2, c3) == pytest.approx(truth, rel=0.05)
+    law = membership_law(frame, models)
+    text = law_text(law)
+    assert f"fitted to {len(jobs)} runs of 3 models" in text
+    cells = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in text.splitlines()[4:]}
+    # The pooled curve misses every model, the shifted one most, while each model's own fit is exact: the sizes
+    # do not collapse.
+    assert law["pooled"][1] > 0.03 and float(cells["2 x 64"][2]) > max(float(cells[m][2]) for m in ("1 x 32", "2 x 32"))
+    assert all(float(cells[m][3].rstrip(" |")) < 1e-3 for m in MODELS)

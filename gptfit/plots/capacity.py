@@ -70,3 +70,27 @@ def turn_figure(frame: pd.DataFrame, measures, out: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def membership_law_figure(points: pd.DataFrame, pooled, law, path: Path) -> Path:
+    """Each run's membership AUC (loss score, with its interval) against its model's capacity over the dataset's
+    bits, a colour per model, and the pooled sigmoid law. points: gptfit.show.capacity.membership_law's."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    models = list(dict.fromkeys(points["model"]))
+    colors = plt.cm.viridis(np.linspace(0, 0.85, max(len(models), 1)))
+    for color, model in zip(colors, models):
+        runs = points[points["model"] == model]
+        low = (runs["mia_auc"] - runs["mia_auc_lo"]).clip(lower=0).fillna(0)
+        high = (runs["mia_auc_hi"] - runs["mia_auc"]).clip(lower=0).fillna(0)
+        ax.errorbar(runs["x"], runs["mia_auc"], yerr=[low, high], fmt="o", color=color, label=model, markersize=4)
+    if pooled is not None:
+        x = np.geomspace(points["x"].min(), points["x"].max(), 200)
+        ax.plot(x, law(x, *pooled[0]), color="black", linewidth=1, label="sigmoid law, all models")
+    ax.axhline(0.5, color="gray", linestyle=":", linewidth=0.8)
+    ax.set(xscale="log", xlabel="capacity / dataset (bits over bits)", ylabel="membership AUC (loss score)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

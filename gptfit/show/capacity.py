@@ -4,6 +4,11 @@ pooled), and for each model its capacity: the most bits it held at any dataset s
 parameter is fitted as the slope of the plateaus against the parameters, through the origin, with a 95% t
 interval over the models; the slope of a line with an intercept is given beside it.
 
+Morris et al.'s membership law: the loss score's AUC of each run against its model's capacity over the dataset's
+bits, with their sigmoid AUC = 1/2 (1 + c1 sigmoid(c2 (capacity / |D| + c3))) fitted to every model at once
+(`membership_law`); the models collapse onto one curve when the pooled fit leaves little more error than a fit
+per model.
+
 Every figure comes from the runs' summaries (`final`, the parameter counts, `saturated_at_step`); `per_run`
 holds them one row per run, and the tables, their CSV and the figure are drawn from that frame alone."""
 
@@ -13,11 +18,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 
 from gptfit.files import write_text_atomic
-from gptfit.plots.capacity import capacity_figure
+from gptfit.plots.capacity import capacity_figure, membership_law_figure
 from gptfit.record import RunRecord
 from gptfit.show.numbers import mean_sd
 
@@ -59,6 +65,7 @@ def record(run: RunRecord) -> dict | None:
         "epochs": final.get("epoch"),
         "saturated": summary.get("saturated_at_step") is not None,
         "wall_time_s": run.wall_time_s,
+        **{f"mia_auc{b}": final.get(f"mia/loss/auc{b}") for b in ("", "_lo", "_hi")},
     }
 
 
@@ -171,7 +178,61 @@ def capacity_report(runs: list[RunRecord], out: Path) -> tuple[str, list[Path], 
     models = plateaus(frame)
     result = fit(models)
     text = cell_table(frame) + "\n\n" + model_table(models, result)
+    law = membership_law(frame, models)
+    figures = [capacity_figure(frame, models, result.slope if result else None, PAPER_BITS_PER_PARAM, out)]
+    if law is not None:
+        text += "\n\n" + law_text(law)
+        path = out / "capacity_membership.png"
+        figures.append(membership_law_figure(law["points"], law["pooled"], sigmoid_law, path))
     write_text_atomic(out / "capacity.md", "# Capacity\n\n" + text + "\n")
     write_text_atomic(out / "capacity.csv", frame.to_csv(index=False))
-    figure = capacity_figure(frame, models, result.slope if result else None, PAPER_BITS_PER_PARAM, out)
-    return text, [out / "capacity.md", out / "capacity.csv", figure], result.slope if result else None
+    return text, [out / "capacity.md", out / "capacity.csv", *figures], result.slope if result else None
+
+
+def sigmoid_law(x: np.ndarray, c1: float, c2: float, c3: float) -> np.ndarray:
+    """Morris et al.'s membership law: 1/2 (1 + c1 sigmoid(c2 (x + c3))), x = capacity / dataset size."""
+    return 0.5 * (1 + c1 / (1 + np.exp(-c2 * (x + c3))))
+
+
+def _fit_law(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """(c1, c2, c3) and the RMS error of the law fitted to (x, y); None where it does not converge."""
+    try:
+        coef, _ = optimize.curve_fit(sigmoid_law, x, y, p0=(1.0, 4.0, -0.5), maxfev=20000)
+    except (RuntimeError, TypeError, ValueError):  # too few points, or no convergence
+        return None
+    return coef, float(np.sqrt(np.mean((sigmoid_law(x, *coef) - y) ** 2)))
+
+
+def membership_law(frame: pd.DataFrame, models: pd.DataFrame) -> dict | None:
+    """The membership law over every run with a loss AUC: x = its model's plateau over the dataset's bits.
+    {"points": frame with x, "pooled": (coef, rms), "per_model": {model: rms of its own fit}}; None without
+    two models with AUCs."""
+    runs = frame.dropna(subset=["mia_auc"]).merge(models[["params", "plateau"]], on="params")
+    if runs["params"].nunique() < 2:
+        return None
+    runs = runs.assign(x=runs["plateau"] / runs["dataset_bits"])
+    pooled = _fit_law(runs["x"].to_numpy(float), runs["mia_auc"].to_numpy(float))
+    own = {}
+    for model, group in runs.groupby("model", sort=False):
+        fitted = _fit_law(group["x"].to_numpy(float), group["mia_auc"].to_numpy(float))
+        own[model] = fitted[1] if fitted else None
+    return {"points": runs, "pooled": pooled, "per_model": own}
+
+
+def law_text(law: dict) -> str:
+    """The fitted law, and how far each model's runs sit from the pooled curve against their own fit."""
+    if law["pooled"] is None:
+        return "The membership law did not converge on these runs."
+    (c1, c2, c3), rms = law["pooled"]
+    lines = [
+        f"Membership law (Morris et al.), fitted to {len(law['points'])} runs of {len(law['per_model'])} models: "
+        f"AUC = 1/2 (1 + {c1:.3f} sigmoid({c2:.3f} (capacity / dataset bits + {c3:.3f}))), RMS error {rms:.3f}.",
+        "",
+        "| model | runs | RMS error from the pooled curve | RMS error of its own fit |",
+        "|---|---|---|---|",
+    ]
+    for model, group in law["points"].groupby("model", sort=False):
+        error = float(np.sqrt(np.mean((sigmoid_law(group["x"].to_numpy(float), c1, c2, c3) - group["mia_auc"]) ** 2)))
+        own = law["per_model"].get(model)
+        lines.append(f"| {model} | {len(group)} | {error:.3f} | {'–' if own is None else f'{own:.3f}'} |")
+    return "\n".join(lines)

@@ -85,7 +85,7 @@ def capacity(s: Sweep) -> Section | None:
     if found is None:
         return None
     s.found["bits_per_param"] = found[2]
-    return Section("Capacity: the bits each model memorized, and bits per parameter", found[0], [found[1][-1]])
+    return Section("Capacity: the bits each model memorized, and bits per parameter", found[0], found[1][2:])
 
 
 def turn(s: Sweep) -> Section | None:
