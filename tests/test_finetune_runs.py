@@ -4,15 +4,22 @@ LoRA and head-only tuning; and the same methods on local GPT-2 and GPT-NeoX fold
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig
 
 from gptfit.files import METRICS, SUMMARY, read_jsonl
+from gptfit.measures.pretraining import base_windows, exact
+from gptfit.metrics.scoring import score_sequences
+from gptfit.metrics.sequences import decoded_matches
+from gptfit.model import GPTConfig, GPTForCausalLM
+from gptfit.model.loading import load_tokenizer
 from gptfit.run import base as base_cache
 from tests.conftest import TINY, run_cli
 from tests.wandb_log import find_run
@@ -231,3 +238,40 @@ def test_the_base_key_holds_only_the_fields_that_shape_its_weights(make_config, 
     assert base_cache.base_key(config) != key
     assert base_cache.weight_fields(config)["train"]["new_knob"] == 4
     assert base_cache.base_key(make_config([*TINY_BASE, "train.lr=1e-2"], "unset")) != key
+
+
+def test_what_greedy_decoding_reproduces_is_read_from_one_scoring_pass():
+    """pretraining.exact (teacher-forced argmax on every suffix token) against greedy decoding itself, on a model
+    made to memorize two sequences and on the same model untrained."""
+    torch.manual_seed(0)
+    model = GPTForCausalLM(GPTConfig(vocab_size=64, n_layer=2, n_head=2, n_embd=32, block_size=24))
+    untrained = copy.deepcopy(model)
+    memorized, other = torch.randint(0, 64, (2, 24)), torch.randint(0, 64, (6, 24))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        optimizer.zero_grad()
+        model(input_ids=memorized, labels=memorized).loss.backward()
+        optimizer.step()
+    windows = torch.cat([memorized, other])
+    for m in (model, untrained):
+        greedy = decoded_matches(m.eval(), windows, 12, {"do_sample": False, "num_beams": 1}, 8, seed=0).all(1)
+        assert torch.equal(exact(score_sequences(m, windows, 8), 12), greedy)
+    assert exact(score_sequences(model, windows, 8), 12).tolist() == [True] * 2 + [False] * 6
+    assert not exact(score_sequences(untrained, windows, 8), 12).any()
+
+
+@pytest.mark.slow
+def test_a_fine_tuning_follows_what_its_base_memorized_of_its_own_training_text(tiny_base, make_config, tmp_path):
+    summary = finetune(make_config, tiny_base, tmp_path / "run", "eval.pretraining_sequences=64", "train.lr=1e-2")
+    config = make_config([*TINY_FINETUNE, f"model.init_from={tiny_base}"], tmp_path / "unused")
+    prefix, length = config.eval.prefix_tokens, config.eval.prefix_tokens + config.eval.suffix_tokens
+    base = AutoModelForCausalLM.from_pretrained(tiny_base)
+    windows = base_windows(Path(tiny_base), load_tokenizer(str(tiny_base)), 64, length)
+    held = int(exact(score_sequences(base, windows, 64), prefix).sum())
+    rows = [r for r in read_jsonl(tmp_path / "run" / METRICS) if "pretraining/candidates" in r]
+    assert rows[0]["step"] == 0 and all(rows[-1][k] == v for k, v in summary["final"].items() if k in rows[-1])
+    assert all(r["pretraining/candidates"] == len(windows) == 64 and r["pretraining/memorized"] == held for r in rows)
+    if held:  # the base reproduces them at step 0; the fine-tuning at a high rate makes them less likely
+        assert rows[0]["pretraining/extraction"] == 1.0 and rows[-1]["pretraining/loss"] > rows[0]["pretraining/loss"]
+    else:
+        assert "pretraining/extraction" not in rows[-1]

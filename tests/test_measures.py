@@ -80,10 +80,16 @@ def test_the_configs_build_every_measure_of_the_registry(evaluator_of):
     from gptfit.measures import REGISTRY
 
     built = {m.__module__ for name in CONFIGS for m in evaluator_of(name)[0].measures}
-    # general (fine-tuning), privacy (DP-SGD) and unlearning (a source and a retrained model) are checked on
-    # their own runs, below, in test_general.py and in test_unlearning.py (whose keys it checks against the
-    # measure's declaration).
-    own_runs = {"gptfit.measures.general", "gptfit.measures.privacy", "gptfit.measures.unlearning"}
+    # general (fine-tuning), privacy (DP-SGD), unlearning (a source and a retrained model) and pretraining (a
+    # fine-tuning that follows its base's memorized text) are checked on their own runs, below, in
+    # test_general.py, test_unlearning.py (whose keys it checks against the measure's declaration) and
+    # test_finetune_runs.py.
+    own_runs = {
+        "gptfit.measures.general",
+        "gptfit.measures.privacy",
+        "gptfit.measures.unlearning",
+        "gptfit.measures.pretraining",
+    }
     assert built == {b.__module__ for b in REGISTRY} - own_runs
 
 

@@ -125,6 +125,11 @@ class Config:
                 "data.forget: works with train.sampling=random only (epochs would need a new cut of "
                 "the windows at until_step); use train.sampling=random"
             )
+        if self.eval.pretraining_sequences and self.model.kind != "base":
+            problems.append(
+                f"eval.pretraining_sequences={self.eval.pretraining_sequences}: follows what the base memorized of "
+                "its own training text, so it needs model=base; use model=base or eval.pretraining_sequences=0"
+            )
         for name, setting in self.decoding.items():
             problems += setting.problems(f"decoding.{name}")
         if self.eval.canary_rank == "enumerate":

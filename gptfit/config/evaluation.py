@@ -109,6 +109,9 @@ class EvalConfig:
     canary_rank: str = "auto"
     # Sampled fillings of the format the skew-normal is fitted to.
     canary_candidates: int = 255
+    # A fine-tuning of model=base: this many windows of the base's own training text, of which those the base
+    # reproduces exactly are followed through the fine-tuning (pretraining/extraction; 0: off).
+    pretraining_sequences: int = 0
     # Memorization metrics (exact match, membership inference, extraction, canaries) and samples with
     # their generation metrics at every k-th evaluation (1: at each); both always at the last step.
     memorization_every: int = 1
@@ -156,6 +159,7 @@ class EvalConfig:
         if self.heldout_sequences is not None:
             c.positive("heldout_sequences")
         c.at_least("heldout_prompts", 0)
+        c.at_least("pretraining_sequences", 0)
         c.at_least("general_prompts", 0)
         for i, prompt in enumerate(self.prompts):
             c.need(bool(prompt.strip()), f"prompts[{i}]", "must not be empty", got=prompt)

@@ -18,6 +18,7 @@ from gptfit.measures import (
     generation,
     grammar,
     losses,
+    pretraining,
     privacy,
     table,
     unlearning,
@@ -26,6 +27,7 @@ from gptfit.measures import (
 REGISTRY = (
     losses.build,
     general.build,
+    pretraining.build,
     table.build,
     unlearning.build,
     capacity.build,
