@@ -10,7 +10,7 @@ import torch
 
 from gptfit.metrics.spectrum import change_ranks, rank_for_share
 from gptfit.record import RunRecord
-from gptfit.show.finetune import finetune_table, frontier_note, pareto
+from gptfit.show.finetune import finetune_table, frontier_note, matched_loss, pareto
 
 
 def run(tmp_path: Path, name: str, method: str, final_mia: dict) -> RunRecord:
@@ -69,3 +69,21 @@ def test_the_rank_explaining_90_percent_of_a_change_is_its_rank_when_the_change_
     assert 1 <= rows[0]["rank"] <= 3
     # A change spread evenly over every direction needs 90% of them; no change needs none.
     assert rank_for_share(torch.eye(20)) == 18 and rank_for_share(torch.zeros(5, 5)) == 0
+
+
+def test_membership_is_compared_where_every_run_reached_the_same_held_out_loss(tmp_path):
+    def tabled(name: str, method: str, losses: list[float], aucs: list[float]) -> RunRecord:
+        r = run(tmp_path, name, method, {})
+        r.rows[:] = [
+            {"step": 100 * i, "val/loss": loss, "mia/reference/auc": auc, "canary/once/exposure": 2.0 * i}
+            for i, (loss, auc) in enumerate(zip(losses, aucs))
+        ]
+        return r
+
+    full = tabled("a", "full", [5.0, 3.0, 2.0], [0.5, 0.8, 0.95])
+    lora = tabled("b", "lora", [5.0, 4.0, 3.5], [0.5, 0.6, 0.7])
+    text = matched_loss([full, lora])
+    assert "at or below 3.500 nats" in text  # LoRA's best: the level both reached
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["full, lr 0.001, seed 1337"].endswith("| 100 | 3.000 | 0.800 | 2.0 |")  # its first step there
+    assert rows["lora, lr 0.001, seed 1337"].endswith("| 200 | 3.500 | 0.700 | 4.0 |")

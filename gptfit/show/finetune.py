@@ -246,3 +246,33 @@ def spectrum_table(runs: list[RunRecord]) -> str | None:
         cells = [str(col[m]["rank"]) if m in col else "–" for col in columns.values()]
         lines.append(f"| {m} | {full} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def matched_loss(runs: list[RunRecord]) -> str | None:
+    """Membership at matched utility (Mireshghallah et al. 2022 compare methods at equal held-out perplexity):
+    the narrow held-out loss every run reached at a table evaluation (the highest of the runs' lowest), and, for
+    each run, its first table evaluation at or below it: its step and loss, the membership AUC against the base
+    (`reference`) and each planted secret's exposure there. None with fewer than two fine-tuning runs."""
+    tables = {}
+    for r in runs:
+        rows = [row for row in r.rows if "mia/reference/auc" in row and keys.VAL_LOSS in row]
+        if r.status == "finished" and rows:
+            tables[f"{method_of(r)}, lr {r.config.train.lr:g}, seed {r.config.seed}"] = rows
+    if len(tables) < 2:
+        return None
+    level = max(min(row[keys.VAL_LOSS] for row in rows) for rows in tables.values())
+    secrets = sorted({k for rows in tables.values() for k in rows[-1] if k.endswith("/exposure")})
+    head = ["run", "step", "narrow held-out loss", "membership AUC vs the base", *secrets]
+    lines = [
+        f"At matched narrow held-out loss: each run's first table evaluation at or below {level:.3f} nats, the "
+        "level every run reached (intervals are bootstrapped at the last evaluation only, so none here).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for name, rows in tables.items():
+        row = next(row for row in rows if row[keys.VAL_LOSS] <= level)
+        cells = [f"{row['step']}", f"{row[keys.VAL_LOSS]:.3f}", f"{row['mia/reference/auc']:.3f}"]
+        cells += [f"{row[k]:.1f}" if isinstance(row.get(k), (int, float)) else "–" for k in secrets]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

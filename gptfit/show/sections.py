@@ -15,7 +15,15 @@ from pathlib import Path
 from gptfit.record import RunRecord
 from gptfit.show.audit import audit_report
 from gptfit.show.capacity import PAPER_BITS_PER_PARAM, capacity_report
-from gptfit.show.finetune import finetune_figures, finetune_table, frontier_note, pareto, spectrum_table, trajectories
+from gptfit.show.finetune import (
+    finetune_figures,
+    finetune_table,
+    frontier_note,
+    matched_loss,
+    pareto,
+    spectrum_table,
+    trajectories,
+)
 from gptfit.show.mitigations import mitigation_report
 from gptfit.show.sweep import decoding_table, grammar_settings, grammar_tables, seed_table, settings_of
 from gptfit.show.sweep_sequences import duplication_table, exposure_table, forgetting_table, membership_table
@@ -65,7 +73,7 @@ def finetuning(s: Sweep) -> Section | None:
     table = finetune_table(s.runs)
     if table is None:
         return None
-    parts = [table, frontier_note(pareto(trajectories(s.runs)))]
+    parts = [table, frontier_note(pareto(trajectories(s.runs))), matched_loss(s.runs)]
     spectrum = spectrum_table(s.runs)
     if spectrum:
         parts.append("The rank that explains 90% of full fine-tuning's weight change, per matrix:\n\n" + spectrum)
