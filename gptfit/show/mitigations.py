@@ -84,7 +84,7 @@ def arm_of(model: ModelConfig, data: DataConfig, train: TrainConfig, steps: int 
         family, value = ("combined" if parts else "none"), 0.0
     label = " + ".join(p[2] for p in parts) or "none"
     if steps is not None and train.max_steps != steps:
-        label, value = f"{label}, {train.max_steps} steps", value + train.max_steps / 1e12
+        label = f"{label}, {train.max_steps} steps"
     return Arm(model.kind == "base", FAMILIES.index(family), value, label)
 
 
