@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import NullFormatter
 
+from gptfit.plots import finish
+
 
 def capacity_figure(frame: pd.DataFrame, models: pd.DataFrame, slope: float | None, paper: float, out: Path) -> Path:
     """Left: memorized bits against the dataset's bits, a line per model (seeds as points), under the line where
@@ -87,10 +89,6 @@ def membership_law_figure(points: pd.DataFrame, pooled, law, path: Path) -> Path
         x = np.geomspace(points["x"].min(), points["x"].max(), 200)
         ax.plot(x, law(x, *pooled[0]), color="black", linewidth=1, label="sigmoid law, all models")
     ax.axhline(0.5, color="gray", linestyle=":", linewidth=0.8)
-    ax.set(xscale="log", xlabel="capacity / dataset (bits over bits)", ylabel="membership AUC (loss score)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    ax.set_xscale("log")
+    x_label, y_label = "capacity / dataset (bits over bits)", "membership AUC (loss score)"
+    return finish(fig, ax, "Morris et al.'s membership law", x_label, y_label, path)

@@ -7,6 +7,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from gptfit import keys
+from gptfit.plots import finish
 
 METHOD_MARKERS = {"full": "o", "lora": "s", "top_layers": "^", "head": "D"}
 
@@ -107,12 +108,6 @@ def learn_forget_trajectories(lines: list[dict], front: list[dict], path: Path) 
             linewidth=1.5,
             label="Pareto frontier",
         )
-    ax.set_xlabel("narrow held-out loss (nats; left: learned more)")
-    ax.set_ylabel("general loss rise (nats; up: forgot more)")
-    ax.set_title("every evaluation of every run; darker: higher learning rate", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    title = "every evaluation of every run; darker: higher learning rate"
+    x_label, y_label = "narrow held-out loss (nats; left: learned more)", "general loss rise (nats; up: forgot more)"
+    return finish(fig, ax, title, x_label, y_label, path, title_size=9)

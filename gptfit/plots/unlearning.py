@@ -6,6 +6,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from gptfit.plots import finish
+
 COLORS = {"unlearned": "tab:red", "retrained": "tab:green"}
 STYLES = {"forget": "-", "heldout": "--"}
 
@@ -50,16 +52,3 @@ def forget_retain_plane(points: list[dict], retrained: dict | None, path: Path) 
     ax.set_xscale("symlog", linthresh=0.5)  # linear near the 0.2-nat budget, logarithmic out to a collapse
     x_label = "held-out loss rise over the starting model (nats; symlog)"
     return finish(fig, ax, "unlearning: forget against retain", x_label, "forget-set extraction", path)
-
-
-def finish(fig, ax, title: str, x_label: str, y_label: str, path: Path) -> Path:
-    """Both figures' labels, grid and legend, written to `path`."""
-    ax.set_xlabel(x_label)
-    ax.set_ylabel(y_label)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
