@@ -10,7 +10,7 @@ import torch
 
 from gptfit.metrics.spectrum import change_ranks, rank_for_share
 from gptfit.record import RunRecord
-from gptfit.show.finetune import finetune_table, frontier_note, matched_loss, pareto
+from gptfit.show.finetune import finetune_figures, finetune_table, frontier_note, matched_loss, pareto
 
 
 def run(tmp_path: Path, name: str, method: str, final_mia: dict) -> RunRecord:
@@ -87,3 +87,10 @@ def test_membership_is_compared_where_every_run_reached_the_same_held_out_loss(t
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert rows["full, lr 0.001, seed 1337"].endswith("| 100 | 3.000 | 0.800 | 2.0 |")  # its first step there
     assert rows["lora, lr 0.001, seed 1337"].endswith("| 200 | 3.500 | 0.700 | 4.0 |")
+
+
+def test_the_figures_draw_every_run_and_its_trajectory(tmp_path):
+    runs = [run(tmp_path, "a", "full", {}), run(tmp_path, "b", "lora", {})]
+    paths = finetune_figures(runs, tmp_path)
+    assert [p.name for p in paths] == ["learn_forget.png", "learn_forget_trajectories.png"]
+    assert all(p.stat().st_size > 10_000 for p in paths)

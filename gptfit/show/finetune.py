@@ -167,7 +167,7 @@ def finetune_figure(runs: list[RunRecord], sweep: Path) -> Path | None:
     """The sweep's learn_forget.png: a point per fine-tuning run."""
     points = [
         {"method": method, "size": size, "learn": g["learn"], "forget": g["forget_end"], "extraction": g["extraction"]}
-        for (method, size), group in groups(runs).items()
+        for (method, size, _lr), group in groups(runs).items()
         for g in group
         if g["forget_end"] is not None
     ]
