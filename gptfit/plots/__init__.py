@@ -14,13 +14,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 
-def finish(fig, ax, title: str, x_label: str, y_label: str, path: Path, title_size: float | None = None) -> Path:
+def finish(
+    fig, ax, title: str, x_label: str, y_label: str, path: Path, title_size: float | None = None, legend_size: float = 7
+) -> Path:
     """A figure's labels, grid and legend, written to `path`, and the figure closed."""
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     ax.set_title(title, fontsize=title_size)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=legend_size)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -29,15 +29,8 @@ def learn_forget_curves(rows: list[dict], path: Path, title: str = "") -> Path:
     if rows:
         best = min(rows, key=lambda r: r[keys.VAL_LOSS])
         ax.scatter([best["tokens_seen"]], [best[keys.VAL_LOSS]], color="tab:orange", zorder=3, label="best step")
-    ax.set_xlabel("tokens seen")
-    ax.set_ylabel("loss (nats / token)")
-    ax.set_title(title or "learning the narrow corpus, forgetting general text")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    title = title or "learning the narrow corpus, forgetting general text"
+    return finish(fig, ax, title, "tokens seen", "loss (nats / token)", path, legend_size=8)
 
 
 def learn_forget_plane(points: list[dict], path: Path) -> Path:
